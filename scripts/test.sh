@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The README's test command: installs what the tests need, then runs every check: formatting,
+# clippy, all workspace tests on this host's real kernel (as root), the dashboards/rules suite,
+# and the cgroup v1/v2 VM lanes. Ends with one `N passed, M failed` line.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" -eq 0 ] || { echo "run as root: the tests create real cgroups, mounts and namespaces" >&2; exit 2; }
+
+./scripts/install-deps.sh || { echo "installing test dependencies failed" >&2; exit 1; }
+
+passed=0; failed=0; failures=()
+run() { # run NAME CMD...
+    local name=$1; shift
+    echo "=== $name"
+    if "$@"; then passed=$((passed + 1)); echo "=== ok: $name"
+    else failed=$((failed + 1)); failures+=("$name"); echo "=== FAILED: $name"; fi
+}
+
+run "cargo fmt --check" cargo fmt --all --check
+run "cargo clippy -D warnings" cargo clippy --workspace --all-targets --locked -- -D warnings
+run "cargo test (host kernel)" cargo test --workspace --locked -- --test-threads=4
+run "dashboards and rules" bash dashboards/tests/run.sh
+if [ -x tests/vm/run-tests-in-vm.sh ] && [ "${CGSIGHT_SKIP_VM:-0}" != 1 ]; then
+    run "vm setup" bash tests/vm/setup.sh
+    run "tests on a pure cgroup v2 kernel (VM)" bash tests/vm/run-tests-in-vm.sh --cgroup v2
+    run "tests on a legacy cgroup v1 kernel (VM)" bash tests/vm/run-tests-in-vm.sh --cgroup v1
+fi
+
+# Nothing the tests made may outlive them.
+left=$( { grep cgsight-test /proc/self/mountinfo; find /sys/fs/cgroup -maxdepth 3 -type d -name 'cgsight-test*'; pgrep -af 'cgsight-test' ; } 2>/dev/null | grep -v pgrep || true)
+if [ -n "$left" ]; then
+    failed=$((failed + 1)); failures+=("leftovers"); echo "=== FAILED: tests left behind:"; echo "$left"
+else
+    passed=$((passed + 1))
+fi
+
+[ ${#failures[@]} -eq 0 ] || printf 'failed step: %s\n' "${failures[@]}"
+echo "suites: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,94 @@
+//! `cgsight`: one binary, one module per verb (src/commands/<verb>.rs). This file only parses
+//! the command line, sets up logging and maps results to exit codes.
+
+mod commands;
+mod fmt;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cgsight",
+    version,
+    about = "Containers that see their own limits, and are measured",
+    long_about = "cgsight launches cgroup-limited containers, serves lxcfs-style /proc views computed from \
+                  each reader's cgroup, and exports cAdvisor-compatible metrics for Prometheus."
+)]
+struct Cli {
+    /// Log filter (tracing env-filter syntax), e.g. `debug` or `cgsight_fusefs=trace`.
+    #[arg(long, global = true, env = "CGSIGHT_LOG", default_value = "info")]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show the cgroup layout, and the cgroups, limits and usage of a process or cgroup path.
+    Cgroup(commands::cgroup::Args),
+    /// Serve the lxcfs-style /proc and /sys views over FUSE.
+    Fs(commands::fs::Args),
+    /// Export per-container metrics for Prometheus on /metrics.
+    Agent(commands::agent::Args),
+    /// Run the FUSE views and the metrics agent in one process (what a systemd unit starts).
+    Daemon(commands::daemon::Args),
+    /// Launch a container: namespaces, overlay root, cgroup limits, /proc views.
+    #[command(alias = "run")]
+    Launch(commands::launch::LaunchArgs),
+    /// List containers.
+    Ps(commands::launch::PsArgs),
+    /// Run a command in a running container.
+    Exec(commands::launch::ExecArgs),
+    /// Stop a container (SIGTERM, then SIGKILL after a grace period).
+    Stop(commands::launch::StopArgs),
+    /// Send a signal to a container's init.
+    Kill(commands::launch::KillArgs),
+    /// Remove a stopped container (with -f, a running one).
+    Rm(commands::launch::RmArgs),
+    /// Show a container's spec, limits, state and paths as JSON.
+    Inspect(commands::launch::InspectArgs),
+    /// Show the output of a detached container.
+    Logs(commands::launch::LogsArgs),
+    #[command(hide = true, name = "__init")]
+    Init(commands::launch::InitArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log);
+    let result = match cli.command {
+        Command::Cgroup(a) => commands::cgroup::run(a),
+        Command::Fs(a) => commands::fs::run(a),
+        Command::Agent(a) => commands::agent::run(a),
+        Command::Daemon(a) => commands::daemon::run(a),
+        Command::Launch(a) => commands::launch::launch(a),
+        Command::Ps(a) => commands::launch::ps(a),
+        Command::Exec(a) => commands::launch::exec(a),
+        Command::Stop(a) => commands::launch::stop(a),
+        Command::Kill(a) => commands::launch::kill(a),
+        Command::Rm(a) => commands::launch::rm(a),
+        Command::Inspect(a) => commands::launch::inspect(a),
+        Command::Logs(a) => commands::launch::logs(a),
+        Command::Init(a) => commands::launch::init(a),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("cgsight: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
