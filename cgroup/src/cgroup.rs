@@ -30,9 +30,7 @@ impl ControllerDir {
     /// This directory and its ancestors up to the mount point, innermost first.
     pub fn ancestry(&self) -> impl Iterator<Item = &Path> {
         let mp = self.mount_point.as_path();
-        self.dir
-            .ancestors()
-            .take_while(move |p| p.starts_with(mp))
+        self.dir.ancestors().take_while(move |p| p.starts_with(mp))
     }
 }
 

@@ -33,8 +33,10 @@ impl CpuLimits {
 
     /// Shares in v1 units; v2 weight converted the way cAdvisor and runc do.
     pub fn shares_v1(&self) -> Option<u64> {
-        self.shares
-            .or_else(|| self.weight.map(|w| 2 + (w.saturating_sub(1)) * 262142 / 9999))
+        self.shares.or_else(|| {
+            self.weight
+                .map(|w| 2 + (w.saturating_sub(1)) * 262142 / 9999)
+        })
     }
 }
 
@@ -194,7 +196,10 @@ mod tests {
     fn cpu_max_forms() {
         let p = Path::new("cpu.max");
         assert_eq!(parse_cpu_max(p, "max 100000\n").unwrap(), (None, 100000));
-        assert_eq!(parse_cpu_max(p, "150000 100000\n").unwrap(), (Some(150000), 100000));
+        assert_eq!(
+            parse_cpu_max(p, "150000 100000\n").unwrap(),
+            (Some(150000), 100000)
+        );
         assert!(parse_cpu_max(p, "150000\n").is_err());
     }
 
@@ -203,15 +208,32 @@ mod tests {
         let p = Path::new("cpuacct.usage_all");
         let v = parse_usage_all(p, "cpu user system\n0 16137518536 10336932018\n1 5 6\n").unwrap();
         assert_eq!(v.len(), 2);
-        assert_eq!(v[1], PerCpu { cpu: 1, user_ns: 5, system_ns: 6 });
+        assert_eq!(
+            v[1],
+            PerCpu {
+                cpu: 1,
+                user_ns: 5,
+                system_ns: 6
+            }
+        );
         assert!(parse_usage_all(p, "cpu user system\n0 x 1\n").is_err());
     }
 
     #[test]
     fn weight_to_shares() {
-        let l = CpuLimits { quota_us: None, period_us: 100000, shares: None, weight: Some(100) };
+        let l = CpuLimits {
+            quota_us: None,
+            period_us: 100000,
+            shares: None,
+            weight: Some(100),
+        };
         assert_eq!(l.shares_v1(), Some(2 + 99 * 262142 / 9999));
-        let l = CpuLimits { quota_us: Some(50000), period_us: 100000, shares: Some(512), weight: None };
+        let l = CpuLimits {
+            quota_us: Some(50000),
+            period_us: 100000,
+            shares: Some(512),
+            weight: None,
+        };
         assert_eq!(l.cpus(), Some(0.5));
         assert_eq!(l.shares_v1(), Some(512));
     }

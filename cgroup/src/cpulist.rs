@@ -18,7 +18,12 @@ const MAX_CPU: u32 = 1 << 16;
 impl CpuList {
     pub fn parse(text: &str) -> Option<Self> {
         let mut v = Vec::new();
-        for part in text.trim().split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        for part in text
+            .trim()
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
             let (a, b) = match part.split_once('-') {
                 Some((a, b)) => (a.trim().parse::<u32>().ok()?, b.trim().parse::<u32>().ok()?),
                 None => {
@@ -126,6 +131,8 @@ mod tests {
         assert!(CpuList::parse("a").is_none());
         assert!(CpuList::parse("0-99999999").is_none());
         assert!(CpuList::parse("0-1").unwrap().contains(1));
-        assert!(CpuList::parse("1").unwrap().is_subset_of(&CpuList::parse("0-1").unwrap()));
+        assert!(CpuList::parse("1")
+            .unwrap()
+            .is_subset_of(&CpuList::parse("0-1").unwrap()));
     }
 }

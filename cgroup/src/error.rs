@@ -54,7 +54,10 @@ impl Error {
         match self {
             Error::ProcessGone { .. } => true,
             Error::Read { source, .. } | Error::Fs { source, .. } | Error::Write { source, .. } => {
-                matches!(source.raw_os_error(), Some(libc::ENOENT) | Some(libc::ESRCH) | Some(libc::ENODEV))
+                matches!(
+                    source.raw_os_error(),
+                    Some(libc::ENOENT) | Some(libc::ESRCH) | Some(libc::ENODEV)
+                )
             }
             _ => false,
         }

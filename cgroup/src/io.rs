@@ -57,7 +57,9 @@ pub fn parse_io_stat(p: &Path, text: &str) -> Result<Vec<IoDevice>> {
                 _ => continue,
             };
             // iocost adds float-valued keys; only the integer counters above are parsed.
-            *slot = v.parse().map_err(|_| parse::parse_err(p, "a counter", line))?;
+            *slot = v
+                .parse()
+                .map_err(|_| parse::parse_err(p, "a counter", line))?;
         }
         out.push(d);
     }
@@ -65,14 +67,21 @@ pub fn parse_io_stat(p: &Path, text: &str) -> Result<Vec<IoDevice>> {
 }
 
 /// v1 blkio `8:0 Read 123` rows plus a final `Total N`; `bytes` picks which counters to fill.
-fn merge_blkio(p: &Path, text: &str, bytes: bool, devs: &mut BTreeMap<(u32, u32), IoDevice>) -> Result<()> {
+fn merge_blkio(
+    p: &Path,
+    text: &str,
+    bytes: bool,
+    devs: &mut BTreeMap<(u32, u32), IoDevice>,
+) -> Result<()> {
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let f: Vec<&str> = line.split_ascii_whitespace().collect();
         match f.as_slice() {
             ["Total", _] => continue,
             [dev, op, v] => {
                 let (major, minor) = devnum(p, dev)?;
-                let v: u64 = v.parse().map_err(|_| parse::parse_err(p, "a counter", line))?;
+                let v: u64 = v
+                    .parse()
+                    .map_err(|_| parse::parse_err(p, "a counter", line))?;
                 let d = devs.entry((major, minor)).or_insert_with(|| IoDevice {
                     major,
                     minor,
@@ -128,7 +137,10 @@ mod tests {
         let p = Path::new("io.stat");
         let d = parse_io_stat(p, "8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n253:0 rbytes=1 wbytes=0 rios=1 wios=0 dbytes=0 dios=0 cost.vrate=100.00\n").unwrap();
         assert_eq!(d.len(), 2);
-        assert_eq!((d[0].major, d[0].minor, d[0].wbytes, d[0].wios), (8, 0, 8192, 2));
+        assert_eq!(
+            (d[0].major, d[0].minor, d[0].wbytes, d[0].wios),
+            (8, 0, 8192, 2)
+        );
         assert!(parse_io_stat(p, "8:0 rbytes=x\n").is_err());
     }
 
@@ -137,7 +149,13 @@ mod tests {
         let p = Path::new("blkio");
         let mut m = BTreeMap::new();
         merge_blkio(p, "254:0 Read 4096\n254:0 Write 12288\n254:0 Sync 0\n254:0 Async 16384\n254:0 Discard 0\n254:0 Total 16384\nTotal 16384\n", true, &mut m).unwrap();
-        merge_blkio(p, "254:0 Read 1\n254:0 Write 3\n254:0 Total 4\nTotal 4\n", false, &mut m).unwrap();
+        merge_blkio(
+            p,
+            "254:0 Read 1\n254:0 Write 3\n254:0 Total 4\nTotal 4\n",
+            false,
+            &mut m,
+        )
+        .unwrap();
         let d = &m[&(254, 0)];
         assert_eq!((d.rbytes, d.wbytes, d.rios, d.wios), (4096, 12288, 1, 3));
         // An empty cgroup reports only the Total line.

@@ -221,16 +221,18 @@ impl Hierarchies {
         mounts.sort_by_key(|m| !m.mount_point.starts_with("/sys/fs/cgroup"));
         let mut dedup: Vec<Mount> = Vec::new();
         for m in mounts {
-            let same = dedup
-                .iter()
-                .any(|d| d.version == m.version && d.controllers == m.controllers && (m.version == Version::V2 || !m.controllers.is_empty()));
+            let same = dedup.iter().any(|d| {
+                d.version == m.version
+                    && d.controllers == m.controllers
+                    && (m.version == Version::V2 || !m.controllers.is_empty())
+            });
             if !same {
                 dedup.push(m);
             }
         }
-        let has_v1 = dedup
-            .iter()
-            .any(|m| m.version == Version::V1 && m.controllers.iter().any(|c| !c.starts_with("name=")));
+        let has_v1 = dedup.iter().any(|m| {
+            m.version == Version::V1 && m.controllers.iter().any(|c| !c.starts_with("name="))
+        });
         let has_v2 = dedup.iter().any(|m| m.version == Version::V2);
         let layout = match (has_v1, has_v2) {
             (true, true) => Layout::Hybrid,
@@ -279,7 +281,10 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 4 <= b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -374,14 +379,20 @@ mod tests {
     fn unified_layout() {
         let h = Hierarchies::from_mountinfo(UNIFIED, v2).unwrap();
         assert_eq!(h.layout, Layout::Unified);
-        for c in [Controller::Memory, Controller::Cpu, Controller::Cpuacct, Controller::Io] {
+        for c in [
+            Controller::Memory,
+            Controller::Cpu,
+            Controller::Cpuacct,
+            Controller::Io,
+        ] {
             assert_eq!(h.mount_for(c).unwrap().version, Version::V2, "{c}");
         }
     }
 
     #[test]
     fn unified_with_partial_controllers() {
-        let h = Hierarchies::from_mountinfo(UNIFIED, |_| vec!["memory".into(), "pids".into()]).unwrap();
+        let h =
+            Hierarchies::from_mountinfo(UNIFIED, |_| vec!["memory".into(), "pids".into()]).unwrap();
         assert!(h.mount_for(Controller::Memory).is_some());
         assert!(h.mount_for(Controller::Cpuset).is_none());
         assert!(h.mount_for(Controller::Cpuacct).is_some());
@@ -393,7 +404,10 @@ mod tests {
         let m = h.unified().unwrap();
         assert_eq!(m.root, "/kubepods/pod1/abc");
         assert_eq!(m.dir_of("/kubepods/pod1/abc"), Path::new("/sys/fs/cgroup"));
-        assert_eq!(m.dir_of("/kubepods/pod1/abc/sub"), Path::new("/sys/fs/cgroup/sub"));
+        assert_eq!(
+            m.dir_of("/kubepods/pod1/abc/sub"),
+            Path::new("/sys/fs/cgroup/sub")
+        );
         // Inside the namespace /proc/self/cgroup says "/", which is the mount root.
         assert_eq!(m.dir_of("/"), Path::new("/sys/fs/cgroup"));
     }

@@ -36,13 +36,17 @@ pub struct Resources {
 }
 
 impl Resources {
+    /// The controllers a container cgroup is created in: the limited ones plus accounting.
     pub fn controllers(&self) -> Vec<Controller> {
-        let mut c = vec![Controller::Cpuacct, Controller::Io, Controller::Freezer];
-        c.push(Controller::Memory);
-        c.push(Controller::Cpu);
-        c.push(Controller::Cpuset);
-        c.push(Controller::Pids);
-        c
+        vec![
+            Controller::Cpu,
+            Controller::Cpuacct,
+            Controller::Cpuset,
+            Controller::Memory,
+            Controller::Io,
+            Controller::Pids,
+            Controller::Freezer,
+        ]
     }
 }
 
@@ -121,10 +125,8 @@ impl Managed {
                 .take_while(|p| p.starts_with(&u.mount_point))
                 .collect();
             for lvl in levels.iter().rev() {
-                if !lvl.exists() {
-                    if mkdir(lvl)? {
-                        created.push(lvl.to_path_buf());
-                    }
+                if !lvl.exists() && mkdir(lvl)? {
+                    created.push(lvl.to_path_buf());
                 }
                 enable_subtree(lvl, &wanted)?;
             }
@@ -317,7 +319,10 @@ impl Managed {
                 let _ = write(&k, "1");
             }
         }
-        let freezer = self.cgroup.dir(Controller::Freezer).filter(|d| d.version == Version::V1);
+        let freezer = self
+            .cgroup
+            .dir(Controller::Freezer)
+            .filter(|d| d.version == Version::V1);
         let deadline = Instant::now() + timeout;
         let mut attempts = 0u32;
         let mut nap = Duration::from_millis(1);
@@ -337,7 +342,7 @@ impl Managed {
                 let _ = write(&join(&f.dir, "freezer.state"), "FROZEN");
             }
             for pid in self.all_procs() {
-                // SAFETY-free: plain kill(2); ESRCH (already gone) is fine.
+                // ESRCH (already gone) is fine.
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid),
                     nix::sys::signal::Signal::SIGKILL,

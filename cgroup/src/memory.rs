@@ -165,7 +165,8 @@ pub fn read_swap(dir: &Path, v: Version, usage: u64, limit: Option<u64>) -> Resu
             let Some(u) = parse::read_opt(&join(dir, "memory.memsw.usage_in_bytes"))? else {
                 return Ok(None);
             };
-            let memsw_usage = parse::u64_of(&join(dir, "memory.memsw.usage_in_bytes"), "bytes", &u)?;
+            let memsw_usage =
+                parse::u64_of(&join(dir, "memory.memsw.usage_in_bytes"), "bytes", &u)?;
             let memsw_limit = parse::read_limit(&join(dir, "memory.memsw.limit_in_bytes"))?;
             let swap_limit = match (memsw_limit, limit) {
                 (Some(ms), Some(m)) => Some(ms.saturating_sub(m)),
@@ -268,7 +269,8 @@ mod tests {
 
     #[test]
     fn unparsable_stat_names_the_path() {
-        let e = MemoryStat::parse(Path::new("/x/memory.stat"), Version::V2, "anon lots\n").unwrap_err();
+        let e =
+            MemoryStat::parse(Path::new("/x/memory.stat"), Version::V2, "anon lots\n").unwrap_err();
         assert!(e.to_string().contains("/x/memory.stat"), "{e}");
     }
 }

@@ -77,16 +77,18 @@ pub(crate) fn flat_keyed<'a>(
     path: &'a Path,
     text: &'a str,
 ) -> impl Iterator<Item = Result<(&'a str, u64)>> + 'a {
-    text.lines().filter(|l| !l.trim().is_empty()).map(move |line| {
-        let mut it = line.split_ascii_whitespace();
-        match (it.next(), it.next(), it.next()) {
-            (Some(k), Some(v), None) => v
-                .parse::<u64>()
-                .map(|v| (k, v))
-                .map_err(|_| parse_err(path, "a `key value` line", line)),
-            _ => Err(parse_err(path, "a `key value` line", line)),
-        }
-    })
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(move |line| {
+            let mut it = line.split_ascii_whitespace();
+            match (it.next(), it.next(), it.next()) {
+                (Some(k), Some(v), None) => v
+                    .parse::<u64>()
+                    .map(|v| (k, v))
+                    .map_err(|_| parse_err(path, "a `key value` line", line)),
+                _ => Err(parse_err(path, "a `key value` line", line)),
+            }
+        })
 }
 
 pub(crate) fn join(dir: &Path, file: &str) -> PathBuf {

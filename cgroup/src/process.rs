@@ -91,7 +91,11 @@ impl Membership {
     pub fn strip_init_scope(mut self) -> Self {
         for e in &mut self.entries {
             if let Some(p) = e.path.strip_suffix("/init.scope") {
-                e.path = if p.is_empty() { "/".into() } else { p.to_owned() };
+                e.path = if p.is_empty() {
+                    "/".into()
+                } else {
+                    p.to_owned()
+                };
             }
         }
         self
@@ -239,8 +243,10 @@ pub(crate) fn parse_start_ticks(path: &Path, text: &str) -> Result<u64> {
 mod tests {
     use super::*;
 
-    const HYBRID: &str = "9:name=systemd:/\n8:pids:/\n4:memory:/process_api/577156d3\n1:cpu:/\n0::/\n";
-    const LEGACY: &str = "12:cpu,cpuacct:/docker/abc\n11:memory:/docker/abc\n1:name=systemd:/docker/abc\n";
+    const HYBRID: &str =
+        "9:name=systemd:/\n8:pids:/\n4:memory:/process_api/577156d3\n1:cpu:/\n0::/\n";
+    const LEGACY: &str =
+        "12:cpu,cpuacct:/docker/abc\n11:memory:/docker/abc\n1:name=systemd:/docker/abc\n";
     const UNIFIED: &str = "0::/system.slice/foo.service\n";
 
     #[test]
@@ -261,16 +267,24 @@ mod tests {
     #[test]
     fn init_scope_is_stripped() {
         let p = Path::new("x");
-        let m = Membership::parse(p, "0::/lxc/c1/init.scope\n").unwrap().strip_init_scope();
+        let m = Membership::parse(p, "0::/lxc/c1/init.scope\n")
+            .unwrap()
+            .strip_init_scope();
         assert_eq!(m.v2_path(), Some("/lxc/c1"));
-        let m = Membership::parse(p, "0::/init.scope\n").unwrap().strip_init_scope();
+        let m = Membership::parse(p, "0::/init.scope\n")
+            .unwrap()
+            .strip_init_scope();
         assert_eq!(m.v2_path(), Some("/"));
     }
 
     #[test]
     fn status_and_stat() {
         let p = Path::new("status");
-        let st = ProcStatus::parse(p, "Name:\tsh\nTgid:\t4242\nPid:\t4242\nPPid:\t4000\nNSpid:\t4242\t1\n").unwrap();
+        let st = ProcStatus::parse(
+            p,
+            "Name:\tsh\nTgid:\t4242\nPid:\t4242\nPPid:\t4000\nNSpid:\t4242\t1\n",
+        )
+        .unwrap();
         assert!(st.is_ns_init());
         assert_eq!(st.nspid, vec![4242, 1]);
         let stat = "4242 (my (odd) cmd) S 4000 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 100";
@@ -284,6 +298,9 @@ mod tests {
         assert!(pidns_inode(me).unwrap() > 0);
         // In the host pid namespace, init is pid 1 (or the test runs in a container: some pid).
         assert!(pidns_init(me).unwrap() >= 1);
-        assert!(matches!(Membership::of_pid(i32::MAX), Err(Error::ProcessGone { .. })));
+        assert!(matches!(
+            Membership::of_pid(i32::MAX),
+            Err(Error::ProcessGone { .. })
+        ));
     }
 }

@@ -56,10 +56,14 @@ fn limits_read_back_and_usage_moves() {
         "-c",
         "b = bytearray(64 << 20)\nfor i in range(0, len(b), 4096): b[i] = 1\nprint('ready', flush=True)\nwhile True: pass",
     ]));
-    let usage = wait_for("64 MiB charged to the cgroup", Duration::from_secs(20), || {
-        let u = cg.memory().ok()?.usage;
-        (u >= 60 * MIB).then_some(u)
-    });
+    let usage = wait_for(
+        "64 MiB charged to the cgroup",
+        Duration::from_secs(20),
+        || {
+            let u = cg.memory().ok()?.usage;
+            (u >= 60 * MIB).then_some(u)
+        },
+    );
     assert!(usage < 256 * MIB, "usage {usage} within the limit");
     wait_for("CPU time charged", Duration::from_secs(20), || {
         (cg.cpu_usage().ok()?.total_ns > before + 100_000_000).then_some(())
@@ -69,7 +73,10 @@ fn limits_read_back_and_usage_moves() {
     // The pid resolves back to this cgroup.
     let h = Hierarchies::detect().unwrap();
     let mine = Cgroup::of_pid(&h, child.pid()).unwrap();
-    assert_eq!(mine.dir(cgsight_cgroup::Controller::Memory), cg.dir(cgsight_cgroup::Controller::Memory));
+    assert_eq!(
+        mine.dir(cgsight_cgroup::Controller::Memory),
+        cg.dir(cgsight_cgroup::Controller::Memory)
+    );
     // Under a 0.5 quota the spinning child gets throttled.
     wait_for("throttling", Duration::from_secs(20), || {
         (cg.cpu_throttling().ok()?.throttled_periods > 0).then_some(())
@@ -83,7 +90,8 @@ fn kill_and_remove_leaves_nothing() {
     let tc = TestCgroup::new("kill", &limits());
     let dirs = tc.managed.dirs().to_vec();
     // A shell that keeps forking sleepers.
-    let child = tc.spawn(Command::new("sh").args(["-c", "while true; do sleep 100 & sleep 0.01; done"]));
+    let child =
+        tc.spawn(Command::new("sh").args(["-c", "while true; do sleep 100 & sleep 0.01; done"]));
     wait_for("several processes", Duration::from_secs(10), || {
         (tc.managed.all_procs().len() >= 3).then_some(())
     });
@@ -98,12 +106,31 @@ fn kill_and_remove_leaves_nothing() {
 #[test]
 fn nested_limits_take_the_minimum_of_ancestors() {
     require_root!();
-    let parent = TestCgroup::new("nest", &Resources { memory: Some(128 * MIB), ..Default::default() });
+    let parent = TestCgroup::new(
+        "nest",
+        &Resources {
+            memory: Some(128 * MIB),
+            ..Default::default()
+        },
+    );
     let h = Hierarchies::detect().unwrap();
     let child_path = format!("{}/child", parent.path);
-    let child = Managed::create(&h, &child_path, &[cgsight_cgroup::Controller::Memory, cgsight_cgroup::Controller::Cpu]).unwrap();
+    let child = Managed::create(
+        &h,
+        &child_path,
+        &[
+            cgsight_cgroup::Controller::Memory,
+            cgsight_cgroup::Controller::Cpu,
+        ],
+    )
+    .unwrap();
     child
-        .apply(&Resources { memory: Some(512 * MIB), cpu_quota_us: Some(20_000), cpu_period_us: Some(100_000), ..Default::default() })
+        .apply(&Resources {
+            memory: Some(512 * MIB),
+            cpu_quota_us: Some(20_000),
+            cpu_period_us: Some(100_000),
+            ..Default::default()
+        })
         .unwrap();
     let cg = child.cgroup();
     assert_eq!(cg.memory().unwrap().limit, Some(512 * MIB));
@@ -118,7 +145,10 @@ fn a_limit_below_usage_or_garbage_is_a_clear_error() {
     let tc = TestCgroup::new("bad", &Resources::default());
     let err = tc
         .managed
-        .apply(&Resources { cpuset_cpus: Some(CpuList::parse("4096").unwrap()), ..Default::default() })
+        .apply(&Resources {
+            cpuset_cpus: Some(CpuList::parse("4096").unwrap()),
+            ..Default::default()
+        })
         .unwrap_err();
     assert!(err.to_string().contains("cpuset.cpus"), "{err}");
 }

@@ -31,9 +31,9 @@ pub fn run(a: Args) -> Result<u8> {
 }
 
 fn resolve(h: &Hierarchies, target: Option<&str>) -> Result<(Option<i32>, Cgroup)> {
-    let target = target.map(str::to_owned).unwrap_or_else(|| {
-        std::os::unix::process::parent_id().to_string()
-    });
+    let target = target
+        .map(str::to_owned)
+        .unwrap_or_else(|| std::os::unix::process::parent_id().to_string());
     if let Ok(pid) = target.parse::<i32>() {
         let m = Membership::of_pid(pid).with_context(|| format!("looking up process {pid}"))?;
         return Ok((Some(pid), Cgroup::from_membership(h, &m)));
@@ -149,7 +149,8 @@ fn print_text(h: &Hierarchies, pid: Option<i32>, cg: &Cgroup, _r: &Value) {
             fmt::bytes(m.working_set()),
             m.peak.map_or("-".into(), fmt::bytes),
             m.failcnt.map_or("-".into(), |f| f.to_string()),
-            m.swap.map_or("not accounted".into(), |s| fmt::bytes(s.usage)),
+            m.swap
+                .map_or("not accounted".into(), |s| fmt::bytes(s.usage)),
         ),
         Err(e) => println!("  memory      unavailable: {e}"),
     }

@@ -2,8 +2,8 @@
 //! failing (panicking) test cleans up too. Names are unique per process and call and start with
 //! `cgsight-test-`, so parallel tests never collide and leftovers are easy to find.
 
-use std::fs;
 use std::ffi::CString;
+use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
@@ -43,7 +43,10 @@ impl TestCgroup {
 
     /// Creates the cgroup at `path` (which must contain `cgsight-test-`).
     pub fn at(h: &Hierarchies, path: &str, res: &Resources) -> Self {
-        assert!(path.contains("cgsight-test-"), "test cgroups must be named cgsight-test-*");
+        assert!(
+            path.contains("cgsight-test-"),
+            "test cgroups must be named cgsight-test-*"
+        );
         let controllers = [
             Controller::Cpu,
             Controller::Cpuacct,
@@ -144,7 +147,11 @@ impl ChildGuard {
         }
     }
     pub fn into_output(mut self) -> std::process::Output {
-        self.child.take().expect("child").wait_with_output().expect("wait")
+        self.child
+            .take()
+            .expect("child")
+            .wait_with_output()
+            .expect("wait")
     }
 }
 
