@@ -1,0 +1,269 @@
+//! The HTTP side: `/metrics`, `/healthz`, `/`; TLS and basic auth from `--web-config`;
+//! graceful shutdown on SIGTERM/SIGINT. Collection runs on the blocking pool; scrapes that
+//! arrive while one is being collected share the next result instead of queueing collections.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+use crate::collect::Collector;
+use crate::exposition::{self, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
+use crate::webconfig::{BasicAuth, WebConfig};
+use crate::{Error, Producer};
+
+/// How the agent is run.
+pub struct Config {
+    pub listen: SocketAddr,
+    pub web_config: Option<PathBuf>,
+    pub all_cgroups: bool,
+    pub state_dir: PathBuf,
+    /// Extra exposition producers appended to every /metrics body (the fs daemon's metrics).
+    pub extra: Vec<Producer>,
+}
+
+struct Shared {
+    collector: Mutex<Collector>,
+    /// The last body and when its collection started.
+    last: Mutex<Option<(Instant, Arc<String>)>>,
+    extra: Vec<Producer>,
+    auth: Option<BasicAuth>,
+}
+
+impl Shared {
+    /// A body at least as fresh as `asked` (the request's arrival time).
+    fn body(&self, asked: Instant) -> Arc<String> {
+        let mut c = match self.collector.lock() {
+            Ok(c) => c,
+            Err(p) => p.into_inner(),
+        };
+        if let Ok(last) = self.last.lock() {
+            if let Some((started, body)) = last.as_ref() {
+                if *started >= asked {
+                    return body.clone();
+                }
+            }
+        }
+        let started = Instant::now();
+        let cap = self
+            .last
+            .lock()
+            .ok()
+            .and_then(|l| l.as_ref().map(|(_, b)| b.len() + b.len() / 8))
+            .unwrap_or(64 * 1024);
+        let mut out = String::with_capacity(cap);
+        c.scrape(&mut out);
+        for p in &self.extra {
+            p(&mut out);
+        }
+        let body = Arc::new(out);
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some((started, body.clone()));
+        }
+        body
+    }
+}
+
+/// Builds the router (exposed for the daemon and for tests of the HTTP layer).
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/", get(index))
+        .layer(middleware::from_fn_with_state(shared.clone(), auth))
+        .with_state(shared)
+}
+
+async fn auth(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    if s.auth.is_some() {
+        let h = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let s2 = s.clone();
+        // bcrypt verification is CPU-heavy: keep it off the async workers.
+        let ok = tokio::task::spawn_blocking(move || {
+            s2.auth.as_ref().is_some_and(|a| a.check(h.as_deref()))
+        })
+        .await
+        .unwrap_or(false);
+        if !ok {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Basic realm=\"cgsight\"")],
+                "Unauthorized\n",
+            )
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+async fn index() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        "<!doctype html><html><head><title>cgsight agent</title></head><body>\
+         <h1>cgsight agent</h1><p>cAdvisor-compatible container metrics.</p>\
+         <ul><li><a href=\"/metrics\">/metrics</a></li><li><a href=\"/healthz\">/healthz</a></li></ul>\
+         </body></html>\n",
+    )
+}
+
+async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let asked = Instant::now();
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let om = exposition::wants_openmetrics(accept);
+    let gzip = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(accepts_gzip);
+    let r = tokio::task::spawn_blocking(move || {
+        let body = s.body(asked);
+        let text: std::borrow::Cow<str> = if om {
+            exposition::to_openmetrics(&body).into()
+        } else {
+            body.as_str().to_owned().into()
+        };
+        if gzip {
+            let mut e = flate2::write::GzEncoder::new(
+                Vec::with_capacity(text.len() / 6),
+                flate2::Compression::fast(),
+            );
+            e.write_all(text.as_bytes())
+                .and_then(|_| e.finish())
+                .map(|b| (b, true))
+        } else {
+            Ok((text.into_owned().into_bytes(), false))
+        }
+    })
+    .await;
+    match r {
+        Ok(Ok((bytes, gz))) => {
+            let mut resp = Response::new(Body::from(bytes));
+            let ct = if om {
+                OPENMETRICS_CONTENT_TYPE
+            } else {
+                TEXT_CONTENT_TYPE
+            };
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+            if gz {
+                resp.headers_mut()
+                    .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            }
+            resp
+        }
+        Ok(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("compressing: {e}\n"),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("collector failed: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+fn accepts_gzip(v: &str) -> bool {
+    v.split(',').any(|p| {
+        let mut it = p.split(';').map(str::trim);
+        let enc = it.next().unwrap_or("");
+        let q0 = it.any(|x| x == "q=0" || x == "q=0.0" || x == "q=0.000");
+        enc.eq_ignore_ascii_case("gzip") && !q0
+    })
+}
+
+/// Serves until `shutdown` resolves, then drains connections for up to 5 s.
+pub async fn serve(
+    cfg: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Error> {
+    let h = cgsight_cgroup::Hierarchies::detect().map_err(Error::Cgroup)?;
+    let wc = match &cfg.web_config {
+        Some(p) => Some((WebConfig::load(p)?, p.clone())),
+        None => None,
+    };
+    let tls = match &wc {
+        Some((w, p)) => w.rustls(p)?,
+        None => None,
+    };
+    let auth = wc.and_then(|(w, _)| BasicAuth::new(w.basic_auth_users));
+    let shared = Arc::new(Shared {
+        collector: Mutex::new(Collector::new(h, cfg.all_cgroups, cfg.state_dir.clone())),
+        last: Mutex::new(None),
+        extra: cfg.extra,
+        auth,
+    });
+    let app = router(shared);
+    let handle = axum_server::Handle::new();
+    let listener = std::net::TcpListener::bind(cfg.listen).map_err(|source| Error::Bind {
+        addr: cfg.listen,
+        source,
+    })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| Error::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+    let local = listener.local_addr().unwrap_or(cfg.listen);
+    tracing::info!(
+        "cgsight agent listening on {}://{local}/metrics",
+        if tls.is_some() { "https" } else { "http" }
+    );
+    let svc = app.into_make_service();
+    let h2 = handle.clone();
+    let server = async move {
+        match tls {
+            Some(t) => {
+                let rc = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(t));
+                axum_server::from_tcp_rustls(listener, rc)
+                    .handle(h2)
+                    .serve(svc)
+                    .await
+            }
+            None => axum_server::from_tcp(listener).handle(h2).serve(svc).await,
+        }
+    };
+    let mut server = std::pin::pin!(server);
+    let r = tokio::select! {
+        r = &mut server => r,
+        _ = shutdown => {
+            tracing::info!("shutting down");
+            handle.graceful_shutdown(Some(Duration::from_secs(5)));
+            server.await
+        }
+    };
+    r.map_err(|source| Error::Bind {
+        addr: local,
+        source,
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn termination() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
