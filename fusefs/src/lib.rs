@@ -1,1 +1,301 @@
-//! placeholder
+//! lxcfs-style /proc and /sys views over FUSE, computed per read from the calling process's
+//! container cgroup (cgroup v1, hybrid and v2).
+//!
+//! - [`views`]: pure renderers, one module per file, unit tested with v1 and v2 fixtures.
+//! - `resolve`: caller thread → container init (cached per pid namespace, pidfd-validated) → cgroup.
+//! - `engine`: gathers cgroup facts per request, falls back to the host file on failure.
+//! - `fs`: the fuser filesystem (direct I/O, size 0, per-handle snapshots).
+//! - [`spawn`] mounts and serves on background threads; [`FsHandle::unmount`] ends it.
+
+mod engine;
+mod fs;
+mod host;
+pub mod metrics;
+mod resolve;
+pub mod views;
+
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use fuser::{Config, MountOption, Session, SessionACL, SessionUnmounter};
+
+pub use metrics::FsMetrics;
+
+/// How many CPUs a container sees.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CpuView {
+    /// min(cpuset size, ceil(quota)): what the container can use at once (lxcfs --enable-cfs).
+    #[default]
+    Quota,
+    /// The cpuset size, ignoring quotas.
+    Cpuset,
+}
+
+#[derive(Clone, Debug)]
+pub struct FsConfig {
+    pub mountpoint: PathBuf,
+    pub cpu_view: CpuView,
+    /// FUSE worker threads (each with its own cloned /dev/fuse fd).
+    pub threads: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cgroup layout: {0}")]
+    Cgroup(#[from] cgsight_cgroup::Error),
+    #[error("{path}: {what}: {source}")]
+    Io {
+        path: PathBuf,
+        what: &'static str,
+        source: io::Error,
+    },
+    #[error("a cgsight fs is already serving {0}")]
+    AlreadyServing(PathBuf),
+    #[error("mounting FUSE at {path}: {source}")]
+    Mount { path: PathBuf, source: io::Error },
+}
+
+/// True when `mp` is a live mount of these views: its uptime file reads.
+pub fn is_serving(mp: &Path) -> bool {
+    is_mountpoint(mp) && std::fs::read(mp.join("proc/uptime")).is_ok()
+}
+
+fn is_mountpoint(mp: &Path) -> bool {
+    let Ok(canon) = mp.canonicalize() else {
+        return false;
+    };
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = canon.to_string_lossy().replace(' ', "\\040");
+    info.lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+fn detach(mp: &Path) -> nix::Result<()> {
+    nix::mount::umount2(mp, nix::mount::MntFlags::MNT_DETACH)
+}
+
+/// Makes the mount point (and its parents) and detaches a dead FUSE mount left there by a
+/// killed server (stat fails with ENOTCONN).
+fn prepare_mountpoint(mp: &Path) -> Result<(), Error> {
+    for _ in 0..8 {
+        match std::fs::metadata(mp) {
+            Ok(m) if m.is_dir() => {
+                if is_mountpoint(mp) && !is_serving(mp) {
+                    // Mounted but not answering: a stale mount of ours, or something foreign.
+                    if std::fs::read(mp.join("proc/uptime"))
+                        .err()
+                        .and_then(|e| e.raw_os_error())
+                        == Some(libc::ENOTCONN)
+                    {
+                        tracing::warn!(mountpoint = %mp.display(), "detaching a stale FUSE mount");
+                        let _ = detach(mp);
+                        continue;
+                    }
+                }
+                return Ok(());
+            }
+            Ok(_) => {
+                return Err(Error::Io {
+                    path: mp.into(),
+                    what: "mount point",
+                    source: io::Error::from_raw_os_error(libc::ENOTDIR),
+                })
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+                tracing::warn!(mountpoint = %mp.display(), "detaching a stale FUSE mount");
+                if let Err(e) = detach(mp) {
+                    return Err(Error::Io {
+                        path: mp.into(),
+                        what: "detaching a stale mount",
+                        source: e.into(),
+                    });
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(mp).map_err(|source| Error::Io {
+                    path: mp.into(),
+                    what: "creating the mount point",
+                    source,
+                })?;
+            }
+            Err(source) => {
+                return Err(Error::Io {
+                    path: mp.into(),
+                    what: "mount point",
+                    source,
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+struct Stop {
+    flag: AtomicBool,
+    lock: Mutex<()>,
+    cv: Condvar,
+}
+
+/// A mounted, serving filesystem. Dropping it unmounts too.
+pub struct FsHandle {
+    mountpoint: PathBuf,
+    metrics: Arc<FsMetrics>,
+    unmounter: Option<SessionUnmounter>,
+    session: Option<JoinHandle<io::Result<()>>>,
+    sampler: Option<JoinHandle<()>>,
+    stop: Arc<Stop>,
+    conn: u32,
+}
+
+/// Mounts the views at `cfg.mountpoint` and serves them on background threads.
+pub fn spawn(cfg: FsConfig) -> Result<FsHandle, Error> {
+    let h = cgsight_cgroup::Hierarchies::detect()?;
+    let mp = cfg.mountpoint.clone();
+    prepare_mountpoint(&mp)?;
+    if is_serving(&mp) {
+        return Err(Error::AlreadyServing(mp));
+    }
+    let metrics = Arc::new(FsMetrics::default());
+    let engine = Arc::new(engine::Engine::new(
+        resolve::Resolver::new(h),
+        cfg.cpu_view,
+        metrics.clone(),
+    ));
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::RO,
+        MountOption::FSName("cgsight".into()),
+        MountOption::NoSuid,
+        MountOption::NoDev,
+        MountOption::NoExec,
+    ];
+    config.acl = SessionACL::All;
+    config.n_threads = Some(cfg.threads.max(1));
+    config.clone_fd = true;
+    let mut session =
+        Session::new(fs::CgFs::new(engine.clone()), &mp, &config).map_err(|source| {
+            Error::Mount {
+                path: mp.clone(),
+                source,
+            }
+        })?;
+    let unmounter = session.unmount_callable();
+    // The connection number (for an abort if the mount outlives us) is the device's minor.
+    let conn = std::fs::metadata(&mp)
+        .map(|m| nix::sys::stat::minor(m.dev()) as u32)
+        .unwrap_or(0);
+    let session = std::thread::Builder::new()
+        .name("cgsight-fs".into())
+        .spawn(move || session.run())
+        .map_err(|source| Error::Io {
+            path: mp.clone(),
+            what: "starting the session thread",
+            source,
+        })?;
+    let stop = Arc::new(Stop {
+        flag: AtomicBool::new(false),
+        lock: Mutex::new(()),
+        cv: Condvar::new(),
+    });
+    let st = stop.clone();
+    let sampler = std::thread::Builder::new()
+        .name("cgsight-load".into())
+        .spawn(move || {
+            let period = Duration::from_secs(views::loadavg::SAMPLE_SECS);
+            let mut next = Instant::now() + period;
+            loop {
+                let mut g = st.lock.lock().unwrap_or_else(|e| e.into_inner());
+                while !st.flag.load(Ordering::Relaxed) && Instant::now() < next {
+                    let wait = next.saturating_duration_since(Instant::now());
+                    g = st
+                        .cv
+                        .wait_timeout(g, wait)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                drop(g);
+                if st.flag.load(Ordering::Relaxed) {
+                    return;
+                }
+                engine.sample_loads();
+                next += period;
+            }
+        })
+        .map_err(|source| Error::Io {
+            path: mp.clone(),
+            what: "starting the load sampler",
+            source,
+        })?;
+    tracing::info!(mountpoint = %mp.display(), threads = cfg.threads.max(1), "serving /proc views");
+    Ok(FsHandle {
+        mountpoint: mp,
+        metrics,
+        unmounter: Some(unmounter),
+        session: Some(session),
+        sampler: Some(sampler),
+        stop,
+        conn,
+    })
+}
+
+impl FsHandle {
+    pub fn metrics(&self) -> Arc<FsMetrics> {
+        self.metrics.clone()
+    }
+
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// Unmounts (lazily if files are busy) and stops the threads.
+    pub fn unmount(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.flag.store(true, Ordering::Relaxed);
+        self.stop.cv.notify_all();
+        if let Some(mut u) = self.unmounter.take() {
+            if u.unmount().is_err() {
+                let _ = detach(&self.mountpoint);
+            }
+        }
+        if let Some(s) = self.sampler.take() {
+            let _ = s.join();
+        }
+        if let Some(s) = self.session.take() {
+            // Bind mounts elsewhere keep the connection alive after the unmount; abort it so
+            // the workers end (those binds then read ENOTCONN, as with any stopped server).
+            let wait = |d: Duration| {
+                let end = Instant::now() + d;
+                while !s.is_finished() && Instant::now() < end {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            };
+            wait(Duration::from_millis(200));
+            if !s.is_finished() {
+                let abort = format!("/sys/fs/fuse/connections/{}/abort", self.conn);
+                let _ = std::fs::write(abort, "1");
+                wait(Duration::from_secs(2));
+            }
+            if s.is_finished() {
+                let _ = s.join();
+            } else {
+                tracing::warn!("FUSE session still attached elsewhere after unmount");
+            }
+        }
+    }
+}
+
+impl Drop for FsHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

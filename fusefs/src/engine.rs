@@ -1,0 +1,390 @@
+//! Per request: who is reading, what their container's cgroup says, and the rendered file.
+//!
+//! A reader whose container has nothing to virtualize (host pid namespace and no memory limit,
+//! CPU quota or narrowed cpuset) gets the host file byte for byte. A view that fails falls back
+//! to the host file, counts `cgsight_fs_fallbacks_total{file,reason}` and logs why (at most
+//! once a minute per cgroup).
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cgsight_cgroup::{cpu, io, memory, Controller, ControllerDir, Version};
+
+use crate::host::{self, Host};
+use crate::metrics::{File, FsMetrics};
+use crate::resolve::{sample_into, Caller, CgState, Limits, Reader, Resolver, LIMITS_TTL};
+use crate::views::{self, meminfo, stat};
+use crate::CpuView;
+
+/// Why a view failed (the `reason` label).
+#[derive(Debug)]
+pub struct ViewError {
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+fn err(reason: &'static str, detail: impl std::fmt::Display) -> ViewError {
+    ViewError {
+        reason,
+        detail: detail.to_string(),
+    }
+}
+
+impl From<cgsight_cgroup::Error> for ViewError {
+    fn from(e: cgsight_cgroup::Error) -> Self {
+        let reason = if e.is_gone() {
+            "cgroup_gone"
+        } else {
+            "cgroup_read"
+        };
+        err(reason, e)
+    }
+}
+
+type VResult<T> = Result<T, ViewError>;
+
+pub struct Engine {
+    pub resolver: Resolver,
+    pub host: Host,
+    pub cpu_view: CpuView,
+    pub metrics: Arc<FsMetrics>,
+    clk_tck: u64,
+}
+
+fn host_path(f: File) -> &'static str {
+    match f {
+        File::Meminfo => "/proc/meminfo",
+        File::Cpuinfo => "/proc/cpuinfo",
+        File::Stat => "/proc/stat",
+        File::Uptime => "/proc/uptime",
+        File::Loadavg => "/proc/loadavg",
+        File::Diskstats => "/proc/diskstats",
+        File::Swaps => "/proc/swaps",
+        File::PressureCpu => "/proc/pressure/cpu",
+        File::PressureMemory => "/proc/pressure/memory",
+        File::PressureIo => "/proc/pressure/io",
+        File::CpuOnline => "/sys/devices/system/cpu/online",
+        File::CpuPresent => "/sys/devices/system/cpu/present",
+        File::CpuPossible => "/sys/devices/system/cpu/possible",
+    }
+}
+
+fn read_u64(p: &Path) -> VResult<u64> {
+    let t = std::fs::read_to_string(p)
+        .map_err(|e| err("cgroup_read", format!("{}: {e}", p.display())))?;
+    t.trim()
+        .parse()
+        .map_err(|_| err("cgroup_parse", format!("{}: {t:?}", p.display())))
+}
+
+fn need(s: &CgState, c: Controller) -> VResult<&ControllerDir> {
+    s.cg.dir(c).ok_or_else(|| {
+        err(
+            "no_controller",
+            format!("no {c} controller for {}", s.cg.path),
+        )
+    })
+}
+
+impl Engine {
+    pub fn new(resolver: Resolver, cpu_view: CpuView, metrics: Arc<FsMetrics>) -> Engine {
+        Engine {
+            resolver,
+            host: Host::default(),
+            cpu_view,
+            metrics,
+            clk_tck: host::clk_tck(),
+        }
+    }
+
+    /// The file's contents for the caller `pid`. Never panics (belt and braces: a panic in a
+    /// view is caught and served as the host file).
+    pub fn generate(&self, f: File, pid: u32) -> Vec<u8> {
+        let t0 = Instant::now();
+        let out = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.view(f, pid)))
+        {
+            Ok(v) => v,
+            Err(_) => {
+                self.metrics.fallback(f, "panic");
+                tracing::error!(file = f.label(), "view panicked; served the host file");
+                host::read(host_path(f))
+            }
+        };
+        self.metrics.observe(f, t0.elapsed());
+        out.into_bytes()
+    }
+
+    fn view(&self, f: File, pid: u32) -> String {
+        let r = match self.resolver.resolve(pid) {
+            Caller::Host => return host::read(host_path(f)),
+            Caller::Reader(r) => r,
+        };
+        match self.render(f, &r) {
+            Ok(Some(s)) => s,
+            Ok(None) => host::read(host_path(f)),
+            Err(e) => {
+                self.metrics.fallback(f, e.reason);
+                let now = self.resolver.now_secs() + 1;
+                let last = r.cg.last_logged.load(Ordering::Relaxed);
+                if last == 0 || now.saturating_sub(last) >= 60 {
+                    r.cg.last_logged.store(now, Ordering::Relaxed);
+                    tracing::warn!(
+                        cgroup = %r.cg.cg.path,
+                        file = f.label(),
+                        reason = e.reason,
+                        "view failed, serving the host file: {}",
+                        e.detail
+                    );
+                }
+                host::read(host_path(f))
+            }
+        }
+    }
+
+    /// Limits, cached per cgroup for a second.
+    fn limits(&self, s: &CgState) -> VResult<Arc<Limits>> {
+        {
+            let l = s.limits.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((at, v)) = l.as_ref() {
+                if at.elapsed() < LIMITS_TTL {
+                    return Ok(v.clone());
+                }
+            }
+        }
+        let cg = &s.cg;
+        let mem = match cg.dir(Controller::Memory) {
+            Some(_) => cg.effective_memory_limit()?,
+            None => None,
+        };
+        let swap = match cg.dir(Controller::Memory) {
+            Some(_) => cg.effective_swap_limit()?,
+            None => None,
+        };
+        let quota = match cg.dir(Controller::Cpu) {
+            Some(_) => cg.effective_cpu_quota()?,
+            None => None,
+        };
+        let online = self.host.online();
+        let cpuset = match cg.dir(Controller::Cpuset) {
+            Some(_) => {
+                let set = cg.cpuset()?.cpus;
+                let v: Vec<u32> = set
+                    .cpus()
+                    .iter()
+                    .copied()
+                    .filter(|c| online.contains(c))
+                    .collect();
+                if v.is_empty() {
+                    online.to_vec()
+                } else {
+                    v
+                }
+            }
+            None => online.to_vec(),
+        };
+        let v = Arc::new(Limits {
+            mem,
+            swap,
+            quota,
+            cpuset,
+        });
+        *s.limits.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), v.clone()));
+        Ok(v)
+    }
+
+    /// True when the container has something to virtualize.
+    fn is_virtual(&self, r: &Reader, l: &Limits) -> bool {
+        if !r.host_pidns {
+            return true;
+        }
+        let host_mem = self.host.mem_total_bytes();
+        let mem_limited = matches!(l.mem, Some(m) if host_mem == 0 || m < host_mem);
+        mem_limited || l.quota.is_some() || l.cpuset.len() < self.host.online().len()
+    }
+
+    fn visible(&self, l: &Limits) -> Vec<u32> {
+        views::cpus::visible(&l.cpuset, l.quota, self.cpu_view == CpuView::Quota)
+    }
+
+    /// The view, or None for "serve the host file" (nothing to virtualize).
+    pub fn render(&self, f: File, r: &Reader) -> VResult<Option<String>> {
+        let l = self.limits(&r.cg)?;
+        if !self.is_virtual(r, &l) {
+            return Ok(None);
+        }
+        let s = &*r.cg;
+        Ok(Some(match f {
+            File::Meminfo => meminfo::render(&self.host.meminfo(), &self.mem_facts(s, &l)?),
+            File::Swaps => {
+                let host_swap = views::field(&self.host.meminfo(), "SwapTotal").unwrap_or(0);
+                let (total, free) = meminfo::swap_kb(host_swap, &self.mem_facts(s, &l)?);
+                views::swaps::render(&self.host.swaps(), total, free)
+            }
+            File::Cpuinfo => views::cpuinfo::render(&self.host.cpuinfo(), &self.visible(&l)),
+            File::CpuOnline | File::CpuPresent | File::CpuPossible => {
+                views::cpus::render_list(self.visible(&l).len())
+            }
+            File::Stat => self.stat(r, &l)?,
+            File::Uptime => {
+                if r.host_pidns {
+                    return Ok(None);
+                }
+                let n = self.visible(&l).len();
+                let used = self.cpu_used_ns(s)? as f64 / 1e9;
+                views::uptime::render(self.age_ns(r) as f64 / 1e9, n, used)
+            }
+            File::Loadavg => {
+                if r.host_pidns {
+                    return Ok(None);
+                }
+                let needs_sample = !s.load.lock().unwrap_or_else(|e| e.into_inner()).sampled;
+                if needs_sample {
+                    sample_into(s, false);
+                }
+                let ld = s.load.lock().unwrap_or_else(|e| e.into_inner());
+                views::loadavg::render(&ld.loads, ld.running, ld.total, ld.last_pid)
+            }
+            File::Diskstats => {
+                let d = need(s, Controller::Io)?;
+                let devs = io::read(&d.dir, d.version)?;
+                views::diskstats::render(&self.host.diskstats(), &devs)
+            }
+            File::PressureCpu | File::PressureMemory | File::PressureIo => {
+                let Some(u) = &s.cg.unified else {
+                    return Ok(None);
+                };
+                let name = match f {
+                    File::PressureCpu => "cpu.pressure",
+                    File::PressureMemory => "memory.pressure",
+                    _ => "io.pressure",
+                };
+                let p = u.join(name);
+                match std::fs::read_to_string(&p) {
+                    Ok(t) => t,
+                    // No PSI for this cgroup (kernel without it): the host's.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(err("cgroup_read", format!("{}: {e}", p.display()))),
+                }
+            }
+        }))
+    }
+
+    fn mem_facts(&self, s: &CgState, l: &Limits) -> VResult<meminfo::MemFacts> {
+        let d = need(s, Controller::Memory)?;
+        let v2 = d.version == Version::V2;
+        let usage = memory::read_usage(&d.dir, d.version)?;
+        let stat_path = d.dir.join("memory.stat");
+        let text = std::fs::read_to_string(&stat_path)
+            .map_err(|e| err("cgroup_read", format!("{}: {e}", stat_path.display())))?;
+        let stat = meminfo::MemStat::parse(&text, v2);
+        let swap_file = if v2 {
+            "memory.swap.current"
+        } else {
+            "memory.memsw.usage_in_bytes"
+        };
+        let sp = d.dir.join(swap_file);
+        let swap = if sp.exists() {
+            let raw = read_u64(&sp)?;
+            let used = if v2 { raw } else { raw.saturating_sub(usage) };
+            Some(meminfo::SwapFacts {
+                limit: l.swap,
+                usage: used,
+            })
+        } else {
+            None
+        };
+        Ok(meminfo::MemFacts {
+            limit: l.mem,
+            usage,
+            stat,
+            swap,
+        })
+    }
+
+    fn age_ns(&self, r: &Reader) -> u64 {
+        let start_ns = r.start_ticks * (1_000_000_000 / self.clk_tck.max(1));
+        host::boottime_ns().saturating_sub(start_ns)
+    }
+
+    fn cpu_dir<'a>(&self, s: &'a CgState) -> VResult<&'a ControllerDir> {
+        need(s, Controller::Cpuacct).or_else(|_| need(s, Controller::Cpu))
+    }
+
+    fn cpu_used_ns(&self, s: &CgState) -> VResult<u64> {
+        let d = self.cpu_dir(s)?;
+        match d.version {
+            Version::V1 => read_u64(&d.dir.join("cpuacct.usage")),
+            Version::V2 => Ok(cpu::read_usage(&d.dir, d.version)?.total_ns),
+        }
+    }
+
+    /// Cumulative time the container's tasks were runnable but waiting for a CPU (PSI `some`),
+    /// shown as steal: contention from outside the container. 0 without PSI.
+    fn steal_ns(&self, s: &CgState) -> u64 {
+        let Some(u) = &s.cg.unified else { return 0 };
+        let Ok(t) = std::fs::read_to_string(u.join("cpu.pressure")) else {
+            return 0;
+        };
+        t.lines()
+            .find(|l| l.starts_with("some"))
+            .and_then(|l| {
+                l.split_ascii_whitespace()
+                    .find_map(|kv| kv.strip_prefix("total="))
+            })
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(0, |us| us * 1000)
+    }
+
+    fn stat(&self, r: &Reader, l: &Limits) -> VResult<String> {
+        let s = &*r.cg;
+        let visible = self.visible(l);
+        let d = self.cpu_dir(s)?;
+        let usage = cpu::read_usage(&d.dir, d.version)?;
+        let per: Option<Vec<(u32, u64, u64)>> = usage
+            .per_cpu
+            .as_ref()
+            .map(|p| p.iter().map(|c| (c.cpu, c.user_ns, c.system_ns)).collect());
+        let busy = stat::spread(&visible, per.as_deref(), usage.user_ns, usage.system_ns);
+        let age = self.age_ns(r);
+        let ticks = stat::compute(age, &busy, self.steal_ns(s));
+        let shown = {
+            let mut last = s.stat_last.lock().unwrap_or_else(|e| e.into_inner());
+            stat::monotonic(&mut last, ticks)
+        };
+        let needs_sample = !s.load.lock().unwrap_or_else(|e| e.into_inner()).sampled;
+        if needs_sample {
+            sample_into(s, false);
+        }
+        let procs = {
+            let ld = s.load.lock().unwrap_or_else(|e| e.into_inner());
+            stat::Procs {
+                processes: ld.last_pid,
+                running: ld.running,
+                blocked: ld.blocked,
+            }
+        };
+        Ok(stat::render(&self.host.stat(), &shown, &procs))
+    }
+
+    /// The load sampler: every 5 s, containers read in the last 10 minutes.
+    pub fn sample_loads(&self) {
+        for s in self.resolver.recently_read(Duration::from_secs(600)) {
+            sample_into(&s, true);
+        }
+        self.resolver.prune(Duration::from_secs(600));
+    }
+
+    /// The number of cpuN directories the caller sees.
+    pub fn cpu_dirs(&self, pid: u32) -> usize {
+        let host_n = self.host.online().len();
+        let Caller::Reader(r) = self.resolver.resolve(pid) else {
+            return host_n;
+        };
+        match self.limits(&r.cg) {
+            Ok(l) if self.is_virtual(&r, &l) => self.visible(&l).len(),
+            _ => host_n,
+        }
+    }
+}

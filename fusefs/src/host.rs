@@ -1,0 +1,100 @@
+//! The host's own files: read fresh for passthrough, cached briefly where only their layout
+//! or configuration is used (a virtualized meminfo needs the host's MemTotal and line set, not
+//! its live usage).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::views::cpuinfo::HostCpuinfo;
+
+const TTL: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+struct Slot<T> {
+    at: Option<Instant>,
+    val: Option<Arc<T>>,
+}
+
+fn cached<T>(m: &Mutex<Slot<T>>, load: impl FnOnce() -> T) -> Arc<T> {
+    let now = Instant::now();
+    {
+        let s = m.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Some(at), Some(v)) = (s.at, s.val.as_ref()) {
+            if now.duration_since(at) < TTL {
+                return v.clone();
+            }
+        }
+    }
+    let v = Arc::new(load());
+    let mut s = m.lock().unwrap_or_else(|e| e.into_inner());
+    s.at = Some(now);
+    s.val = Some(v.clone());
+    v
+}
+
+/// Reads a host file; an unreadable one is empty (the kernel file is what it is).
+pub fn read(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+#[derive(Default)]
+pub struct Host {
+    meminfo: Mutex<Slot<String>>,
+    stat: Mutex<Slot<String>>,
+    diskstats: Mutex<Slot<String>>,
+    swaps: Mutex<Slot<String>>,
+    cpuinfo: Mutex<Slot<HostCpuinfo>>,
+    online: Mutex<Slot<Vec<u32>>>,
+}
+
+impl Host {
+    pub fn meminfo(&self) -> Arc<String> {
+        cached(&self.meminfo, || read("/proc/meminfo"))
+    }
+    pub fn stat(&self) -> Arc<String> {
+        cached(&self.stat, || read("/proc/stat"))
+    }
+    pub fn diskstats(&self) -> Arc<String> {
+        cached(&self.diskstats, || read("/proc/diskstats"))
+    }
+    pub fn swaps(&self) -> Arc<String> {
+        cached(&self.swaps, || read("/proc/swaps"))
+    }
+    pub fn cpuinfo(&self) -> Arc<HostCpuinfo> {
+        cached(&self.cpuinfo, || HostCpuinfo::parse(&read("/proc/cpuinfo")))
+    }
+    /// The host's online CPUs.
+    pub fn online(&self) -> Arc<Vec<u32>> {
+        cached(&self.online, || {
+            cgsight_cgroup::CpuList::parse(read("/sys/devices/system/cpu/online").trim())
+                .map(|l| l.cpus().to_vec())
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| vec![0])
+        })
+    }
+    pub fn mem_total_bytes(&self) -> u64 {
+        crate::views::field(&self.meminfo(), "MemTotal").unwrap_or(0) * 1024
+    }
+}
+
+/// Nanoseconds since boot, counting suspend (what /proc/uptime and process start times use).
+pub fn boottime_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Clock ticks per second of /proc/<pid>/stat times.
+pub fn clk_tck() -> u64 {
+    // SAFETY: sysconf has no memory effects.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as u64
+    } else {
+        100
+    }
+}

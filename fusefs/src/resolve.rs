@@ -1,0 +1,350 @@
+//! From a FUSE caller (a host thread id) to the container whose view it gets.
+//!
+//! The container is the init of the caller's pid namespace and that init's cgroups, with a
+//! trailing `/init.scope` stripped. Results are cached by the pid namespace's inode and held
+//! with a pidfd on the init: while the init lives, its namespace lives, so the inode cannot have
+//! been reused; a dead init drops the entry. A caller in our own (host) pid namespace gets its
+//! own cgroups. A caller that is gone (or pid 0: not visible to us) gets the host files.
+
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use cgsight_cgroup::{Cgroup, Hierarchies, Membership};
+
+use crate::views::loadavg;
+use crate::views::stat::CpuTicks;
+
+/// How long a cached init's cgroup membership is trusted before /proc/<init>/cgroup is re-read.
+const MEMBERSHIP_TTL: Duration = Duration::from_secs(1);
+/// How long limits (memory/swap limit, quota, cpuset) of a cgroup are cached.
+pub const LIMITS_TTL: Duration = Duration::from_secs(1);
+
+/// Limits of a container's cgroup, effective over its ancestors.
+#[derive(Clone, Debug, Default)]
+pub struct Limits {
+    pub mem: Option<u64>,
+    pub swap: Option<u64>,
+    pub quota: Option<f64>,
+    pub cpuset: Vec<u32>,
+}
+
+#[derive(Debug, Default)]
+pub struct LoadState {
+    pub loads: [u64; 3],
+    pub running: u64,
+    pub blocked: u64,
+    pub total: u64,
+    pub last_pid: u64,
+    pub sampled: bool,
+}
+
+/// Everything kept per container cgroup.
+pub struct CgState {
+    pub cg: Cgroup,
+    pub limits: Mutex<Option<(Instant, Arc<Limits>)>>,
+    pub stat_last: Mutex<Vec<CpuTicks>>,
+    pub load: Mutex<LoadState>,
+    /// Seconds (on `Resolver::epoch`) of the last read: the sampler skips idle containers.
+    pub last_read: AtomicU64,
+    /// Last time a failure was logged (seconds on the epoch + 1; 0 = never).
+    pub last_logged: AtomicU64,
+}
+
+impl CgState {
+    fn new(cg: Cgroup) -> CgState {
+        CgState {
+            cg,
+            limits: Mutex::new(None),
+            stat_last: Mutex::new(Vec::new()),
+            load: Mutex::new(LoadState::default()),
+            last_read: AtomicU64::new(0),
+            last_logged: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Who is reading.
+pub enum Caller {
+    /// Not resolvable (pid 0 or gone): the host files.
+    Host,
+    Reader(Reader),
+}
+
+pub struct Reader {
+    /// The caller shares our pid namespace: uptime/loadavg are the host's.
+    pub host_pidns: bool,
+    /// Start of the container's init in clock ticks since boot (0 for host-namespace readers).
+    pub start_ticks: u64,
+    pub cg: Arc<CgState>,
+}
+
+struct NsEntry {
+    pidfd: OwnedFd,
+    init: i32,
+    start_ticks: u64,
+    cg: Arc<CgState>,
+    checked: Instant,
+}
+
+pub struct Resolver {
+    pub h: Hierarchies,
+    self_pidns: u64,
+    by_ns: RwLock<HashMap<u64, NsEntry>>,
+    cgroups: RwLock<HashMap<String, Arc<CgState>>>,
+    pub epoch: Instant,
+}
+
+fn pidns_ino(pid: u32) -> Option<u64> {
+    let mut buf = itoa_path(pid);
+    buf.push_str("/ns/pid");
+    std::fs::metadata(&buf).ok().map(|m| m.ino())
+}
+
+fn itoa_path(pid: u32) -> String {
+    let mut s = String::with_capacity(24);
+    s.push_str("/proc/");
+    s.push_str(&pid.to_string());
+    s
+}
+
+fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the kernel just gave us this fd; nothing else owns it.
+    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+fn pidfd_alive(fd: &OwnedFd) -> bool {
+    // SAFETY: signal 0 only checks that the process exists; no memory is passed.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            0,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        ) == 0
+    }
+}
+
+impl Resolver {
+    pub fn new(h: Hierarchies) -> Resolver {
+        Resolver {
+            h,
+            self_pidns: pidns_ino(std::process::id()).unwrap_or(0),
+            by_ns: RwLock::new(HashMap::new()),
+            cgroups: RwLock::new(HashMap::new()),
+            epoch: Instant::now(),
+        }
+    }
+
+    pub fn now_secs(&self) -> u64 {
+        self.epoch.elapsed().as_secs()
+    }
+
+    pub fn resolve(&self, pid: u32) -> Caller {
+        if pid == 0 {
+            return Caller::Host;
+        }
+        let Some(ns) = pidns_ino(pid) else {
+            return Caller::Host;
+        };
+        let r = if ns == self.self_pidns {
+            self.own_cgroup(pid)
+        } else {
+            self.container(pid, ns)
+        };
+        match r {
+            Some(r) => {
+                r.cg.last_read.store(self.now_secs(), Ordering::Relaxed);
+                Caller::Reader(r)
+            }
+            None => Caller::Host,
+        }
+    }
+
+    fn own_cgroup(&self, pid: u32) -> Option<Reader> {
+        let m = Membership::of_pid(pid as i32).ok()?.strip_init_scope();
+        Some(Reader {
+            host_pidns: true,
+            start_ticks: 0,
+            cg: self.state_for(&m),
+        })
+    }
+
+    fn container(&self, pid: u32, ns: u64) -> Option<Reader> {
+        {
+            let map = self.by_ns.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(e) = map.get(&ns) {
+                if pidfd_alive(&e.pidfd) && e.checked.elapsed() < MEMBERSHIP_TTL {
+                    return Some(Reader {
+                        host_pidns: false,
+                        start_ticks: e.start_ticks,
+                        cg: e.cg.clone(),
+                    });
+                }
+            }
+        }
+        // Miss, dead init, or membership due for a re-check: resolve from scratch.
+        let init = cgsight_cgroup::pidns_init(pid as i32).ok()?;
+        let pidfd = pidfd_open(init)?;
+        // The pid could have been reused between the walk and pidfd_open: the pidfd's process
+        // must still be in the caller's namespace.
+        if pidns_ino(init as u32) != Some(ns) {
+            return None;
+        }
+        let start_ticks = cgsight_cgroup::start_ticks(init).ok()?;
+        let m = Membership::of_pid(init).ok()?.strip_init_scope();
+        let cg = self.state_for(&m);
+        let mut map = self.by_ns.write().unwrap_or_else(|e| e.into_inner());
+        map.insert(
+            ns,
+            NsEntry {
+                pidfd,
+                init,
+                start_ticks,
+                cg: cg.clone(),
+                checked: Instant::now(),
+            },
+        );
+        Some(Reader {
+            host_pidns: false,
+            start_ticks,
+            cg,
+        })
+    }
+
+    fn state_for(&self, m: &Membership) -> Arc<CgState> {
+        let mut key = String::new();
+        for e in &m.entries {
+            key.push_str(&e.hierarchy_id.to_string());
+            key.push(':');
+            key.push_str(&e.path);
+            key.push('\n');
+        }
+        if let Some(s) = self
+            .cgroups
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return s.clone();
+        }
+        let mut map = self.cgroups.write().unwrap_or_else(|e| e.into_inner());
+        map.entry(key.clone())
+            .or_insert_with(|| Arc::new(CgState::new(Cgroup::from_membership(&self.h, m))))
+            .clone()
+    }
+
+    /// Containers read within `within`, for the load sampler.
+    pub fn recently_read(&self, within: Duration) -> Vec<Arc<CgState>> {
+        let now = self.now_secs();
+        let map = self.cgroups.read().unwrap_or_else(|e| e.into_inner());
+        map.values()
+            .filter(|s| now.saturating_sub(s.last_read.load(Ordering::Relaxed)) <= within.as_secs())
+            .cloned()
+            .collect()
+    }
+
+    /// Drops entries of dead inits and of cgroups nobody has read for `idle`.
+    pub fn prune(&self, idle: Duration) {
+        self.by_ns
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, e| e.init > 0 && pidfd_alive(&e.pidfd));
+        let now = self.now_secs();
+        self.cgroups
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, s| {
+                Arc::strong_count(s) > 1
+                    || now.saturating_sub(s.last_read.load(Ordering::Relaxed)) <= idle.as_secs()
+            });
+    }
+}
+
+/// Runnable (R) and uninterruptible (D) threads, all threads, and the newest pid in the
+/// container's own numbering, over the cgroup and its descendants.
+pub fn sample_tasks(cg: &Cgroup) -> (u64, u64, u64, u64) {
+    use cgsight_cgroup::{Controller, Version};
+    let (dir, file) = match cg
+        .dir(Controller::Cpu)
+        .or_else(|| cg.dir(Controller::Memory))
+    {
+        Some(d) if d.version == Version::V1 => (d.dir.clone(), "tasks"),
+        Some(d) => (d.dir.clone(), "cgroup.threads"),
+        None => match &cg.unified {
+            Some(u) => (u.clone(), "cgroup.threads"),
+            None => return (0, 0, 0, 0),
+        },
+    };
+    let (mut running, mut blocked, mut total, mut newest) = (0u64, 0u64, 0u64, 0u32);
+    let mut stack = vec![dir];
+    let mut seen_dirs = 0;
+    while let Some(d) = stack.pop() {
+        seen_dirs += 1;
+        if seen_dirs > 4096 {
+            break;
+        }
+        if let Ok(text) = std::fs::read_to_string(d.join(file)) {
+            for tid in text.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
+                let Ok(st) = std::fs::read_to_string(format!("/proc/{tid}/stat")) else {
+                    continue;
+                };
+                total += 1;
+                newest = newest.max(tid);
+                let state = st
+                    .rfind(')')
+                    .and_then(|i| st[i + 1..].split_ascii_whitespace().next());
+                match state {
+                    Some("R") => running += 1,
+                    Some("D") => blocked += 1,
+                    _ => {}
+                }
+            }
+        }
+        if let Ok(rd) = std::fs::read_dir(&d) {
+            for e in rd.flatten() {
+                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    stack.push(e.path());
+                }
+            }
+        }
+    }
+    // The newest task's pid as the container numbers it (NSpid's last entry), never a host pid.
+    let last_pid = if newest > 0 {
+        std::fs::read_to_string(format!("/proc/{newest}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("NSpid:"))
+                    .and_then(|v| v.split_ascii_whitespace().last()?.parse().ok())
+            })
+            .unwrap_or(0)
+    } else {
+        0
+    };
+    (running, blocked, total, last_pid)
+}
+
+/// Updates a container's load state with a fresh sample; `step` advances the averages (the
+/// sampler does, every 5 s; a first read only fills the counts).
+pub fn sample_into(s: &CgState, step: bool) {
+    let (running, blocked, total, last_pid) = sample_tasks(&s.cg);
+    let mut l = s.load.lock().unwrap_or_else(|e| e.into_inner());
+    if step {
+        loadavg::step(&mut l.loads, running + blocked);
+    }
+    l.running = running;
+    l.blocked = blocked;
+    l.total = total;
+    l.last_pid = last_pid;
+    l.sampled = true;
+}

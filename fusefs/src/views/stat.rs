@@ -1,0 +1,348 @@
+//! /proc/stat: per-visible-CPU times from the container's cgroup.
+//!
+//! Counters start at the container's start (its init's start time): over the visible CPUs,
+//! user + system come from the cgroup's CPU usage, steal from its CPU pressure (time it was
+//! runnable but waited: contention from outside the container), and idle is the rest of
+//! (visible CPUs × age). So a container at a whole-CPU quota shows ≈100 % busy and an idle
+//! one ≈0 %. Counters never go backwards ([`monotonic`]). btime stays the host's (process start
+//! times are relative to it); processes / procs_running / procs_blocked describe the
+//! container; intr, ctxt and softirq are zeroed (host-wide, nothing per cgroup to show).
+
+use std::fmt::Write;
+
+pub const NS_PER_TICK: u64 = 10_000_000;
+
+/// One CPU line, in USER_HZ ticks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuTicks {
+    pub user: u64,
+    pub system: u64,
+    pub idle: u64,
+    pub steal: u64,
+}
+
+/// Busy time of one visible CPU in ns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Busy {
+    pub user_ns: u64,
+    pub system_ns: u64,
+}
+
+/// Maps cgroup usage onto the visible CPUs. With per-CPU accounting (v1 `usage_all`, given as
+/// (host cpu, user, system)), each visible CPU keeps its own usage and the usage on CPUs the
+/// container does not see is spread evenly; without it (v2), user and system are spread evenly.
+pub fn spread(
+    visible: &[u32],
+    per_cpu: Option<&[(u32, u64, u64)]>,
+    user_ns: u64,
+    system_ns: u64,
+) -> Vec<Busy> {
+    let n = visible.len().max(1) as u64;
+    let mut out = vec![Busy::default(); visible.len()];
+    let (mut hidden_u, mut hidden_s) = (user_ns, system_ns);
+    if let Some(per) = per_cpu {
+        hidden_u = 0;
+        hidden_s = 0;
+        for &(cpu, u, s) in per {
+            match visible.iter().position(|&v| v == cpu) {
+                Some(i) => {
+                    out[i].user_ns += u;
+                    out[i].system_ns += s;
+                }
+                None => {
+                    hidden_u += u;
+                    hidden_s += s;
+                }
+            }
+        }
+    }
+    for b in &mut out {
+        b.user_ns += hidden_u / n;
+        b.system_ns += hidden_s / n;
+    }
+    out
+}
+
+/// Per-CPU ticks for a container `age_ns` old. No CPU is busier than its age: excess busy
+/// time moves to CPUs with room (usage is accounted per CPU the task ran on, which may be more
+/// CPUs than are visible). `steal_ns` (cumulative, whole container) is taken out of idle.
+pub fn compute(age_ns: u64, busy: &[Busy], steal_ns: u64) -> Vec<CpuTicks> {
+    let mut b: Vec<(u64, u64)> = busy.iter().map(|b| (b.user_ns, b.system_ns)).collect();
+    let mut excess = 0u64;
+    for (u, s) in &mut b {
+        let t = *u + *s;
+        if t > age_ns {
+            let keep_u = (*u as u128 * age_ns as u128 / t as u128) as u64;
+            excess += t - age_ns;
+            *u = keep_u;
+            *s = age_ns - keep_u;
+        }
+    }
+    for (u, s) in &mut b {
+        if excess == 0 {
+            break;
+        }
+        let room = age_ns.saturating_sub(*u + *s);
+        let add = room.min(excess);
+        *u += add;
+        excess -= add;
+    }
+    let n = b.len().max(1) as u64;
+    let steal_each = steal_ns / n;
+    b.iter()
+        .map(|&(u, s)| {
+            let idle_ns = age_ns.saturating_sub(u + s);
+            let steal = steal_each.min(idle_ns);
+            CpuTicks {
+                user: u / NS_PER_TICK,
+                system: s / NS_PER_TICK,
+                idle: (idle_ns - steal) / NS_PER_TICK,
+                steal: steal / NS_PER_TICK,
+            }
+        })
+        .collect()
+}
+
+/// Never shows a counter smaller than one shown before: `last` holds what was shown and is
+/// updated. A changed CPU count keeps the CPUs that remain.
+pub fn monotonic(last: &mut Vec<CpuTicks>, new: Vec<CpuTicks>) -> Vec<CpuTicks> {
+    let out: Vec<CpuTicks> = new
+        .iter()
+        .enumerate()
+        .map(|(i, n)| match last.get(i) {
+            Some(l) => CpuTicks {
+                user: n.user.max(l.user),
+                system: n.system.max(l.system),
+                idle: n.idle.max(l.idle),
+                steal: n.steal.max(l.steal),
+            },
+            None => *n,
+        })
+        .collect();
+    last.clone_from(&out);
+    out
+}
+
+/// The container's task counts for the non-CPU lines.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Procs {
+    /// Processes created in the container: its newest pid in its own numbering.
+    pub processes: u64,
+    pub running: u64,
+    pub blocked: u64,
+}
+
+fn cpu_line(out: &mut String, name: &str, t: &CpuTicks) {
+    let _ = writeln!(
+        out,
+        "{name} {} 0 {} {} 0 0 0 {} 0 0",
+        t.user, t.system, t.idle, t.steal
+    );
+}
+
+pub fn render(host: &str, cpus: &[CpuTicks], procs: &Procs) -> String {
+    let mut out = String::with_capacity(256 + 48 * cpus.len());
+    let mut sum = CpuTicks::default();
+    for c in cpus {
+        sum.user += c.user;
+        sum.system += c.system;
+        sum.idle += c.idle;
+        sum.steal += c.steal;
+    }
+    cpu_line(&mut out, "cpu ", &sum);
+    for (i, c) in cpus.iter().enumerate() {
+        cpu_line(&mut out, &format!("cpu{i}"), c);
+    }
+    for line in host.lines() {
+        let key = line.split_ascii_whitespace().next().unwrap_or("");
+        match key {
+            k if k.starts_with("cpu") => {}
+            "intr" => out.push_str("intr 0\n"),
+            "ctxt" => out.push_str("ctxt 0\n"),
+            "softirq" => {
+                out.push_str("softirq");
+                for _ in 1..line.split_ascii_whitespace().count() {
+                    out.push_str(" 0");
+                }
+                out.push('\n');
+            }
+            "processes" => {
+                let _ = writeln!(out, "processes {}", procs.processes);
+            }
+            "procs_running" => {
+                let _ = writeln!(out, "procs_running {}", procs.running);
+            }
+            "procs_blocked" => {
+                let _ = writeln!(out, "procs_blocked {}", procs.blocked);
+            }
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOST: &str = "cpu  100 0 50 1000 5 0 1 0 0 0\ncpu0 50 0 25 500 2 0 1 0 0 0\ncpu1 50 0 25 500 3 0 0 0 0 0\nintr 12345 1 2 3\nctxt 999\nbtime 1700000000\nprocesses 4242\nprocs_running 3\nprocs_blocked 1\nsoftirq 10 1 2 3 4 5 6 7 8 9 10\n";
+
+    #[test]
+    fn v1_per_cpu_with_hidden_cpus() {
+        // cpuset 0-3, one visible (cpu 2): usage on 0, 1, 3 is poured into it
+        let per = [(0, 10, 1), (1, 20, 2), (2, 30, 3), (3, 40, 4)];
+        let b = spread(&[2], Some(&per), 0, 0);
+        assert_eq!(
+            b,
+            vec![Busy {
+                user_ns: 100,
+                system_ns: 10
+            }]
+        );
+    }
+
+    #[test]
+    fn v2_even_spread() {
+        let b = spread(&[0, 1], None, 3_000, 1_000);
+        assert_eq!(b[0], b[1]);
+        assert_eq!(b[0].user_ns, 1_500);
+    }
+
+    #[test]
+    fn full_quota_is_all_busy_and_idle_is_the_rest() {
+        let s = 1_000_000_000u64;
+        // 10 s old, 2 visible CPUs, used 15 s (quota 1.5): 5 s idle in total
+        let t = compute(10 * s, &spread(&[0, 1], None, 14 * s, s), 0);
+        let idle: u64 = t.iter().map(|c| c.idle).sum();
+        let busy: u64 = t.iter().map(|c| c.user + c.system).sum();
+        assert_eq!(busy, 1500);
+        assert_eq!(idle, 500);
+        // one CPU, busy the whole time
+        let t = compute(
+            10 * s,
+            &[Busy {
+                user_ns: 10 * s,
+                system_ns: 0,
+            }],
+            0,
+        );
+        assert_eq!(
+            t[0],
+            CpuTicks {
+                user: 1000,
+                system: 0,
+                idle: 0,
+                steal: 0
+            }
+        );
+    }
+
+    #[test]
+    fn excess_moves_to_cpus_with_room_and_steal_comes_out_of_idle() {
+        let s = 1_000_000_000u64;
+        let t = compute(
+            10 * s,
+            &[
+                Busy {
+                    user_ns: 12 * s,
+                    system_ns: 0,
+                },
+                Busy {
+                    user_ns: 2 * s,
+                    system_ns: 0,
+                },
+            ],
+            4 * s,
+        );
+        assert_eq!(t[0].user, 1000);
+        assert_eq!(t[1].user, 400);
+        assert_eq!(t[0].idle, 0);
+        assert_eq!(t[1].steal, 200);
+        assert_eq!(t[1].idle, 400);
+    }
+
+    #[test]
+    fn counters_never_decrease() {
+        let mut last = Vec::new();
+        let a = monotonic(
+            &mut last,
+            vec![CpuTicks {
+                user: 10,
+                system: 5,
+                idle: 100,
+                steal: 0,
+            }],
+        );
+        assert_eq!(a[0].idle, 100);
+        let b = monotonic(
+            &mut last,
+            vec![CpuTicks {
+                user: 12,
+                system: 4,
+                idle: 90,
+                steal: 0,
+            }],
+        );
+        assert_eq!(
+            b[0],
+            CpuTicks {
+                user: 12,
+                system: 5,
+                idle: 100,
+                steal: 0
+            }
+        );
+        // CPU count grows: the new CPU starts at its computed value
+        let c = monotonic(
+            &mut last,
+            vec![
+                CpuTicks::default(),
+                CpuTicks {
+                    user: 1,
+                    ..Default::default()
+                },
+            ],
+        );
+        assert_eq!(c[0].user, 12);
+        assert_eq!(c[1].user, 1);
+    }
+
+    #[test]
+    fn renders_container_lines_and_keeps_btime() {
+        let cpus = [
+            CpuTicks {
+                user: 10,
+                system: 2,
+                idle: 30,
+                steal: 1,
+            },
+            CpuTicks {
+                user: 20,
+                system: 4,
+                idle: 40,
+                steal: 0,
+            },
+        ];
+        let out = render(
+            HOST,
+            &cpus,
+            &Procs {
+                processes: 7,
+                running: 1,
+                blocked: 0,
+            },
+        );
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "cpu  30 0 6 70 0 0 0 1 0 0");
+        assert_eq!(lines[1], "cpu0 10 0 2 30 0 0 0 1 0 0");
+        assert_eq!(lines[2], "cpu1 20 0 4 40 0 0 0 0 0 0");
+        assert!(out.contains("btime 1700000000\n"));
+        assert!(out.contains("processes 7\nprocs_running 1\nprocs_blocked 0\n"));
+        assert!(out.contains("intr 0\nctxt 0\n"));
+        assert!(out.contains("softirq 0 0 0 0 0 0 0 0 0 0 0\n"));
+        assert_eq!(out.lines().filter(|l| l.starts_with("cpu")).count(), 3);
+    }
+}
