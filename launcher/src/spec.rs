@@ -1,0 +1,677 @@
+//! Command-line values -> a validated [`ContainerSpec`]. Pure apart from the existence checks
+//! of paths the user names (rootfs, volume sources), so every bad input is refused before
+//! anything is created.
+
+use std::path::{Component, Path, PathBuf};
+
+use cgsight_cgroup::{CpuList, Resources};
+use serde::{Deserialize, Serialize};
+
+/// Why a flag was refused. Each message is one line and names the flag and value.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SpecError {
+    #[error("invalid size {value:?} for {flag}: expected a number with an optional unit b, k, m, g or t (e.g. 256m)")]
+    Size { flag: &'static str, value: String },
+    #[error("invalid {flag} {value:?}: {reason}")]
+    Invalid {
+        flag: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("no command given: usage `cgsight launch [OPTIONS] [--] CMD [ARGS...]`")]
+    NoCommand,
+}
+
+fn invalid(flag: &'static str, value: &str, reason: impl Into<String>) -> SpecError {
+    SpecError::Invalid {
+        flag,
+        value: value.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// Network mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Net {
+    /// A new network namespace with only loopback, up.
+    None,
+    /// The host's network namespace.
+    Host,
+}
+
+/// A `-v HOST:CTR[:ro|rw]` bind.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    pub host: PathBuf,
+    pub container: PathBuf,
+    pub readonly: bool,
+}
+
+/// The flags as the user typed them (what clap hands over).
+#[derive(Clone, Debug, Default)]
+pub struct RawSpec {
+    pub name: Option<String>,
+    pub hostname: Option<String>,
+    pub memory: Option<String>,
+    pub memory_swap: Option<String>,
+    pub cpus: Option<String>,
+    pub cpu_shares: Option<String>,
+    pub cpuset_cpus: Option<String>,
+    pub pids_limit: Option<String>,
+    pub rootfs: Option<PathBuf>,
+    pub env: Vec<String>,
+    pub volumes: Vec<String>,
+    pub workdir: Option<String>,
+    pub net: Option<String>,
+    pub tty: bool,
+    pub interactive: bool,
+    pub init: bool,
+    pub rm: bool,
+    pub detach: bool,
+    pub no_proc_views: bool,
+    pub command: Vec<String>,
+}
+
+/// Limits as given by the user (before host-dependent defaults such as docker's swap = 2×memory).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    pub memory: Option<u64>,
+    /// Docker's `--memory-swap` (memory + swap). `Some(None)` = unlimited (`-1`).
+    pub memory_swap: Option<Option<u64>>,
+    pub cpu_quota_us: Option<u64>,
+    pub cpu_period_us: Option<u64>,
+    pub cpu_shares: Option<u64>,
+    pub cpuset_cpus: Option<String>,
+    pub pids_max: Option<u64>,
+}
+
+/// A validated container description.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    pub id: String,
+    pub name: String,
+    pub hostname: String,
+    /// `None`: the host `/` as the overlay's lower layer.
+    pub rootfs: Option<PathBuf>,
+    pub command: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub volumes: Vec<Volume>,
+    pub workdir: Option<PathBuf>,
+    pub net: Net,
+    pub tty: bool,
+    pub interactive: bool,
+    pub init: bool,
+    pub rm: bool,
+    pub detach: bool,
+    pub proc_views: bool,
+    pub limits: Limits,
+}
+
+impl ContainerSpec {
+    /// The `image` field of the state: "host" or the rootfs path.
+    pub fn image(&self) -> String {
+        self.rootfs
+            .as_ref()
+            .map_or_else(|| "host".to_owned(), |p| p.display().to_string())
+    }
+
+    /// The cgroup path every launched container lives in (the shared contract).
+    pub fn cgroup_path(&self) -> String {
+        format!("/cgsight/{}", self.id)
+    }
+
+    /// The limits to write, with docker's default swap (memory+swap = 2×memory) when swap
+    /// accounting exists. Docker's choice is kept: on a host without swap the OOM behaviour is
+    /// the same as memory+swap = memory, and on a host with swap it matches `docker run`.
+    pub fn resources(&self, swap_accounting: bool) -> Resources {
+        let l = &self.limits;
+        let memory_swap = match (l.memory, l.memory_swap) {
+            (_, Some(s)) => Some(s),
+            (Some(m), None) if swap_accounting => Some(Some(m.saturating_mul(2))),
+            _ => None,
+        };
+        Resources {
+            memory: l.memory,
+            memory_swap,
+            cpu_quota_us: l.cpu_quota_us,
+            cpu_period_us: l.cpu_period_us,
+            cpu_shares: l.cpu_shares,
+            cpuset_cpus: l.cpuset_cpus.as_deref().and_then(|c| CpuList::parse(c)),
+            cpuset_mems: None,
+            pids_max: l.pids_max,
+        }
+    }
+}
+
+/// Parses docker's size syntax: `512`, `512b`, `256k`, `256m`, `1g`, `1.5g`, `2t`, also with a
+/// trailing `b`/`ib` (`256mb`, `256MiB`).
+pub fn parse_size(flag: &'static str, s: &str) -> Result<u64, SpecError> {
+    let err = || SpecError::Size {
+        flag,
+        value: s.to_owned(),
+    };
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    if num.is_empty() || num.starts_with('.') || num.ends_with('.') {
+        return Err(err());
+    }
+    let unit = unit.trim().to_ascii_lowercase();
+    let unit = unit
+        .strip_suffix("ib")
+        .or_else(|| unit.strip_suffix('b'))
+        .unwrap_or(&unit);
+    let mult: u64 = match unit {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        "t" => 1 << 40,
+        _ => return Err(err()),
+    };
+    let v: f64 = num.parse().map_err(|_| err())?;
+    let bytes = v * mult as f64;
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        return Err(err());
+    }
+    Ok(bytes as u64)
+}
+
+/// `--cpus 1.5` -> (quota, period) = (150000, 100000).
+pub fn parse_cpus(s: &str, host_cpus: usize) -> Result<(u64, u64), SpecError> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| invalid("--cpus", s, "expected a number of CPUs such as 1.5"))?;
+    if !v.is_finite() || v <= 0.0 {
+        return Err(invalid("--cpus", s, "must be greater than 0"));
+    }
+    if v > host_cpus as f64 {
+        return Err(invalid(
+            "--cpus",
+            s,
+            format!("range of CPUs is from 0.01 to {host_cpus} (the host's CPUs)"),
+        ));
+    }
+    let period = 100_000u64;
+    let quota = (v * period as f64).round() as u64;
+    if quota < 1000 {
+        return Err(invalid("--cpus", s, "the minimum is 0.01"));
+    }
+    Ok((quota, period))
+}
+
+/// Container names, docker's rule.
+pub fn validate_name(s: &str) -> Result<(), SpecError> {
+    let mut chars = s.chars();
+    let ok = matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && s.len() <= 128;
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "--name",
+            s,
+            "must match [a-zA-Z0-9][a-zA-Z0-9_.-]* (at most 128 characters)",
+        ))
+    }
+}
+
+fn validate_hostname(s: &str) -> Result<(), SpecError> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && !label.starts_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "--hostname",
+            s,
+            "must be 1-64 characters of letters, digits, '-' and '.'",
+        ))
+    }
+}
+
+/// An absolute path without `..` (so a bind cannot climb out of the container's root).
+fn clean_abs(flag: &'static str, raw: &str, p: &str) -> Result<PathBuf, SpecError> {
+    let path = Path::new(p);
+    if !path.is_absolute() {
+        return Err(invalid(flag, raw, format!("{p:?} is not an absolute path")));
+    }
+    if path.components().any(|c| c == Component::ParentDir) {
+        return Err(invalid(flag, raw, format!("{p:?} must not contain '..'")));
+    }
+    Ok(path.to_path_buf())
+}
+
+pub fn parse_volume(s: &str) -> Result<Volume, SpecError> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let (host, ctr, mode) = match parts.as_slice() {
+        [h, c] => (*h, *c, "rw"),
+        [h, c, m] => (*h, *c, *m),
+        _ => return Err(invalid("-v", s, "expected HOST:CONTAINER[:ro|rw]")),
+    };
+    let readonly = match mode {
+        "ro" => true,
+        "rw" => false,
+        _ => {
+            return Err(invalid(
+                "-v",
+                s,
+                format!("unknown mode {mode:?} (ro or rw)"),
+            ))
+        }
+    };
+    let host = clean_abs("-v", s, host)?;
+    let container = clean_abs("-v", s, ctr)?;
+    if container == Path::new("/") {
+        return Err(invalid("-v", s, "cannot bind over the container's /"));
+    }
+    if !host.exists() {
+        return Err(invalid(
+            "-v",
+            s,
+            format!("{} does not exist", host.display()),
+        ));
+    }
+    Ok(Volume {
+        host,
+        container,
+        readonly,
+    })
+}
+
+/// `-e K=V`; a bare `K` takes the value from the launcher's environment (docker), and is
+/// dropped if unset there.
+pub fn parse_env(
+    s: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Option<(String, String)>, SpecError> {
+    let (k, v) = match s.split_once('=') {
+        Some((k, v)) => (k, Some(v.to_owned())),
+        None => (s, None),
+    };
+    if k.is_empty() || k.contains('\0') {
+        return Err(invalid("-e", s, "expected KEY=VALUE with a non-empty KEY"));
+    }
+    Ok(v.or_else(|| lookup(k)).map(|v| (k.to_owned(), v)))
+}
+
+/// 64 random lowercase hex characters from getrandom(2).
+pub fn new_id() -> std::io::Result<String> {
+    let mut buf = [0u8; 32];
+    let mut filled = 0;
+    while filled < buf.len() {
+        // SAFETY: writes at most buf.len() - filled bytes into buf[filled..].
+        let n =
+            unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        filled += n as usize;
+    }
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Builds the spec. `host_cpus` are the host's online CPUs.
+pub fn build(
+    raw: &RawSpec,
+    id: &str,
+    host_cpus: &CpuList,
+    lookup_env: impl Fn(&str) -> Option<String>,
+) -> Result<ContainerSpec, SpecError> {
+    if raw.command.is_empty() {
+        return Err(SpecError::NoCommand);
+    }
+    let short = &id[..id.len().min(12)];
+    let name = match &raw.name {
+        Some(n) => {
+            validate_name(n)?;
+            n.clone()
+        }
+        None => format!("c-{short}"),
+    };
+    let hostname = match &raw.hostname {
+        Some(h) => {
+            validate_hostname(h)?;
+            h.clone()
+        }
+        None => short.to_owned(),
+    };
+    let mut limits = Limits::default();
+    if let Some(m) = &raw.memory {
+        let v = parse_size("--memory", m)?;
+        if v < 6 << 20 {
+            return Err(invalid("--memory", m, "the minimum memory limit is 6m"));
+        }
+        limits.memory = Some(v);
+    }
+    if let Some(s) = &raw.memory_swap {
+        if s.trim() == "-1" {
+            limits.memory_swap = Some(None);
+        } else {
+            let v = parse_size("--memory-swap", s)?;
+            match limits.memory {
+                None => {
+                    return Err(invalid(
+                        "--memory-swap",
+                        s,
+                        "needs --memory too (it is memory plus swap)",
+                    ))
+                }
+                Some(m) if v < m => {
+                    return Err(invalid(
+                        "--memory-swap",
+                        s,
+                        "must be at least --memory (it is memory plus swap)",
+                    ))
+                }
+                _ => {}
+            }
+            limits.memory_swap = Some(Some(v));
+        }
+    }
+    if let Some(c) = &raw.cpus {
+        let (q, p) = parse_cpus(c, host_cpus.len())?;
+        limits.cpu_quota_us = Some(q);
+        limits.cpu_period_us = Some(p);
+    }
+    if let Some(s) = &raw.cpu_shares {
+        let v: u64 = s
+            .trim()
+            .parse()
+            .map_err(|_| invalid("--cpu-shares", s, "expected an integer from 2 to 262144"))?;
+        if !(2..=262_144).contains(&v) {
+            return Err(invalid(
+                "--cpu-shares",
+                s,
+                "expected an integer from 2 to 262144",
+            ));
+        }
+        limits.cpu_shares = Some(v);
+    }
+    if let Some(s) = &raw.cpuset_cpus {
+        let l = CpuList::parse(s)
+            .ok_or_else(|| invalid("--cpuset-cpus", s, "expected a CPU list such as 0-1 or 0,2"))?;
+        if l.len() == 0 {
+            return Err(invalid("--cpuset-cpus", s, "the list is empty"));
+        }
+        if !l.is_subset_of(host_cpus) {
+            return Err(invalid(
+                "--cpuset-cpus",
+                s,
+                format!("the host's online CPUs are {host_cpus}"),
+            ));
+        }
+        limits.cpuset_cpus = Some(l.to_string());
+    }
+    if let Some(s) = &raw.pids_limit {
+        let v: i64 = s.trim().parse().map_err(|_| {
+            invalid(
+                "--pids-limit",
+                s,
+                "expected a positive integer, or -1 for unlimited",
+            )
+        })?;
+        limits.pids_max = match v {
+            -1 => None,
+            v if v > 0 => Some(v as u64),
+            _ => {
+                return Err(invalid(
+                    "--pids-limit",
+                    s,
+                    "expected a positive integer, or -1 for unlimited",
+                ))
+            }
+        };
+    }
+    let rootfs = match &raw.rootfs {
+        None => None,
+        Some(p) => {
+            let shown = p.display().to_string();
+            if !p.is_dir() {
+                return Err(invalid("--rootfs", &shown, "no such directory"));
+            }
+            Some(
+                p.canonicalize()
+                    .map_err(|e| invalid("--rootfs", &shown, e.to_string()))?,
+            )
+        }
+    };
+    let mut env = Vec::new();
+    for e in &raw.env {
+        if let Some(kv) = parse_env(e, &lookup_env)? {
+            env.push(kv);
+        }
+    }
+    let volumes = raw
+        .volumes
+        .iter()
+        .map(|v| parse_volume(v))
+        .collect::<Result<Vec<_>, _>>()?;
+    let workdir = match &raw.workdir {
+        Some(w) => Some(clean_abs("-w", w, w)?),
+        None => None,
+    };
+    let net = match raw.net.as_deref() {
+        None | Some("none") => Net::None,
+        Some("host") => Net::Host,
+        Some(o) => return Err(invalid("--net", o, "expected none or host")),
+    };
+    if raw.detach && (raw.tty || raw.interactive) {
+        // A detached supervisor has no terminal to proxy; runc refuses the same combination.
+        return Err(invalid(
+            "-d",
+            "-t/-i",
+            "a detached container cannot have -t or -i",
+        ));
+    }
+    Ok(ContainerSpec {
+        id: id.to_owned(),
+        name,
+        hostname,
+        rootfs,
+        command: raw.command.clone(),
+        env,
+        volumes,
+        workdir,
+        net,
+        tty: raw.tty,
+        interactive: raw.interactive,
+        init: raw.init,
+        rm: raw.rm,
+        detach: raw.detach,
+        proc_views: !raw.no_proc_views,
+        limits,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cpus2() -> CpuList {
+        CpuList::parse("0-1").unwrap()
+    }
+    fn raw(cmd: &[&str]) -> RawSpec {
+        RawSpec {
+            command: cmd.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+    const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("-m", "256m"), Ok(256 << 20));
+        assert_eq!(parse_size("-m", "1g"), Ok(1 << 30));
+        assert_eq!(parse_size("-m", "512k"), Ok(512 << 10));
+        assert_eq!(parse_size("-m", "1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("-m", "100b"), Ok(100));
+        assert_eq!(parse_size("-m", "1.5g"), Ok(3 << 29));
+        assert_eq!(parse_size("-m", "256MiB"), Ok(256 << 20));
+        assert_eq!(parse_size("-m", "256mb"), Ok(256 << 20));
+        for bad in ["12x", "", "m", "-1", "1..2m", ".5g", "1gg", "1 2"] {
+            assert!(parse_size("-m", bad).is_err(), "{bad:?} accepted");
+        }
+        let e = parse_size("--memory", "12x").unwrap_err().to_string();
+        assert!(
+            e.contains("--memory") && e.contains("12x") && !e.contains('\n'),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn cpus() {
+        assert_eq!(parse_cpus("1.5", 2), Ok((150_000, 100_000)));
+        assert_eq!(parse_cpus("0.5", 2), Ok((50_000, 100_000)));
+        assert_eq!(parse_cpus("2", 2), Ok((200_000, 100_000)));
+        for bad in ["0", "-1", "abc", "3", "0.001", "NaN", "inf"] {
+            assert!(parse_cpus(bad, 2).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn names() {
+        for ok in ["a", "web-1", "cgsight-test-x_1.2", "A9"] {
+            assert!(validate_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", "_a", "a b", "a/b", "é"] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn volumes() {
+        let v = parse_volume("/tmp:/data:ro").unwrap();
+        assert_eq!(v.host, PathBuf::from("/tmp"));
+        assert_eq!(v.container, PathBuf::from("/data"));
+        assert!(v.readonly);
+        assert!(!parse_volume("/tmp:/data").unwrap().readonly);
+        assert!(!parse_volume("/tmp:/data:rw").unwrap().readonly);
+        for bad in [
+            "/tmp",
+            "/tmp:data",
+            "tmp:/data",
+            "/tmp:/data:rx",
+            "/tmp:/",
+            "/tmp:/a/../b",
+            "/nonexistent-cgsight-x:/d",
+            "/a:/b:ro:x",
+        ] {
+            assert!(parse_volume(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn env() {
+        let look = |k: &str| (k == "HOME").then(|| "/root".to_string());
+        assert_eq!(
+            parse_env("A=b=c", look),
+            Ok(Some(("A".into(), "b=c".into())))
+        );
+        assert_eq!(parse_env("A=", look), Ok(Some(("A".into(), "".into()))));
+        assert_eq!(
+            parse_env("HOME", look),
+            Ok(Some(("HOME".into(), "/root".into())))
+        );
+        assert_eq!(parse_env("UNSET", look), Ok(None));
+        assert!(parse_env("=x", look).is_err());
+    }
+
+    #[test]
+    fn full_spec() {
+        let mut r = raw(&["sh", "-c", "true"]);
+        r.name = Some("web".into());
+        r.memory = Some("256m".into());
+        r.cpus = Some("1.5".into());
+        r.cpuset_cpus = Some("1".into());
+        r.pids_limit = Some("20".into());
+        r.net = Some("host".into());
+        r.workdir = Some("/tmp".into());
+        let s = build(&r, ID, &cpus2(), |_| None).unwrap();
+        assert_eq!(s.name, "web");
+        assert_eq!(s.hostname, "0123456789ab");
+        assert_eq!(s.limits.memory, Some(256 << 20));
+        assert_eq!(s.limits.cpu_quota_us, Some(150_000));
+        assert_eq!(s.limits.cpu_period_us, Some(100_000));
+        assert_eq!(s.limits.cpuset_cpus.as_deref(), Some("1"));
+        assert_eq!(s.limits.pids_max, Some(20));
+        assert_eq!(s.net, Net::Host);
+        assert_eq!(s.cgroup_path(), format!("/cgsight/{ID}"));
+        assert_eq!(s.image(), "host");
+        // docker's default swap: memory+swap = 2 × memory, only with swap accounting
+        assert_eq!(s.resources(true).memory_swap, Some(Some(512 << 20)));
+        assert_eq!(s.resources(false).memory_swap, None);
+    }
+
+    #[test]
+    fn bad_specs() {
+        let cases: Vec<(fn(&mut RawSpec), &str)> = vec![
+            (|r| r.memory = Some("12x".into()), "--memory"),
+            (|r| r.memory = Some("1k".into()), "--memory"),
+            (|r| r.cpus = Some("0".into()), "--cpus"),
+            (|r| r.cpuset_cpus = Some("0-7".into()), "--cpuset-cpus"),
+            (|r| r.cpuset_cpus = Some("x".into()), "--cpuset-cpus"),
+            (
+                |r| r.rootfs = Some("/nonexistent-cgsight-rootfs".into()),
+                "--rootfs",
+            ),
+            (|r| r.name = Some("bad name".into()), "--name"),
+            (|r| r.pids_limit = Some("0".into()), "--pids-limit"),
+            (|r| r.net = Some("bridge".into()), "--net"),
+            (|r| r.workdir = Some("rel".into()), "-w"),
+            (|r| r.hostname = Some("a_b".into()), "--hostname"),
+            (|r| r.cpu_shares = Some("1".into()), "--cpu-shares"),
+            (
+                |r| {
+                    r.memory = Some("256m".into());
+                    r.memory_swap = Some("128m".into())
+                },
+                "--memory-swap",
+            ),
+            (|r| r.memory_swap = Some("1g".into()), "--memory-swap"),
+        ];
+        for (f, flag) in cases {
+            let mut r = raw(&["true"]);
+            f(&mut r);
+            let e = build(&r, ID, &cpus2(), |_| None).unwrap_err().to_string();
+            assert!(e.contains(flag) && !e.contains('\n'), "{flag}: {e}");
+        }
+        assert_eq!(
+            build(&raw(&[]), ID, &cpus2(), |_| None),
+            Err(SpecError::NoCommand)
+        );
+        let mut r = raw(&["true"]);
+        r.memory = Some("256m".into());
+        r.memory_swap = Some("-1".into());
+        assert_eq!(
+            build(&r, ID, &cpus2(), |_| None)
+                .unwrap()
+                .limits
+                .memory_swap,
+            Some(None)
+        );
+    }
+
+    #[test]
+    fn ids() {
+        let a = new_id().unwrap();
+        let b = new_id().unwrap();
+        assert_eq!(a.len(), 64);
+        assert!(a.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')));
+        assert_ne!(a, b);
+    }
+}
