@@ -1,0 +1,701 @@
+//! End-to-end tests of `cgsight agent` on the real kernel: real cgroups with known limits and
+//! load, a real Prometheus and promtool, TLS and basic auth, concurrent scrapes under churn.
+//! Each test starts its own agent on a free 127.0.0.1 port as a guarded child.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cgsight_cgroup::{Controller, Hierarchies, Managed, Resources};
+use cgsight_testkit::{require_root, wait_for, ChildGuard, TempDir, TestCgroup};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cgsight");
+/// bcrypt (cost 4) of "cgsight-test-pass": a fixed input for the basic-auth test.
+const HASH: &str = "$2b$04$ul.dEWoiDp7huDqSqkSNEuLwmplnvkAKvnWr2s1ZGHeLiRSBNVYA.";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+struct Agent {
+    child: ChildGuard,
+    port: u16,
+}
+
+/// Starts `cgsight agent` with `args` on a free port and waits until /healthz answers
+/// (retrying on another port if the one picked was taken meanwhile).
+fn start_agent(args: &[&str]) -> Agent {
+    for _ in 0..5 {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut cmd = Command::new(BIN);
+        cmd.args(["agent", "--listen", &listen])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = ChildGuard::new(cmd.spawn().expect("spawn cgsight agent"));
+        let up = wait_for("agent up or exited", Duration::from_secs(20), || {
+            if let Ok(Some(_)) = child.child().try_wait() {
+                return Some(false);
+            }
+            TcpStream::connect(("127.0.0.1", port)).ok().map(|_| true)
+        });
+        if up {
+            return Agent { child, port };
+        }
+    }
+    panic!("cgsight agent did not start");
+}
+
+/// A minimal HTTP/1.1 GET: (status, lower-cased headers, body).
+fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, HashMap<String, String>, Vec<u8>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(60))).ok();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).expect("send");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read response");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("header end");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let hs: HashMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if hs.get("transfer-encoding").is_some_and(|v| v == "chunked") {
+        body = dechunk(&body);
+    }
+    (status, hs, body)
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
+            break;
+        };
+        let n = usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + n]);
+        b = &b[eol + 2 + n + 2..];
+    }
+    out
+}
+
+fn scrape(port: u16) -> String {
+    let (st, _, body) = get(port, "/metrics", &[]);
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+    String::from_utf8(body).expect("utf-8 body")
+}
+
+/// Sample lines as (series-with-labels, value).
+fn samples(text: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (s, v) = l.rsplit_once(' ')?;
+            Some((s.to_owned(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Value of `family` for cgroup `id` (the sum, for families with extra labels).
+fn value(text: &str, family: &str, id: &str) -> Option<f64> {
+    let pre = format!("{family}{{id=\"{id}\",");
+    let v: Vec<f64> = samples(text)
+        .into_iter()
+        .filter(|(s, _)| s.starts_with(&pre))
+        .map(|(_, v)| v)
+        .collect();
+    (!v.is_empty()).then(|| v.iter().sum())
+}
+
+#[test]
+fn limits_and_usage_of_real_cgroups() {
+    require_root!();
+    let mem_limit = 256 * 1024 * 1024;
+    let mem = TestCgroup::new(
+        "agent-mem",
+        &Resources {
+            memory: Some(mem_limit),
+            pids_max: Some(100),
+            ..Default::default()
+        },
+    );
+    let cpu = TestCgroup::new(
+        "agent-cpu",
+        &Resources {
+            cpu_quota_us: Some(50_000),
+            cpu_period_us: Some(100_000),
+            ..Default::default()
+        },
+    );
+    let tmp = TempDir::new("agent-mem");
+    let ready = tmp.path().join("ready");
+    let _hog = mem.spawn(Command::new("python3").args([
+        "-c",
+        "import sys,time\nb=bytearray(64*1024*1024)\nfor i in range(0,len(b),4096): b[i]=1\nopen(sys.argv[1],'w').close()\ntime.sleep(600)",
+        ready.to_str().unwrap(),
+    ]));
+    let _busy = cpu.spawn(Command::new("sh").args(["-c", "while :; do :; done"]));
+    wait_for("python allocated 64 MiB", Duration::from_secs(30), || {
+        ready.exists().then_some(())
+    });
+    let agent = start_agent(&["--all-cgroups"]);
+
+    let t1 = Instant::now();
+    let s1 = scrape(agent.port);
+    let usage_file = mem.cgroup().memory().expect("read memory").usage as f64;
+    assert_eq!(
+        value(&s1, "container_spec_memory_limit_bytes", &mem.path),
+        Some(mem_limit as f64)
+    );
+    assert_eq!(
+        value(&s1, "container_spec_pids_max", &mem.path),
+        Some(100.0)
+    );
+    let usage = value(&s1, "container_memory_usage_bytes", &mem.path).expect("usage series");
+    assert!(
+        (usage - usage_file).abs() <= 0.1 * usage_file,
+        "usage {usage} vs file {usage_file}"
+    );
+    assert!(usage >= 64.0 * 1024.0 * 1024.0, "usage {usage} < 64 MiB");
+    assert_eq!(
+        value(&s1, "container_spec_cpu_quota", &cpu.path),
+        Some(50_000.0)
+    );
+    assert_eq!(
+        value(&s1, "container_spec_cpu_period", &cpu.path),
+        Some(100_000.0)
+    );
+    // Unlimited memory reads as 0; the CFS families exist only with a quota.
+    assert_eq!(
+        value(&s1, "container_spec_memory_limit_bytes", &cpu.path),
+        Some(0.0)
+    );
+    assert!(value(&s1, "container_cpu_cfs_periods_total", &cpu.path).is_some());
+    assert!(value(&s1, "container_cpu_cfs_periods_total", &mem.path).is_none());
+    assert_eq!(value(&s1, "container_processes", &mem.path), Some(1.0));
+    let c1 = value(&s1, "container_cpu_usage_seconds_total", &cpu.path).expect("cpu series");
+
+    // Rate over two scrapes at least 3 s apart (polling, not sleeping blindly).
+    let (c2, dt) = wait_for("3 s between scrapes", Duration::from_secs(30), || {
+        let s = scrape(agent.port);
+        let dt = t1.elapsed().as_secs_f64();
+        (dt >= 3.0).then(|| {
+            (
+                value(&s, "container_cpu_usage_seconds_total", &cpu.path).unwrap(),
+                dt,
+            )
+        })
+    });
+    let rate = (c2 - c1) / dt;
+    assert!(
+        (0.4..=0.6).contains(&rate),
+        "cpu rate {rate} under a 0.5 quota"
+    );
+}
+
+/// A cgroup at `/cgsight/<id>` made by the test (the launcher's layout), removed on drop.
+struct CgsightCgroup {
+    managed: Managed,
+}
+
+impl Drop for CgsightCgroup {
+    fn drop(&mut self) {
+        let _ = self.managed.kill_and_remove();
+    }
+}
+
+fn test_container_id() -> String {
+    // 64 lowercase hex, unique per process and call; starts with c95e7e57 ("cgsight test").
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "c95e7e57{:08x}{:08x}{}",
+        std::process::id(),
+        n,
+        "0".repeat(40)
+    )
+}
+
+fn make_cgsight_container(state_dir: &Path, name: &str) -> (CgsightCgroup, String) {
+    let h = Hierarchies::detect().expect("hierarchies");
+    let id = test_container_id();
+    let path = format!("/cgsight/{id}");
+    let managed = Managed::create(
+        &h,
+        &path,
+        &[
+            Controller::Cpu,
+            Controller::Cpuacct,
+            Controller::Memory,
+            Controller::Pids,
+        ],
+    )
+    .expect("create /cgsight/<id>");
+    managed
+        .apply(&Resources {
+            memory: Some(128 << 20),
+            ..Default::default()
+        })
+        .expect("apply");
+    let dir = state_dir.join(&id);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("state.json"),
+        format!(
+            r#"{{"id":"{id}","name":"{name}","image":"host","cgroup_path":"{path}","pid":1,"status":"running","created":1700000000.0,"started":1700000001.5,"exit_code":null,"oom_killed":false,"limits":{{"memory":134217728}},"command":["sleep"],"future_field":true}}"#
+        ),
+    )
+    .unwrap();
+    (CgsightCgroup { managed }, path)
+}
+
+#[test]
+fn cgsight_containers_are_labelled_from_their_state() {
+    require_root!();
+    let state = TempDir::new("agent-state");
+    let name = format!("cgsight-test-web-{}", std::process::id());
+    let (_cg, path) = make_cgsight_container(state.path(), &name);
+    // A corrupt state file of another container is counted, not fatal.
+    let agent = start_agent(&["--state-dir", state.path().to_str().unwrap()]);
+    let s = scrape(agent.port);
+    let info = format!(
+        "container_info{{id=\"{path}\",name=\"{name}\",image=\"host\",runtime=\"cgsight\"}} 1"
+    );
+    assert!(s.lines().any(|l| l == info), "no {info} in\n{s}");
+    assert_eq!(
+        value(&s, "container_spec_memory_limit_bytes", &path),
+        Some((128u64 << 20) as f64)
+    );
+    assert_eq!(
+        value(&s, "container_start_time_seconds", &path),
+        Some(1700000001.5)
+    );
+    // Without --all-cgroups, plain test cgroups are not exported.
+    let other = TestCgroup::new("agent-hidden", &Resources::default());
+    let s = scrape(agent.port);
+    assert!(!s.contains(&format!("id=\"{}\"", other.path)));
+    assert!(s.contains("container_info{id=\"/\","));
+}
+
+#[test]
+fn exposition_is_valid_text_openmetrics_and_gzip() {
+    require_root!();
+    let _cg = TestCgroup::new(
+        "agent-expo",
+        &Resources {
+            cpu_quota_us: Some(20_000),
+            ..Default::default()
+        },
+    );
+    let agent = start_agent(&["--all-cgroups"]);
+    let s = scrape(agent.port);
+
+    // promtool: exit 0, or 3 for lint warnings forced by cAdvisor's names; never a parse error.
+    let tmp = TempDir::new("agent-promtool");
+    let f = tmp.path().join("m.prom");
+    std::fs::write(&f, &s).unwrap();
+    let out = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&f).unwrap())
+        .output()
+        .expect("run promtool");
+    let code = out.status.code();
+    assert!(
+        matches!(code, Some(0) | Some(3)),
+        "promtool {code:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lint = String::from_utf8_lossy(&out.stderr);
+    for l in lint.lines() {
+        assert!(
+            l.starts_with("container_memory_failcnt ")
+                || l.starts_with("container_spec_cpuset_cpus_count "),
+            "unexpected promtool finding: {l}"
+        );
+    }
+
+    // Every family has HELP and TYPE; no duplicate series; one label set per family.
+    let mut typed = HashSet::new();
+    let mut helped = HashSet::new();
+    let mut series = HashSet::new();
+    let mut labelsets: HashMap<String, String> = HashMap::new();
+    for l in s.lines() {
+        if let Some(r) = l.strip_prefix("# TYPE ") {
+            typed.insert(r.split(' ').next().unwrap().to_owned());
+        } else if let Some(r) = l.strip_prefix("# HELP ") {
+            helped.insert(r.split(' ').next().unwrap().to_owned());
+        } else {
+            let (ser, _) = l.rsplit_once(' ').unwrap();
+            assert!(series.insert(ser.to_owned()), "duplicate series {ser}");
+            let fam = ser.split('{').next().unwrap().to_owned();
+            assert!(typed.contains(&fam), "no TYPE before {ser}");
+            let names: Vec<&str> = ser
+                .split_once('{')
+                .map(|(_, r)| {
+                    r.split("\",")
+                        .map(|kv| kv.split('=').next().unwrap())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let names = names.join(",");
+            if fam != "cgsight_scrape_errors_total" {
+                let prev = labelsets
+                    .entry(fam.clone())
+                    .or_insert_with(|| names.clone());
+                assert_eq!(*prev, names, "inconsistent labels in {fam}");
+            }
+        }
+    }
+    assert_eq!(typed, helped);
+    // Never both cpu="total" and per-CPU series for one cgroup.
+    let mut kinds: HashMap<String, HashSet<bool>> = HashMap::new();
+    for (ser, _) in samples(&s)
+        .iter()
+        .filter(|(x, _)| x.starts_with("container_cpu_usage_seconds_total{"))
+    {
+        let id = ser
+            .split("id=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_owned();
+        kinds
+            .entry(id)
+            .or_default()
+            .insert(ser.contains("cpu=\"total\""));
+    }
+    assert!(kinds.values().all(|k| k.len() == 1));
+    for k in [
+        "cgsight_scrape_errors_total{kind=\"memory\"}",
+        "cgsight_build_info{version=",
+        "machine_cpu_cores ",
+        "machine_memory_bytes ",
+        "container_fs_usage_bytes{id=\"/\"",
+    ] {
+        assert!(s.contains(k), "missing {k}");
+    }
+
+    // OpenMetrics when asked: counters declared without _total, failcnt as unknown, # EOF.
+    let (st, h, body) = get(
+        agent.port,
+        "/metrics",
+        &[("Accept", "application/openmetrics-text; version=1.0.0")],
+    );
+    assert_eq!(st, 200);
+    assert!(h["content-type"].starts_with("application/openmetrics-text"));
+    let om = String::from_utf8(body).unwrap();
+    assert!(om.ends_with("# EOF\n"));
+    assert!(om.contains("# TYPE container_cpu_usage_seconds counter\n"));
+    assert!(om.contains("# TYPE container_memory_failcnt unknown\n"));
+
+    // gzip when asked.
+    let (st, h, body) = get(agent.port, "/metrics", &[("Accept-Encoding", "gzip")]);
+    assert_eq!(st, 200);
+    assert_eq!(h.get("content-encoding").map(String::as_str), Some("gzip"));
+    let mut gz = Command::new("gzip")
+        .arg("-dc")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    gz.stdin.take().unwrap().write_all(&body).unwrap();
+    let plain = gz.wait_with_output().unwrap();
+    assert!(String::from_utf8_lossy(&plain.stdout)
+        .contains("# TYPE container_cpu_usage_seconds_total counter"));
+
+    let (st, _, body) = get(agent.port, "/", &[]);
+    assert_eq!(st, 200);
+    assert!(String::from_utf8_lossy(&body).contains("href=\"/metrics\""));
+}
+
+#[test]
+fn sigterm_shuts_down_gracefully() {
+    require_root!();
+    let mut agent = start_agent(&[]);
+    let st = Command::new("kill")
+        .args(["-TERM", &agent.child.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    let st = agent.child.wait_timeout(Duration::from_secs(10));
+    assert_eq!(st.code(), Some(0));
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let st = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(st.success(), "openssl {args:?}");
+}
+
+fn curl(args: &[&str]) -> (String, String) {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "20",
+        ])
+        .args(args)
+        .output()
+        .expect("curl");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn tls_and_basic_auth_from_web_config() {
+    require_root!();
+    let tmp = TempDir::new("agent-tls");
+    let d = tmp.path();
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.crt",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+    );
+    let cfg = d.join("web.yml");
+    std::fs::write(
+        &cfg,
+        format!("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\nbasic_auth_users:\n  prom: {HASH}\n"),
+    )
+    .unwrap();
+    let agent = start_agent(&["--web-config", cfg.to_str().unwrap()]);
+    let url = format!("https://127.0.0.1:{}/metrics", agent.port);
+    let ca = d.join("server.crt");
+    let ca = ca.to_str().unwrap();
+    assert_eq!(
+        curl(&["--cacert", ca, "-u", "prom:cgsight-test-pass", &url]).0,
+        "200"
+    );
+    assert_eq!(curl(&["--cacert", ca, "-u", "prom:wrong", &url]).0, "401");
+    assert_eq!(curl(&["--cacert", ca, &url]).0, "401");
+    // The 401 carries a Basic challenge.
+    let out = Command::new("curl")
+        .args(["-s", "-D", "-", "-o", "/dev/null", "--cacert", ca, &url])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .to_ascii_lowercase()
+        .contains("www-authenticate: basic"));
+    // Plain HTTP to a TLS port does not get metrics.
+    let plain = format!("http://127.0.0.1:{}/metrics", agent.port);
+    assert_ne!(curl(&["-u", "prom:cgsight-test-pass", &plain]).0, "200");
+    // A bad web config is refused at start with a clear message.
+    std::fs::write(d.join("bad.yml"), "basic_auth_users:\n  prom: not-a-hash\n").unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "agent",
+            "--listen",
+            "127.0.0.1:0",
+            "--web-config",
+            d.join("bad.yml").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a bcrypt hash"));
+}
+
+#[test]
+fn parallel_scrapes_during_cgroup_churn() {
+    require_root!();
+    let agent = start_agent(&["--all-cgroups"]);
+    let port = agent.port;
+    let churn = std::thread::spawn(|| {
+        for i in 0..50 {
+            let cg = TestCgroup::new(
+                "agent-churn",
+                &Resources {
+                    memory: Some(64 << 20),
+                    ..Default::default()
+                },
+            );
+            if i % 2 == 0 {
+                let _c = cg.spawn(Command::new("sleep").arg("30"));
+                drop(cg);
+            }
+        }
+    });
+    let mut handles = Vec::new();
+    for t in 0..8 {
+        handles.push(std::thread::spawn(move || {
+            let mut codes = Vec::new();
+            for _ in 0..25 {
+                let (st, _, body) = get(
+                    port,
+                    "/metrics",
+                    if t % 2 == 0 {
+                        &[]
+                    } else {
+                        &[("Accept-Encoding", "gzip")]
+                    },
+                );
+                assert!(!body.is_empty());
+                codes.push(st);
+            }
+            codes
+        }));
+    }
+    let codes: Vec<u16> = handles
+        .into_iter()
+        .flat_map(|h| h.join().expect("scraper"))
+        .collect();
+    churn.join().expect("churn");
+    assert_eq!(codes.len(), 200);
+    assert!(codes.iter().all(|c| *c == 200), "{codes:?}");
+    let s = scrape(port);
+    assert!(s.contains("cgsight_build_info"));
+}
+
+#[test]
+fn prometheus_scrapes_the_agent() {
+    require_root!();
+    if Command::new("prometheus")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipping: no prometheus binary");
+        return;
+    }
+    let state = TempDir::new("agent-prom-state");
+    let name = format!("cgsight-test-prom-{}", std::process::id());
+    let (_cg, path) = make_cgsight_container(state.path(), &name);
+    let plain = TestCgroup::new(
+        "agent-prom",
+        &Resources {
+            memory: Some(96 << 20),
+            ..Default::default()
+        },
+    );
+    let agent = start_agent(&[
+        "--all-cgroups",
+        "--state-dir",
+        state.path().to_str().unwrap(),
+    ]);
+    let tmp = TempDir::new("agent-prom");
+    let cfg = tmp.path().join("prometheus.yml");
+    std::fs::write(
+        &cfg,
+        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: cgsight\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n", agent.port),
+    )
+    .unwrap();
+    let pport = free_port();
+    let mut prom = ChildGuard::new(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                tmp.path().join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{pport}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start prometheus"),
+    );
+    let query = |q: &str| -> Option<serde_json::Value> {
+        let enc: String = q
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        let (st, _, body) = get(pport, &format!("/api/v1/query?query={enc}"), &[]);
+        if st != 200 {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+        let r = v["data"]["result"].as_array()?.clone();
+        (!r.is_empty()).then(|| serde_json::Value::Array(r))
+    };
+    let _ = wait_for("prometheus up", Duration::from_secs(30), || {
+        if let Ok(Some(st)) = prom.child().try_wait() {
+            panic!("prometheus exited: {st}");
+        }
+        TcpStream::connect(("127.0.0.1", pport)).ok()
+    });
+    let r = wait_for(
+        "named container series in Prometheus",
+        Duration::from_secs(60),
+        || query(&format!("container_memory_usage_bytes{{name=\"{name}\"}}")),
+    );
+    assert_eq!(r[0]["metric"]["id"], path.as_str());
+    assert_eq!(r[0]["metric"]["image"], "host");
+    let r = wait_for("info", Duration::from_secs(30), || {
+        query(&format!(
+            "container_info{{name=\"{name}\",runtime=\"cgsight\"}}"
+        ))
+    });
+    assert_eq!(r[0]["value"][1], "1");
+    let r = wait_for("limit", Duration::from_secs(30), || {
+        query(&format!(
+            "container_spec_memory_limit_bytes{{id=\"{}\"}}",
+            plain.path
+        ))
+    });
+    assert_eq!(r[0]["value"][1], (96u64 << 20).to_string());
+    // A rate over the scraped counter works (the dashboards' query shape).
+    wait_for("cpu rate", Duration::from_secs(30), || {
+        query("sum(rate(container_cpu_usage_seconds_total{id=\"/\"}[5s]))")
+    });
+    let up = wait_for("up", Duration::from_secs(10), || {
+        query("up{job=\"cgsight\"} == 1")
+    });
+    assert_eq!(up.as_array().map(Vec::len), Some(1));
+}
