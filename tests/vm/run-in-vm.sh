@@ -26,7 +26,8 @@
 #   --console          stream the kernel console to stderr too [CGSIGHT_VM_CONSOLE=1]
 #
 # The command's stdout+stderr (merged) stream to this script's stdout through a
-# virtio-serial port; the kernel console goes to tests/vm/cache/last-console.log.
+# virtio-serial port; stdin is /dev/null. The kernel console (console=ttyS0 quiet) is
+# kept in tests/vm/cache/last-console.log.
 # Exit status: the command's; 124 on timeout; 125 if the VM never reported one.
 set -euo pipefail
 
@@ -87,10 +88,15 @@ fi
 JOB=$(mktemp -d /tmp/cgsight-vm.XXXXXX)
 QPID=
 CATPID=
+TAILPID=
 cleanup() {
-	[ -n "$QPID" ] && kill "$QPID" 2>/dev/null && wait "$QPID" 2>/dev/null
-	[ -n "$CATPID" ] && kill "$CATPID" 2>/dev/null
+	if [ -n "$QPID" ]; then kill "$QPID" 2>/dev/null && wait "$QPID" 2>/dev/null; fi
+	if [ -n "$CATPID" ]; then kill "$CATPID" 2>/dev/null; fi
+	if [ -n "$TAILPID" ]; then kill "$TAILPID" 2>/dev/null; fi
+	# Keep the last console log for post-mortems (tests/vm/cache is gitignored).
+	if [ -s "$JOB/console.log" ]; then cp "$JOB/console.log" "$CACHE/last-console.log" 2>/dev/null; fi
 	rm -rf "$JOB"
+	return 0
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -142,7 +148,7 @@ for s in "${SHARES[@]+"${SHARES[@]}"}"; do
 	[ -n "${seen_share[$s]:-}" ] && continue
 	seen_share[$s]=1
 	[[ "$s" = *' '* ]] && die "cannot share a path with spaces: $s"
-	QEMU_SHARES+=(-virtfs "local,path=$s,mount_tag=share$n,security_model=passthrough,multidevs=remap")
+	QEMU_SHARES+=(-virtfs "local,path=$s,mount_tag=share$n,security_model=none,multidevs=remap")
 	echo "share$n $s" >>"$JOB/shares"
 	n=$((n + 1))
 done
@@ -162,7 +168,7 @@ if [ "$ACCEL" = auto ]; then
 	if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
 		probe_file=$CACHE/kvm-probe-$(uname -r)-$KVER
 		if [ ! -e "$probe_file" ]; then
-			if kvm_probe; then echo kvm >"$probe_file"; else echo tcg >"$probe_file"; fi
+			if (kvm_probe) 2>/dev/null; then echo kvm >"$probe_file"; else echo tcg >"$probe_file"; fi
 		fi
 		ACCEL=$(cat "$probe_file")
 	fi
@@ -184,7 +190,7 @@ fi
 KARGS+=" $APPEND"
 
 mkfifo "$JOB/out"
-CONSOLE_LOG=$CACHE/last-console.log
+CONSOLE_LOG=$JOB/console.log
 : >"$CONSOLE_LOG"
 : >"$JOB/rc"
 cat "$JOB/out" &
@@ -197,7 +203,7 @@ QEMU=(qemu-system-x86_64
 	-kernel "$VMLINUX" -initrd "$INITRD" -append "$KARGS"
 	-serial "file:$CONSOLE_LOG"
 	-device virtio-rng-pci
-	-virtfs "local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on,multidevs=remap"
+	-virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap"
 	"${QEMU_SHARES[@]+"${QEMU_SHARES[@]}"}"
 	-device virtio-serial-pci,max_ports=4
 	-chardev "file,id=out,path=$JOB/out"
@@ -205,7 +211,6 @@ QEMU=(qemu-system-x86_64
 	-chardev "file,id=rc,path=$JOB/rc"
 	-device virtserialport,chardev=rc,name=cgsight.rc
 )
-TAILPID=
 if [ "$CONSOLE" = 1 ]; then
 	tail -n +1 -f "$CONSOLE_LOG" >&2 &
 	TAILPID=$!
@@ -231,13 +236,14 @@ CATPID=
 if [ -n "$TAILPID" ]; then
 	sleep 0.2
 	kill "$TAILPID" 2>/dev/null || true
+	TAILPID=
 fi
 ms=$((($(date +%s%N) - start) / 1000000))
 elapsed=$((ms / 1000)).$(printf '%03d' $((ms % 1000)))
 
 rc=$(sed -n 's/^rc=\([0-9]*\).*/\1/p' "$JOB/rc" | head -n1)
 show_console() {
-	echo "run-in-vm: ---- kernel console (tail; full log: $CONSOLE_LOG) ----" >&2
+	echo "run-in-vm: ---- kernel console (tail; full log: $CACHE/last-console.log) ----" >&2
 	tail -n 40 "$CONSOLE_LOG" >&2
 	[ -s "$JOB/qemu.log" ] && { echo "run-in-vm: ---- qemu ----" >&2; cat "$JOB/qemu.log" >&2; }
 }

@@ -8,7 +8,8 @@
 # and of the root package, plus lib/bin unit tests) runs as root in the guest with
 # --test-threads=2 and TEST ARGS (e.g. a name filter, --nocapture, --include-ignored),
 # in its crate's directory, with CARGO_MANIFEST_DIR and CARGO_PKG_NAME set as cargo
-# would, and CGSIGHT_BIN=<target>/debug/cgsight when that binary exists.
+# would, and CGSIGHT_BIN=<target>/debug/cgsight (built by `cargo build --workspace --bins`
+# right after the test executables) when that binary exists.
 # One summary line per executable; exits non-zero if any failed.
 #
 # VM OPTIONS: --cpus N, --mem MIB, --timeout SECS, --accel auto|tcg|kvm, --console,
@@ -49,12 +50,14 @@ echo "vm-tests[$CGROUP]: building test executables (cargo test --workspace --no-
 json=$(mktemp /tmp/cgsight-vm-tests.XXXXXX)
 trap 'rm -f "$json"' EXIT
 (cd "$PROJECT" && "${CARGO:-cargo}" test --workspace --no-run --message-format=json) >"$json"
+# The binaries too (fresh, not whatever an older build left), for CGSIGHT_BIN.
+(cd "$PROJECT" && "${CARGO:-cargo}" build --workspace --bins --message-format=json) >>"$json"
 
 # One line per test executable: "<kind> <name> <manifest dir> <executable> <package>".
 # Cargo's JSON has a fixed field order, so sed is enough (paths contain no quotes).
 list=$(grep '"reason":"compiler-artifact"' "$json" | grep '"executable":"' |
 	grep -E '"profile":\{[^}]*"test":true' |
-	sed -nE 's/.*"manifest_path":"([^"]*)\/Cargo\.toml".*"target":\{"kind":\["([^"]*)"[^]]*\],"crate_types":\[[^]]*\],"name":"([^"]*)".*"executable":"([^"]*)".*/\2 \3 \1 \4/p')
+	sed -nE 's/.*"manifest_path":"([^"]*)\/Cargo\.toml".*"target":\{"kind":\["([^"]*)"[^]]*\],"crate_types":\[[^]]*\],"name":"([^"]*)".*"executable":"([^"]*)".*/\2 \3 \1 \4/p' | sort -k3,3 -k1,1 -k2,2 -u)
 CGSIGHT_BIN=
 bin=$(grep '"reason":"compiler-artifact"' "$json" | grep -E '"profile":\{[^}]*"test":false' |
 	sed -nE 's/.*"target":\{"kind":\["bin"\],"crate_types":\[[^]]*\],"name":"cgsight".*"executable":"([^"]*)".*/\1/p' | head -n1)

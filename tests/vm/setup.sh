@@ -11,7 +11,10 @@
 #   CGSIGHT_VM_KERNEL   pin a kernel ABI name (e.g. 6.1.0-56-amd64) instead of asking apt
 #                       which one linux-image-amd64 points to.
 #   CGSIGHT_VM_KEEP_OLD=1  keep caches of other kernel versions (default: pruned).
-# Prints nothing on success unless -v is given; the last line of stdout is nothing.
+#   CGSIGHT_VM_CACHE    cache directory (default tests/vm/cache; a path outside the work
+#                       tree survives fresh clones, e.g. /var/cache/cgsight-vm).
+# Options: -v (say what it does), --check (exit 0 iff the cache is ready; no apt, no work).
+# Quiet on success unless -v.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -56,6 +59,11 @@ if [ "$CHECK" = 1 ]; then
 	exit
 fi
 
+# One setup at a time (v1 and v2 lanes may start together).
+mkdir -p "$CACHE"
+exec 9>"$CACHE/.lock"
+flock 9
+
 as_root() {
 	if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo -n "$@"; else
 		die "need root for: $*"
@@ -78,10 +86,10 @@ command -v depmod >/dev/null || need_pkgs+=(kmod)
 command -v xz >/dev/null || need_pkgs+=(xz-utils)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
 	say "installing ${need_pkgs[*]}"
-	install() { as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null; }
-	if ! install 2>/dev/null; then
+	apt_install() { as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null; }
+	if ! apt_install 2>/dev/null; then
 		apt_update_once
-		install || die "apt-get install ${need_pkgs[*]} failed"
+		apt_install || die "apt-get install ${need_pkgs[*]} failed"
 	fi
 fi
 BUSYBOX=$(dpkg-query -L busybox-static | grep -E '/bin/busybox$' | head -n1)
@@ -113,7 +121,6 @@ if [ -z "$KVER" ]; then
 	fi
 fi
 KDIR=$CACHE/$KVER
-mkdir -p "$CACHE"
 
 # Payload of a bzImage (boot protocol >= 2.08), decompressed: that is vmlinux, an ELF
 # with the Xen PVH entry note. Offsets from Documentation/x86/boot.rst:
@@ -148,22 +155,35 @@ if [ ! -e "$KDIR/.complete" ]; then
 	mkdir -p "$dl"
 	fetch() { (cd "$dl" && apt-get download -qq -o APT::Sandbox::User=root "linux-image-$KVER" >/dev/null 2>&1); }
 	if ! fetch; then
+		# Stale package lists: refresh, and follow linux-image-amd64 to a newer ABI if it moved.
 		apt_update_once
-		fetch || die "apt-get download linux-image-$KVER failed"
+		if [ -z "${CGSIGHT_VM_KERNEL:-}" ] && new=$(apt_kernel) && [ -n "$new" ] && [ "$new" != "$KVER" ]; then
+			rm -rf "$dl"
+			KVER=$new
+			KDIR=$CACHE/$KVER
+			dl=$CACHE/.dl-$KVER
+			mkdir -p "$dl"
+		fi
+		if [ ! -e "$KDIR/.complete" ]; then
+			fetch || die "apt-get download linux-image-$KVER failed"
+		fi
 	fi
-	deb=$(ls "$dl"/linux-image-"$KVER"_*.deb)
-	dpkg -x "$deb" "$dl/x"
-	mkdir -p "$dl/k"
-	extract_vmlinux "$dl/x/boot/vmlinuz-$KVER" "$dl/k/vmlinux"
-	cp "$dl/x/boot/config-$KVER" "$dl/k/config"
-	# modules.dep is made by the package's postinst; make it here.
-	depmod -b "$dl/x" "$KVER"
-	mkdir -p "$dl/k/modules"
-	mv "$dl/x/lib/modules/$KVER" "$dl/k/modules/$KVER"
-	dpkg-deb -f "$deb" Version >"$dl/k/package-version"
-	mv "$dl/k" "$KDIR"
+	if [ ! -e "$KDIR/.complete" ]; then
+		deb=$(ls "$dl"/linux-image-"$KVER"_*.deb)
+		dpkg -x "$deb" "$dl/x"
+		mkdir -p "$dl/k"
+		extract_vmlinux "$dl/x/boot/vmlinuz-$KVER" "$dl/k/vmlinux"
+		cp "$dl/x/boot/config-$KVER" "$dl/k/config"
+		# modules.dep is made by the package's postinst; make it here.
+		depmod -b "$dl/x" "$KVER"
+		mkdir -p "$dl/k/modules"
+		mv "$dl/x/lib/modules/$KVER" "$dl/k/modules/$KVER"
+		dpkg-deb -f "$deb" Version >"$dl/k/package-version"
+		mv "$dl/k" "$KDIR"
+		rm -rf "$dl"
+		touch "$KDIR/.complete"
+	fi
 	rm -rf "$dl"
-	touch "$KDIR/.complete"
 fi
 
 # 4. Initramfs, keyed by the init script, busybox and the module list.
