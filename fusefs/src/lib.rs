@@ -187,10 +187,6 @@ pub fn spawn(cfg: FsConfig) -> Result<FsHandle, Error> {
             }
         })?;
     let unmounter = session.unmount_callable();
-    // The connection number (for an abort if the mount outlives us) is the device's minor.
-    let conn = std::fs::metadata(&mp)
-        .map(|m| nix::sys::stat::minor(m.dev()) as u32)
-        .unwrap_or(0);
     let session = std::thread::Builder::new()
         .name("cgsight-fs".into())
         .spawn(move || session.run())
@@ -199,6 +195,11 @@ pub fn spawn(cfg: FsConfig) -> Result<FsHandle, Error> {
             what: "starting the session thread",
             source,
         })?;
+    // The connection number (for an abort if the mount outlives us) is the device's minor.
+    // Only now: a stat of the mount needs the session answering.
+    let conn = std::fs::metadata(&mp)
+        .map(|m| nix::sys::stat::minor(m.dev()) as u32)
+        .unwrap_or(0);
     let stop = Arc::new(Stop {
         flag: AtomicBool::new(false),
         lock: Mutex::new(()),
