@@ -1,0 +1,67 @@
+#!/bin/sh
+# Side-by-side: open+read+close latency (p50/p99) and reads/s of meminfo, cpuinfo, stat and
+# uptime with 1 and 2 readers, for cgsight fs vs Debian's lxcfs vs the host's /proc, in ONE run,
+# with the reader in a real cgroup (256 MiB, quota 150000/100000, cpuset 0-1) in a new pid
+# namespace. Everything it makes is removed on exit. Usage: bench/fs-bench.sh [ITERS]
+set -eu
+ITERS=${1:-20000}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+W=/tmp/cgsight-bench-$$
+CG=/cgsight-bench-$$
+OURS_PID= ; LXCFS_PID=
+mkdir -p "$W/ours" "$W/lxcfs"
+
+cleanup() {
+    set +e
+    [ -n "$OURS_PID" ] && kill "$OURS_PID" 2>/dev/null && wait "$OURS_PID" 2>/dev/null
+    [ -n "$LXCFS_PID" ] && kill "$LXCFS_PID" 2>/dev/null && wait "$LXCFS_PID" 2>/dev/null
+    umount -l "$W/ours" 2>/dev/null; umount -l "$W/lxcfs" 2>/dev/null
+    for d in $CGDIRS; do rmdir "$d" 2>/dev/null; done
+    rm -rf "$W"
+}
+CGDIRS=
+trap cleanup EXIT INT TERM
+
+command -v lxcfs >/dev/null || { apt-get install -y lxcfs >/dev/null; }
+(cd "$ROOT" && cargo build --release --bin cgsight -q)
+gcc -O2 -pthread -o "$W/fs-reader" "$ROOT/bench/fs-reader.c"
+
+# The cgroup: v1/hybrid hierarchies or a v2 tree.
+if [ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ]; then
+    d=/sys/fs/cgroup$CG; mkdir "$d"; CGDIRS=$d
+    echo 268435456 > "$d/memory.max"; echo "150000 100000" > "$d/cpu.max"; echo 0-1 > "$d/cpuset.cpus"
+else
+    for c in memory cpu cpuacct cpuset blkio pids; do
+        d=/sys/fs/cgroup/$c$CG; [ -d "/sys/fs/cgroup/$c" ] || continue
+        [ -d "$d" ] || mkdir "$d"; CGDIRS="$d $CGDIRS"
+    done
+    [ -d /sys/fs/cgroup/unified ] && { mkdir /sys/fs/cgroup/unified$CG; CGDIRS="/sys/fs/cgroup/unified$CG $CGDIRS"; }
+    echo 268435456 > /sys/fs/cgroup/memory$CG/memory.limit_in_bytes
+    echo 100000 > /sys/fs/cgroup/cpu$CG/cpu.cfs_period_us; echo 150000 > /sys/fs/cgroup/cpu$CG/cpu.cfs_quota_us
+    echo 0-1 > /sys/fs/cgroup/cpuset$CG/cpuset.cpus; cat /sys/fs/cgroup/cpuset/cpuset.mems > /sys/fs/cgroup/cpuset$CG/cpuset.mems
+fi
+PROCS=; for d in $CGDIRS; do PROCS="$PROCS $d/cgroup.procs"; done
+
+lxcfs -p "$W/lxcfs.pid" "$W/lxcfs" >"$W/lxcfs.log" 2>&1 & LXCFS_PID=$!
+"$ROOT/target/release/cgsight" fs --foreground --mountpoint "$W/ours" --pidfile "$W/ours.pid" >"$W/ours.log" 2>&1 & OURS_PID=$!
+for i in $(seq 100); do
+    [ -r "$W/lxcfs/proc/uptime" ] && cat "$W/ours/proc/uptime" >/dev/null 2>&1 && break; sleep 0.1
+done
+
+# reader: in the cgroup, pid 1 of a new pid namespace
+measure() { # FILE THREADS
+    sh -c "for f in $PROCS; do echo \$\$ > \$f; done; exec unshare --fork --pid --mount-proc $W/fs-reader $1 $ITERS $2"
+}
+printf '%-8s %2s | %-23s | %-23s | %-23s | %s\n' file rd "cgsight p50/p99 µs r/s" "lxcfs p50/p99 µs r/s" "host p50/p99 µs r/s" "ours/lxcfs r/s, ours p99 < lxcfs p50"
+for f in meminfo cpuinfo stat uptime; do
+    for t in 1 2; do
+        set -- $(measure "$W/ours/proc/$f" $t); o50=$1 o99=$2 ors=$3
+        set -- $(measure "$W/lxcfs/proc/$f" $t); l50=$1 l99=$2 lrs=$3
+        set -- $(measure "/proc/$f" $t); h50=$1 h99=$2 hrs=$3
+        ratio=$(awk "BEGIN{printf \"%.1fx\", $ors/$lrs}")
+        p99ok=$(awk "BEGIN{print ($o99 < $l50) ? \"yes\" : \"no\"}")
+        printf '%-8s %2s | %6s %7s %8s | %6s %7s %8s | %6s %7s %8s | %s, %s\n' \
+            "$f" "$t" "$o50" "$o99" "$ors" "$l50" "$l99" "$lrs" "$h50" "$h99" "$hrs" "$ratio" "$p99ok"
+    done
+done
+echo "(container view check) ours meminfo: $(sh -c "for f in $PROCS; do echo \$\$ > \$f; done; exec unshare --fork --pid --mount-proc head -1 $W/ours/proc/meminfo")"
