@@ -10,7 +10,10 @@ use cgsight_cgroup::{Controller, Hierarchies};
 
 const V1: &[(Controller, &[&str])] = &[
     (Controller::Cpuacct, &["cpuacct.usage", "cpuacct.usage_all"]),
-    (Controller::Cpu, &["cpu.cfs_quota_us", "cpu.cfs_period_us", "cpu.shares"]),
+    (
+        Controller::Cpu,
+        &["cpu.cfs_quota_us", "cpu.cfs_period_us", "cpu.shares"],
+    ),
     (
         Controller::Memory,
         &[
@@ -27,16 +30,39 @@ const V1: &[(Controller, &[&str])] = &[
     ),
     (Controller::Cpuset, &["cpuset.effective_cpus"]),
     (Controller::Pids, &["pids.current", "pids.max"]),
-    (Controller::Io, &["blkio.throttle.io_service_bytes_recursive", "blkio.throttle.io_serviced_recursive"]),
+    (
+        Controller::Io,
+        &[
+            "blkio.throttle.io_service_bytes_recursive",
+            "blkio.throttle.io_serviced_recursive",
+        ],
+    ),
 ];
 const V2: &[&str] = &[
-    "cpu.stat", "cpu.max", "cpu.weight", "memory.current", "memory.max", "memory.stat", "memory.peak",
-    "memory.events", "memory.swap.current", "memory.swap.max", "cpuset.cpus.effective", "pids.current",
-    "pids.max", "io.stat", "cgroup.procs", "cpu.pressure", "memory.pressure", "io.pressure",
+    "cpu.stat",
+    "cpu.max",
+    "cpu.weight",
+    "memory.current",
+    "memory.max",
+    "memory.stat",
+    "memory.peak",
+    "memory.events",
+    "memory.swap.current",
+    "memory.swap.max",
+    "cpuset.cpus.effective",
+    "pids.current",
+    "pids.max",
+    "io.stat",
+    "cgroup.procs",
+    "cpu.pressure",
+    "memory.pressure",
+    "io.pressure",
 ];
 
 fn walk(dir: &Path, out: &mut Vec<String>, rel: &str) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
         if e.file_type().is_ok_and(|t| t.is_dir()) {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -48,13 +74,20 @@ fn walk(dir: &Path, out: &mut Vec<String>, rel: &str) {
 }
 
 fn main() {
-    let iters: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(20);
+    let iters: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(20);
     let h = Hierarchies::detect().expect("cgroup hierarchies");
     let unified_only = h.layout == cgsight_cgroup::Layout::Unified;
-    let tree = if unified_only { h.unified() } else { h.mount_for(Controller::Memory) }
-        .expect("tree of record")
-        .mount_point
-        .clone();
+    let tree = if unified_only {
+        h.unified()
+    } else {
+        h.mount_for(Controller::Memory)
+    }
+    .expect("tree of record")
+    .mount_point
+    .clone();
     let mut buf = Vec::with_capacity(64 * 1024);
     for _ in 0..iters {
         let t = Instant::now();
@@ -88,6 +121,11 @@ fn main() {
                 let _ = fh.read_to_end(&mut buf);
             }
         }
-        println!("pass_ms {:.3} cgroups {} files {}", t.elapsed().as_secs_f64() * 1e3, paths.len(), files.len());
+        println!(
+            "pass_ms {:.3} cgroups {} files {}",
+            t.elapsed().as_secs_f64() * 1e3,
+            paths.len(),
+            files.len()
+        );
     }
 }

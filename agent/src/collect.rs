@@ -385,9 +385,8 @@ impl Collector {
         for (_, st) in rows {
             for d in st.io.iter().flatten() {
                 let k = (d.major, d.minor);
-                if !devs.contains_key(&k) {
-                    let n = self.devname(d.major, d.minor);
-                    devs.insert(k, n);
+                if let std::collections::hash_map::Entry::Vacant(v) = devs.entry(k) {
+                    v.insert(self.devname(d.major, d.minor));
                 }
             }
         }

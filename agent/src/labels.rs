@@ -62,6 +62,8 @@ pub fn parse_docker_config(text: &str) -> Option<Meta> {
     })
 }
 
+type Parser = fn(&str) -> Option<Meta>;
+
 /// Per-id cache of container metadata.
 pub struct Labeler {
     pub state_dir: PathBuf,
@@ -82,7 +84,7 @@ impl Labeler {
     /// exists but could not be parsed (counted by the caller); a missing file is `Ok(default)`
     /// and is retried next scrape (the launcher may not have written it yet).
     pub fn meta(&mut self, kind: &Kind) -> Result<Meta, PathBuf> {
-        let (id, file, parse): (&str, PathBuf, fn(&str) -> Option<Meta>) = match kind {
+        let (id, file, parse): (&str, PathBuf, Parser) = match kind {
             Kind::Cgsight { id } => (
                 id,
                 self.state_dir.join(id).join("state.json"),
