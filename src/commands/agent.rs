@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
+// No arg group: `cgsight daemon` flattens these into its own `Args`.
+#[group(skip)]
 pub struct Args {
     /// Address to serve /metrics on.
     #[arg(long, default_value = cgsight_agent::DEFAULT_LISTEN)]

@@ -1,6 +1,9 @@
 //! `cgsight daemon`: the FUSE views and the metrics agent in one process.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -15,21 +18,22 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<u8> {
-    // TODO(integrator): start the FUSE views here once cgsight_fusefs exposes its contract API:
-    //   let fs = cgsight_fusefs::spawn(cgsight_fusefs::FsConfig {
-    //       mountpoint: a.mountpoint.clone(),
-    //       cpu_view: if a.cpu_view == "cpuset" { CpuView::Cpuset } else { CpuView::Quota },
-    //       threads: 4,
-    //   })?;
-    //   let m = fs.metrics();
-    //   let extra: Vec<cgsight_agent::Producer> = vec![std::sync::Arc::new(move |out| m.encode(out))];
-    //   ... cgsight_agent::run(a.agent.config(extra)) ...; fs.unmount();
-    // Until then the daemon runs the agent alone and says so.
-    tracing::warn!(
-        mountpoint = %a.mountpoint.display(),
-        cpu_view = %a.cpu_view,
-        "the FUSE views are not wired into `cgsight daemon` yet; serving metrics only"
-    );
-    cgsight_agent::run(a.agent.config(Vec::new()))?;
+    let cpu_view = if a.cpu_view == "cpuset" {
+        cgsight_fusefs::CpuView::Cpuset
+    } else {
+        cgsight_fusefs::CpuView::Quota
+    };
+    let fs = cgsight_fusefs::spawn(cgsight_fusefs::FsConfig {
+        mountpoint: a.mountpoint.clone(),
+        cpu_view,
+        threads: 4,
+    })
+    .with_context(|| format!("mounting the views at {}", a.mountpoint.display()))?;
+    let m = fs.metrics();
+    let extra: Vec<cgsight_agent::Producer> = vec![Arc::new(move |out: &mut String| m.encode(out))];
+    // The agent returns on SIGTERM/SIGINT; unmount in every case.
+    let r = cgsight_agent::run(a.agent.config(extra));
+    fs.unmount();
+    r?;
     Ok(0)
 }
