@@ -20,8 +20,10 @@
 #                      shared read-write when it exists.
 #   --cwd DIR          working directory of the command [default: the current one]
 #   --env NAME=VALUE   set a variable for the command (repeatable). The command otherwise
-#                      gets PATH (the host's, plus sbin dirs), HOME=/root, TERM=dumb and the
-#                      host's RUST_BACKTRACE, RUST_LOG, RUST_TEST_THREADS, CI if set.
+#                      gets PATH (the host's, plus sbin dirs, with pyenv's current version
+#                      ahead of its slow shims), HOME=/root, TERM=dumb and the
+#                      host's RUST_BACKTRACE, RUST_LOG, RUST_TEST_THREADS, CI if set, and
+#                      CGSIGHT_VM=tcg|kvm (so a test can tell it runs in this VM).
 #   --append ARGS      extra kernel command line [CGSIGHT_VM_APPEND]
 #   --console          stream the kernel console to stderr too [CGSIGHT_VM_CONSOLE=1]
 #
@@ -84,6 +86,32 @@ fi
 # shellcheck disable=SC1091
 . "$CACHE/current"
 
+# Accelerator. Some CI machines have a nested /dev/kvm that exists but cannot run this
+# kernel (here: qemu aborts on an MSR write with -cpu host), so in auto mode KVM is used
+# only after a probe boot (kernel + initramfs, init = poweroff, at most 10 s) succeeded.
+# The verdict is cached per host kernel and guest kernel.
+kvm_probe() {
+	timeout -k 2 10 qemu-system-x86_64 -machine q35 -accel kvm -cpu host -smp 1 -m 256 \
+		-nodefaults -no-user-config -display none -monitor none -serial none -no-reboot \
+		-kernel "$VMLINUX" -initrd "$INITRD" \
+		-append "console=ttyS0 quiet panic=-1 rdinit=/bin/poweroff -- -f" </dev/null >/dev/null 2>&1
+}
+if [ "$ACCEL" = auto ]; then
+	ACCEL=tcg
+	if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
+		probe_file=$CACHE/kvm-probe-$(uname -r)-$KVER
+		if [ ! -e "$probe_file" ]; then
+			if (kvm_probe) 2>/dev/null; then echo kvm >"$probe_file"; else echo tcg >"$probe_file"; fi
+		fi
+		ACCEL=$(cat "$probe_file")
+	fi
+fi
+case "$ACCEL" in
+tcg) ACCEL_ARGS=(-accel "tcg,thread=multi${CGSIGHT_VM_TB_SIZE:+,tb-size=$CGSIGHT_VM_TB_SIZE}" -cpu "${CGSIGHT_VM_CPU:-max}") ;;
+kvm) ACCEL_ARGS=(-accel kvm -cpu host) ;;
+*) die "--accel must be auto, tcg or kvm" ;;
+esac
+
 # Per-run job directory (read by the guest through the 9p root before it covers /tmp).
 JOB=$(mktemp -d /tmp/cgsight-vm.XXXXXX)
 QPID=
@@ -106,6 +134,12 @@ q() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
 
 {
 	path=$PATH
+	# pyenv's shims are bash scripts that fork a dozen times per start: ~0.2 s here, ~8 s
+	# under TCG. Put the version they would pick (for --cwd) in front of them instead.
+	if [[ ":$path:" == *"/.pyenv/shims:"* ]] && command -v pyenv >/dev/null &&
+		pyprefix=$(cd "$CWD" 2>/dev/null && pyenv prefix 2>/dev/null) && [ -x "$pyprefix/bin/python3" ]; then
+		path=$(echo ":$path:" | sed "s#:\([^:]*/\.pyenv/shims\):#:$pyprefix/bin:\1:#; s#^:##; s#:\$##")
+	fi
 	for d in /usr/local/sbin /usr/local/bin /usr/sbin /usr/bin /sbin /bin; do
 		case ":$path:" in *":$d:"*) ;; *) path=$path:$d ;; esac
 	done
@@ -118,7 +152,9 @@ q() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
 		[[ "$name" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || die "bad --env $e"
 		printf '%s=%s\n' "$name" "$(q "${e#*=}")"
 	done
-	echo "export PATH HOME TERM"
+	# Lets a test know it runs under emulation (timing-sensitive assertions may relax).
+	printf 'CGSIGHT_VM=%s\n' "$ACCEL"
+	echo "export PATH HOME TERM CGSIGHT_VM"
 	for e in RUST_BACKTRACE RUST_LOG RUST_TEST_THREADS CI "${ENVS[@]+"${ENVS[@]}"}"; do
 		name=${e%%=*}
 		echo "export $name 2>/dev/null || true"
@@ -152,32 +188,8 @@ for s in "${SHARES[@]+"${SHARES[@]}"}"; do
 	echo "share$n $s" >>"$JOB/shares"
 	n=$((n + 1))
 done
-
-# Accelerator. Some CI machines have a nested /dev/kvm that exists but cannot run this
-# kernel (here: qemu aborts on an MSR write with -cpu host), so in auto mode KVM is used
-# only after a probe boot (kernel + initramfs, init = poweroff, at most 10 s) succeeded.
-# The verdict is cached per host kernel and guest kernel.
-kvm_probe() {
-	timeout -k 2 10 qemu-system-x86_64 -machine q35 -accel kvm -cpu host -smp 1 -m 256 \
-		-nodefaults -no-user-config -display none -monitor none -serial none -no-reboot \
-		-kernel "$VMLINUX" -initrd "$INITRD" \
-		-append "console=ttyS0 quiet panic=-1 rdinit=/bin/poweroff -- -f" </dev/null >/dev/null 2>&1
-}
-if [ "$ACCEL" = auto ]; then
-	ACCEL=tcg
-	if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
-		probe_file=$CACHE/kvm-probe-$(uname -r)-$KVER
-		if [ ! -e "$probe_file" ]; then
-			if (kvm_probe) 2>/dev/null; then echo kvm >"$probe_file"; else echo tcg >"$probe_file"; fi
-		fi
-		ACCEL=$(cat "$probe_file")
-	fi
-fi
-case "$ACCEL" in
-tcg) ACCEL_ARGS=(-accel "tcg,thread=multi${CGSIGHT_VM_TB_SIZE:+,tb-size=$CGSIGHT_VM_TB_SIZE}" -cpu "${CGSIGHT_VM_CPU:-max}") ;;
-kvm) ACCEL_ARGS=(-accel kvm -cpu host) ;;
-*) die "--accel must be auto, tcg or kvm" ;;
-esac
+# Mounted in path order, so a share inside another one is mounted after it.
+sort -k2 -o "$JOB/shares" "$JOB/shares"
 
 KARGS="console=ttyS0 quiet loglevel=4 panic=-1 rdinit=/init"
 KARGS+=" tsc=reliable no_timer_check i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd"
