@@ -117,6 +117,7 @@ JOB=$(mktemp -d /tmp/cgsight-vm.XXXXXX)
 QPID=
 CATPID=
 TAILPID=
+# shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {
 	if [ -n "$QPID" ]; then kill "$QPID" 2>/dev/null && wait "$QPID" 2>/dev/null; fi
 	if [ -n "$CATPID" ]; then kill "$CATPID" 2>/dev/null; fi
@@ -208,6 +209,7 @@ CONSOLE_LOG=$JOB/console.log
 cat "$JOB/out" &
 CATPID=$!
 
+# shellcheck disable=SC2054 # the commas are qemu's
 QEMU=(qemu-system-x86_64
 	-machine q35,vmport=off "${ACCEL_ARGS[@]}"
 	-smp "$CPUS" -m "$MEM"

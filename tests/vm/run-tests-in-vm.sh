@@ -128,9 +128,13 @@ echo "vm-$cg: $tot_pass passed, $tot_fail failed"
 '
 
 test_args=("$@")
-set +e
+# In the background so that INT/TERM reach run-in-vm.sh (which then stops the VM).
 "$HERE/run-in-vm.sh" --cgroup "$CGROUP" --share "$TARGET_DIR" "${VM_ARGS[@]+"${VM_ARGS[@]}"}" --cwd "$PROJECT" \
-	-- /bin/sh -c "$guest" vm-tests "$CGROUP" "$CGSIGHT_BIN" "$entries" "${test_args[@]+"${test_args[@]}"}"
-rc=$?
-set -e
+	-- /bin/sh -c "$guest" vm-tests "$CGROUP" "$CGSIGHT_BIN" "$entries" "${test_args[@]+"${test_args[@]}"}" &
+vm=$!
+trap 'kill -TERM "$vm" 2>/dev/null' INT TERM
+rc=0
+wait "$vm" || rc=$?
+# A signal interrupts the first wait; the second one collects run-in-vm.sh's own status.
+if kill -0 "$vm" 2>/dev/null; then wait "$vm" || rc=$?; fi
 exit "$rc"

@@ -29,7 +29,7 @@ for a in "$@"; do
 	esac
 done
 
-say() { [ "$VERBOSE" = 1 ] && echo "vm-setup: $*" >&2 || true; }
+say() { if [ "$VERBOSE" = 1 ]; then echo "vm-setup: $*" >&2; fi; }
 warn() { echo "vm-setup: $*" >&2; }
 die() {
 	echo "vm-setup: error: $*" >&2
