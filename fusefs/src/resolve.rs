@@ -5,6 +5,13 @@
 //! with a pidfd on the init: while the init lives, its namespace lives, so the inode cannot have
 //! been reused; a dead init drops the entry. A caller in our own (host) pid namespace gets its
 //! own cgroups. A caller that is gone (or pid 0: not visible to us) gets the host files.
+//!
+//! In front of that sits a per-thread cache (tid → reader), held with a pidfd of the thread:
+//! a hit costs one pidfd_send_signal instead of a stat of /proc/<tid>/ns/pid (a procfs path
+//! walk, ~6 µs here) plus, for host-namespace readers, a parse of /proc/<tid>/cgroup. A thread
+//! never changes pid namespace, and a dead thread's pidfd fails the check even if its tid was
+//! reused, so only the cgroup membership can go stale: it is trusted for `MEMBERSHIP_TTL`, the
+//! same as the per-namespace cache.
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -82,6 +89,14 @@ pub struct Reader {
     pub cg: Arc<CgState>,
 }
 
+struct TidEntry {
+    pidfd: OwnedFd,
+    host_pidns: bool,
+    start_ticks: u64,
+    cg: Arc<CgState>,
+    checked: Instant,
+}
+
 struct NsEntry {
     pidfd: OwnedFd,
     init: i32,
@@ -94,6 +109,9 @@ pub struct Resolver {
     pub h: Hierarchies,
     self_pidns: u64,
     by_ns: RwLock<HashMap<u64, NsEntry>>,
+    by_tid: RwLock<HashMap<u32, TidEntry>>,
+    /// Most threads cached at once: each holds a pidfd, so this stays well under RLIMIT_NOFILE.
+    max_tids: usize,
     cgroups: RwLock<HashMap<String, Arc<CgState>>>,
     pub epoch: Instant,
 }
@@ -111,9 +129,16 @@ fn itoa_path(pid: u32) -> String {
     s
 }
 
+/// PIDFD_THREAD (Linux 6.9): a pidfd for any thread, not only a thread-group leader.
+const PIDFD_THREAD: libc::c_int = libc::O_EXCL;
+
 fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    pidfd_open_flags(pid, 0)
+}
+
+fn pidfd_open_flags(pid: i32, flags: libc::c_int) -> Option<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags) };
     if fd < 0 {
         return None;
     }
@@ -140,6 +165,8 @@ impl Resolver {
             h,
             self_pidns: pidns_ino(std::process::id()).unwrap_or(0),
             by_ns: RwLock::new(HashMap::new()),
+            by_tid: RwLock::new(HashMap::new()),
+            max_tids: max_cached_tids(),
             cgroups: RwLock::new(HashMap::new()),
             epoch: Instant::now(),
         }
@@ -153,13 +180,9 @@ impl Resolver {
         if pid == 0 {
             return Caller::Host;
         }
-        let Some(ns) = pidns_ino(pid) else {
-            return Caller::Host;
-        };
-        let r = if ns == self.self_pidns {
-            self.own_cgroup(pid)
-        } else {
-            self.container(pid, ns)
+        let r = match self.cached(pid) {
+            Some(r) => Some(r),
+            None => self.resolve_uncached(pid),
         };
         match r {
             Some(r) => {
@@ -168,6 +191,52 @@ impl Resolver {
             }
             None => Caller::Host,
         }
+    }
+
+    fn cached(&self, tid: u32) -> Option<Reader> {
+        let map = self.by_tid.read().unwrap_or_else(|e| e.into_inner());
+        let e = map.get(&tid)?;
+        if e.checked.elapsed() >= MEMBERSHIP_TTL || !pidfd_alive(&e.pidfd) {
+            return None;
+        }
+        Some(Reader {
+            host_pidns: e.host_pidns,
+            start_ticks: e.start_ticks,
+            cg: e.cg.clone(),
+        })
+    }
+
+    fn resolve_uncached(&self, tid: u32) -> Option<Reader> {
+        // The pidfd first: if the tid is reused after this, the resolution below may describe
+        // the new thread, but the cached entry then fails its liveness check (never the other
+        // way round). Without PIDFD_THREAD (kernel < 6.9) only leaders get one; others are
+        // simply not cached.
+        let pidfd = pidfd_open_flags(tid as i32, PIDFD_THREAD);
+        let ns = pidns_ino(tid)?;
+        let r = if ns == self.self_pidns {
+            self.own_cgroup(tid)
+        } else {
+            self.container(tid, ns)
+        }?;
+        if let Some(pidfd) = pidfd {
+            let mut map = self.by_tid.write().unwrap_or_else(|e| e.into_inner());
+            if map.len() >= self.max_tids {
+                map.retain(|_, e| e.checked.elapsed() < MEMBERSHIP_TTL);
+            }
+            if map.len() < self.max_tids {
+                map.insert(
+                    tid,
+                    TidEntry {
+                        pidfd,
+                        host_pidns: r.host_pidns,
+                        start_ticks: r.start_ticks,
+                        cg: r.cg.clone(),
+                        checked: Instant::now(),
+                    },
+                );
+            }
+        }
+        Some(r)
     }
 
     fn own_cgroup(&self, pid: u32) -> Option<Reader> {
@@ -255,6 +324,11 @@ impl Resolver {
 
     /// Drops entries of dead inits and of cgroups nobody has read for `idle`.
     pub fn prune(&self, idle: Duration) {
+        // Expired thread entries would be re-resolved anyway; dropping them frees their pidfds.
+        self.by_tid
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, e| e.checked.elapsed() < MEMBERSHIP_TTL);
         self.by_ns
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -268,6 +342,20 @@ impl Resolver {
                     || now.saturating_sub(s.last_read.load(Ordering::Relaxed)) <= idle.as_secs()
             });
     }
+}
+
+/// A quarter of the soft RLIMIT_NOFILE, at most 4096: the thread cache's pidfds must leave
+/// room for the FUSE fds, cgroup files and everything else the process opens.
+fn max_cached_tids() -> usize {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
+        return 256;
+    }
+    (rl.rlim_cur / 4).min(4096) as usize
 }
 
 /// Runnable (R) and uninterruptible (D) threads, all threads, and the newest pid in the
@@ -347,4 +435,38 @@ pub fn sample_into(s: &CgState, step: bool) {
     l.total = total;
     l.last_pid = last_pid;
     l.sampled = true;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gettid() -> u32 {
+        // SAFETY: gettid has no arguments and cannot fail.
+        unsafe { libc::gettid() as u32 }
+    }
+
+    #[test]
+    fn a_thread_is_cached_until_it_exits() {
+        let Ok(h) = Hierarchies::detect() else {
+            return; // no cgroup filesystem here: nothing to resolve
+        };
+        let r = Resolver::new(h);
+        let tid = std::thread::scope(|s| {
+            s.spawn(|| {
+                let tid = gettid();
+                let Caller::Reader(a) = r.resolve(tid) else {
+                    panic!("a live thread of ours resolves");
+                };
+                let b = r.cached(tid).expect("second lookup is a cache hit");
+                assert!(a.host_pidns && b.host_pidns);
+                assert!(Arc::ptr_eq(&a.cg, &b.cg));
+                tid
+            })
+            .join()
+            .unwrap()
+        });
+        // The thread is gone: its pidfd fails the check, whatever now holds the tid.
+        assert!(r.cached(tid).is_none());
+    }
 }
