@@ -10,8 +10,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cgsight_cgroup::{cpu, io, memory, Controller, ControllerDir, Version};
+use cgsight_cgroup::{cpu, io, Controller, ControllerDir, Version};
 
+use crate::cgfiles;
 use crate::host::{self, Host};
 use crate::metrics::{File, FsMetrics};
 use crate::resolve::{sample_into, Caller, CgState, Limits, Reader, Resolver, LIMITS_TTL};
@@ -45,6 +46,9 @@ impl From<cgsight_cgroup::Error> for ViewError {
 
 type VResult<T> = Result<T, ViewError>;
 
+/// User ns, system ns, and per CPU (cpu, user ns, system ns) where the kernel splits it.
+type CpuSplit = (u64, u64, Option<Vec<(u32, u64, u64)>>);
+
 pub struct Engine {
     pub resolver: Resolver,
     pub host: Host,
@@ -71,12 +75,25 @@ fn host_path(f: File) -> &'static str {
     }
 }
 
-fn read_u64(p: &Path) -> VResult<u64> {
-    let t = std::fs::read_to_string(p)
-        .map_err(|e| err("cgroup_read", format!("{}: {e}", p.display())))?;
-    t.trim()
-        .parse()
-        .map_err(|_| err("cgroup_parse", format!("{}: {t:?}", p.display())))
+fn file_err(dir: &Path, name: &str, e: std::io::Error) -> ViewError {
+    let reason = if e.kind() == std::io::ErrorKind::InvalidData {
+        "cgroup_parse"
+    } else {
+        "cgroup_read"
+    };
+    err(reason, format!("{}/{name}: {e}", dir.display()))
+}
+
+/// A file every cgroup of this controller has: missing means the cgroup is gone.
+fn required<T>(s: &CgState, dir: &Path, name: &str, r: std::io::Result<Option<T>>) -> VResult<T> {
+    match r {
+        Ok(Some(v)) => Ok(v),
+        Ok(None) => Err(err(
+            "cgroup_gone",
+            format!("{}: {}/{name} is gone", s.cg.path, dir.display()),
+        )),
+        Err(e) => Err(file_err(dir, name, e)),
+    }
 }
 
 fn need(s: &CgState, c: Controller) -> VResult<&ControllerDir> {
@@ -260,12 +277,11 @@ impl Engine {
                     File::PressureMemory => "memory.pressure",
                     _ => "io.pressure",
                 };
-                let p = u.join(name);
-                match std::fs::read_to_string(&p) {
-                    Ok(t) => t,
+                match s.files.read(u, name) {
+                    Ok(Some(t)) => t,
                     // No PSI for this cgroup (kernel without it): the host's.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                    Err(e) => return Err(err("cgroup_read", format!("{}: {e}", p.display()))),
+                    Ok(None) => return Ok(None),
+                    Err(e) => return Err(file_err(u, name, e)),
                 }
             }
         }))
@@ -274,26 +290,27 @@ impl Engine {
     fn mem_facts(&self, s: &CgState, l: &Limits) -> VResult<meminfo::MemFacts> {
         let d = need(s, Controller::Memory)?;
         let v2 = d.version == Version::V2;
-        let usage = memory::read_usage(&d.dir, d.version)?;
-        let stat_path = d.dir.join("memory.stat");
-        let text = std::fs::read_to_string(&stat_path)
-            .map_err(|e| err("cgroup_read", format!("{}: {e}", stat_path.display())))?;
-        let stat = meminfo::MemStat::parse(&text, v2);
-        let swap_file = if v2 {
-            "memory.swap.current"
+        let (usage_file, swap_file) = if v2 {
+            ("memory.current", "memory.swap.current")
         } else {
-            "memory.memsw.usage_in_bytes"
+            ("memory.usage_in_bytes", "memory.memsw.usage_in_bytes")
         };
-        let sp = d.dir.join(swap_file);
-        let swap = if sp.exists() {
-            let raw = read_u64(&sp)?;
-            let used = if v2 { raw } else { raw.saturating_sub(usage) };
-            Some(meminfo::SwapFacts {
+        let usage = required(s, &d.dir, usage_file, s.files.read_u64(&d.dir, usage_file))?;
+        let text = required(
+            s,
+            &d.dir,
+            "memory.stat",
+            s.files.read(&d.dir, "memory.stat"),
+        )?;
+        let stat = meminfo::MemStat::parse(&text, v2);
+        // Absent without swap accounting.
+        let swap = match s.files.read_u64(&d.dir, swap_file) {
+            Ok(Some(raw)) => Some(meminfo::SwapFacts {
                 limit: l.swap,
-                usage: used,
-            })
-        } else {
-            None
+                usage: if v2 { raw } else { raw.saturating_sub(usage) },
+            }),
+            Ok(None) => None,
+            Err(e) => return Err(file_err(&d.dir, swap_file, e)),
         };
         Ok(meminfo::MemFacts {
             limit: l.mem,
@@ -315,8 +332,59 @@ impl Engine {
     fn cpu_used_ns(&self, s: &CgState) -> VResult<u64> {
         let d = self.cpu_dir(s)?;
         match d.version {
-            Version::V1 => read_u64(&d.dir.join("cpuacct.usage")),
-            Version::V2 => Ok(cpu::read_usage(&d.dir, d.version)?.total_ns),
+            Version::V1 => required(
+                s,
+                &d.dir,
+                "cpuacct.usage",
+                s.files.read_u64(&d.dir, "cpuacct.usage"),
+            ),
+            Version::V2 => {
+                let t = required(s, &d.dir, "cpu.stat", s.files.read(&d.dir, "cpu.stat"))?;
+                cgfiles::flat(&t, "usage_usec")
+                    .map(|us| us * 1000)
+                    .ok_or_else(|| {
+                        err(
+                            "cgroup_parse",
+                            format!("{}/cpu.stat: no usage_usec", d.dir.display()),
+                        )
+                    })
+            }
+        }
+    }
+
+    /// User and system ns, per CPU where the kernel has it (v1 cpuacct.usage_all).
+    fn cpu_split(&self, s: &CgState) -> VResult<CpuSplit> {
+        let d = self.cpu_dir(s)?;
+        if d.version == Version::V2 {
+            let t = required(s, &d.dir, "cpu.stat", s.files.read(&d.dir, "cpu.stat"))?;
+            let get = |k: &str| {
+                cgfiles::flat(&t, k).map(|us| us * 1000).ok_or_else(|| {
+                    err(
+                        "cgroup_parse",
+                        format!("{}/cpu.stat: no {k}", d.dir.display()),
+                    )
+                })
+            };
+            return Ok((get("user_usec")?, get("system_usec")?, None));
+        }
+        match s.files.read(&d.dir, "cpuacct.usage_all") {
+            Ok(Some(t)) => {
+                let per = cgfiles::usage_all(&t).ok_or_else(|| {
+                    err(
+                        "cgroup_parse",
+                        format!("{}/cpuacct.usage_all: {t:?}", d.dir.display()),
+                    )
+                })?;
+                let user = per.iter().map(|c| c.1).sum();
+                let system = per.iter().map(|c| c.2).sum();
+                Ok((user, system, Some(per)))
+            }
+            // Kernels before 4.7 have no usage_all: cpuacct.stat's ticks.
+            Ok(None) => {
+                let u = cpu::read_usage(&d.dir, d.version)?;
+                Ok((u.user_ns, u.system_ns, None))
+            }
+            Err(e) => Err(file_err(&d.dir, "cpuacct.usage_all", e)),
         }
     }
 
@@ -324,7 +392,7 @@ impl Engine {
     /// shown as steal: contention from outside the container. 0 without PSI.
     fn steal_ns(&self, s: &CgState) -> u64 {
         let Some(u) = &s.cg.unified else { return 0 };
-        let Ok(t) = std::fs::read_to_string(u.join("cpu.pressure")) else {
+        let Ok(Some(t)) = s.files.read(u, "cpu.pressure") else {
             return 0;
         };
         t.lines()
@@ -340,13 +408,8 @@ impl Engine {
     fn stat(&self, r: &Reader, l: &Limits) -> VResult<String> {
         let s = &*r.cg;
         let visible = self.visible(l);
-        let d = self.cpu_dir(s)?;
-        let usage = cpu::read_usage(&d.dir, d.version)?;
-        let per: Option<Vec<(u32, u64, u64)>> = usage
-            .per_cpu
-            .as_ref()
-            .map(|p| p.iter().map(|c| (c.cpu, c.user_ns, c.system_ns)).collect());
-        let busy = stat::spread(&visible, per.as_deref(), usage.user_ns, usage.system_ns);
+        let (user_ns, system_ns, per) = self.cpu_split(s)?;
+        let busy = stat::spread(&visible, per.as_deref(), user_ns, system_ns);
         let age = self.age_ns(r);
         let ticks = stat::compute(age, &busy, self.steal_ns(s));
         let shown = {

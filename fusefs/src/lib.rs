@@ -3,10 +3,12 @@
 //!
 //! - [`views`]: pure renderers, one module per file, unit tested with v1 and v2 fixtures.
 //! - `resolve`: caller thread → container init (cached per pid namespace, pidfd-validated) → cgroup.
+//! - `cgfiles`: cgroup files kept open per container, re-read with pread at offset 0.
 //! - `engine`: gathers cgroup facts per request, falls back to the host file on failure.
 //! - `fs`: the fuser filesystem (direct I/O, size 0, per-handle snapshots).
 //! - [`spawn`] mounts and serves on background threads; [`FsHandle::unmount`] ends it.
 
+mod cgfiles;
 mod engine;
 mod fs;
 mod host;

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use cgsight_cgroup::{Cgroup, Hierarchies, Membership};
 
+use crate::cgfiles::CgFiles;
 use crate::views::loadavg;
 use crate::views::stat::CpuTicks;
 
@@ -52,6 +53,8 @@ pub struct LoadState {
 /// Everything kept per container cgroup.
 pub struct CgState {
     pub cg: Cgroup,
+    /// Usage files kept open (read on every request).
+    pub files: CgFiles,
     pub limits: Mutex<Option<(Instant, Arc<Limits>)>>,
     pub stat_last: Mutex<Vec<CpuTicks>>,
     pub load: Mutex<LoadState>,
@@ -65,6 +68,7 @@ impl CgState {
     fn new(cg: Cgroup) -> CgState {
         CgState {
             cg,
+            files: CgFiles::default(),
             limits: Mutex::new(None),
             stat_last: Mutex::new(Vec::new()),
             load: Mutex::new(LoadState::default()),
