@@ -61,7 +61,45 @@ pub fn views_live(mp: &Path) -> bool {
         };
         a.split(' ').nth(4) == Some(&*mp.to_string_lossy()) && b.starts_with("fuse")
     });
-    mounted && fs::read(mp.join("proc/uptime")).is_ok()
+    mounted && read_with_timeout(&mp.join("proc/uptime"), 2000)
+}
+
+/// Reads `p` in a forked child so a hung FUSE server cannot hang the launcher (a blocked
+/// FUSE read is only interruptible by a fatal signal).
+fn read_with_timeout(p: &Path, ms: u64) -> bool {
+    let Ok(c) = CString::new(p.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: the child only calls async-signal-safe functions before _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return false;
+    }
+    if pid == 0 {
+        // SAFETY: open/read/_exit in the forked child.
+        unsafe {
+            let fd = libc::open(c.as_ptr(), libc::O_RDONLY);
+            let mut b = [0u8; 64];
+            let ok = fd >= 0 && libc::read(fd, b.as_mut_ptr().cast(), b.len()) > 0;
+            libc::_exit(if ok { 0 } else { 1 });
+        }
+    }
+    let child = Pid::from_raw(pid);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+    loop {
+        match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, c)) => return c == 0,
+            Ok(WaitStatus::StillAlive) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            Ok(WaitStatus::StillAlive) => {
+                let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+                let _ = waitpid(child, None);
+                return false;
+            }
+            _ => return false,
+        }
+    }
 }
 
 /// Starts `cgsight fs` if no live view is mounted. Returns the mountpoint, or None with a
@@ -84,7 +122,24 @@ pub fn ensure_views(exe: &Path) -> Option<PathBuf> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr)
-        .status();
+        .spawn()
+        .and_then(|mut ch| {
+            // It exits once serving; do not wait forever on a daemon that never gets there.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                if let Some(s) = ch.try_wait()? {
+                    return Ok(s);
+                }
+                if std::time::Instant::now() >= deadline {
+                    let _ = ch.kill();
+                    let _ = ch.wait();
+                    return Err(std::io::Error::other(
+                        "it did not report serving within 10 s",
+                    ));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        });
     match status {
         Ok(s) if matches!(s.code(), Some(0) | Some(3)) && views_live(&mp) => Some(mp),
         Ok(s) => {
@@ -703,7 +758,7 @@ pub(crate) fn exec(prog: &CString, argv: &[CString], env: &[CString]) -> Result<
 fn run_init(plan: &ChildPlan, prog: &CString, err_w: RawFd) -> Result<Never, ChildErr> {
     let all = SigSet::all();
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&all), None);
-    let sfd = SignalFd::with_flags(&all, SfdFlags::SFD_CLOEXEC)
+    let sfd = SignalFd::with_flags(&all, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| lerr(format!("signalfd: {e}")))?;
     // SAFETY: single-threaded process.
     let pid = unsafe { libc::fork() };

@@ -137,7 +137,7 @@ impl ContainerSpec {
             cpu_quota_us: l.cpu_quota_us,
             cpu_period_us: l.cpu_period_us,
             cpu_shares: l.cpu_shares,
-            cpuset_cpus: l.cpuset_cpus.as_deref().and_then(|c| CpuList::parse(c)),
+            cpuset_cpus: l.cpuset_cpus.as_deref().and_then(CpuList::parse),
             cpuset_mems: None,
             pids_max: l.pids_max,
         }
@@ -405,7 +405,7 @@ pub fn build(
     if let Some(s) = &raw.cpuset_cpus {
         let l = CpuList::parse(s)
             .ok_or_else(|| invalid("--cpuset-cpus", s, "expected a CPU list such as 0-1 or 0,2"))?;
-        if l.len() == 0 {
+        if l.is_empty() {
             return Err(invalid("--cpuset-cpus", s, "the list is empty"));
         }
         if !l.is_subset_of(host_cpus) {
@@ -619,7 +619,8 @@ mod tests {
 
     #[test]
     fn bad_specs() {
-        let cases: Vec<(fn(&mut RawSpec), &str)> = vec![
+        type Case = (fn(&mut RawSpec), &'static str);
+        let cases: Vec<Case> = vec![
             (|r| r.memory = Some("12x".into()), "--memory"),
             (|r| r.memory = Some("1k".into()), "--memory"),
             (|r| r.cpus = Some("0".into()), "--cpus"),
