@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Start latency of `/bin/true` with a memory and CPU limit, side by side in one run:
+#   cgsight launch (release build; without and with the /proc views) vs crun run on an
+#   equivalent bundle vs the `unshare -fpmuin --mount-proc chroot` floor.
+# crun 1.8 refuses this hybrid host (cgroup2 holds hugetlb), so everything runs inside a
+# private mount namespace where an empty file hides /sys/fs/cgroup/unified/cgroup.controllers.
+# Usage: bench/launch-bench.sh [RUNS]   (root)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-40}
+[ "$(id -u)" -eq 0 ] || { echo "run as root" >&2; exit 2; }
+cargo build --release -q -p cgsight
+bin=$PWD/target/release/cgsight
+work=$(mktemp -d /tmp/cgsight-bench.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/bundle"
+( cd "$work/bundle" && crun spec )
+mkdir -p "$work/rootfs"
+python3 - "$work/bundle/config.json" "$work/rootfs" <<'PY'
+import json, sys
+p = sys.argv[1]; c = json.load(open(p))
+c["root"] = {"path": sys.argv[2], "readonly": True}
+c["process"]["args"] = ["/bin/true"]; c["process"]["terminal"] = False
+c["linux"]["resources"] = {"memory": {"limit": 256 << 20}, "cpu": {"quota": 100000, "period": 100000}}
+json.dump(c, open(p, "w"))
+PY
+: > "$work/empty"
+cat > "$work/run.py" <<PY
+import subprocess, time, statistics, sys
+runs = $runs
+cases = [
+  ("floor: unshare -fpmuin --mount-proc chroot ROOTFS /bin/true", ["unshare", "-fpmuin", "--mount-proc", "chroot", "$work/rootfs", "/bin/true"]),
+  ("crun run (256m, 1 cpu)", ["crun", "run", "--bundle", "$work/bundle", "cgsight-bench"]),
+  ("cgsight launch --rm --memory 256m --cpus 1 --no-proc-views", ["$bin", "launch", "--rm", "--memory", "256m", "--cpus", "1", "--no-proc-views", "--", "/bin/true"]),
+  ("cgsight launch --rm --memory 256m --cpus 1 (views on)", ["$bin", "launch", "--rm", "--memory", "256m", "--cpus", "1", "--", "/bin/true"]),
+]
+res = {}
+for name, cmd in cases:  # warm-up (also starts the views daemon)
+    subprocess.run(cmd, check=True)
+for i in range(runs):  # interleaved so drift hits every case alike
+    for name, cmd in cases:
+        t = time.perf_counter(); subprocess.run(cmd, check=True); res.setdefault(name, []).append((time.perf_counter() - t) * 1000)
+crun = statistics.median(res[cases[1][0]])
+print(f"{'case':60} {'median ms':>9} {'p90 ms':>7} {'vs crun':>7}")
+for name, _ in cases:
+    v = sorted(res[name]); med = statistics.median(v)
+    print(f"{name:60} {med:9.2f} {v[int(len(v)*0.9)-1]:7.2f} {med/crun:7.2f}x")
+PY
+# The rootfs for crun and the floor: a bind of the host / (no submounts, like cgsight's lower).
+unshare -m sh -c "mount --bind '$work/empty' /sys/fs/cgroup/unified/cgroup.controllers 2>/dev/null || true
+  mount --bind / '$work/rootfs' && python3 '$work/run.py'"
