@@ -37,7 +37,7 @@ enum Command {
     Daemon(commands::daemon::Args),
     /// Launch a container: namespaces, overlay root, cgroup limits, /proc views.
     #[command(alias = "run")]
-    Launch(commands::launch::LaunchArgs),
+    Launch(Box<commands::launch::LaunchArgs>),
     /// List containers.
     Ps(commands::launch::PsArgs),
     /// Run a command in a running container.
@@ -64,7 +64,7 @@ fn main() -> ExitCode {
         Command::Fs(a) => commands::fs::run(a),
         Command::Agent(a) => commands::agent::run(a),
         Command::Daemon(a) => commands::daemon::run(a),
-        Command::Launch(a) => commands::launch::launch(a),
+        Command::Launch(a) => commands::launch::launch(*a),
         Command::Ps(a) => commands::launch::ps(a),
         Command::Exec(a) => commands::launch::exec(a),
         Command::Stop(a) => commands::launch::stop(a),

@@ -89,10 +89,7 @@ fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, HashMap<String,
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
-            break;
-        };
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
         let n = usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
         if n == 0 {
             break;
@@ -662,7 +659,7 @@ fn prometheus_scrapes_the_agent() {
         }
         let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
         let r = v["data"]["result"].as_array()?.clone();
-        (!r.is_empty()).then(|| serde_json::Value::Array(r))
+        (!r.is_empty()).then_some(serde_json::Value::Array(r))
     };
     let _ = wait_for("prometheus up", Duration::from_secs(30), || {
         if let Ok(Some(st)) = prom.child().try_wait() {

@@ -167,7 +167,7 @@ fn cpu_counts(s: &Server, r: Resources) -> Vec<String> {
     let tc = TestCgroup::new("fscpu", &r);
     let out = in_container(
         &tc,
-        &s,
+        s,
         "grep -c ^processor /proc/cpuinfo\ngrep -c '^cpu[0-9]' /proc/stat\ngetconf _NPROCESSORS_ONLN\n\
          getconf _NPROCESSORS_CONF\npython3 -c 'import os; print(os.cpu_count())'\n\
          ls -d /sys/devices/system/cpu/cpu[0-9]* | wc -l\ncat /sys/devices/system/cpu/online\n",

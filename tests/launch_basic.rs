@@ -32,7 +32,7 @@ fn limits_show_in_top_free_nproc_cpuinfo() {
     let (code, out, err) = run_rm(
         &n,
         &["--memory", "256m", "--cpus", "1"],
-        "top -b -n 1 | head -5; echo ---; free -m; echo ---; nproc; grep -c ^processor /proc/cpuinfo",
+        "top -b -n 1 | head -5; echo ---; free -m; echo ---; nproc; grep -c ^processor /proc/cpuinfo; getconf _NPROCESSORS_ONLN",
     );
     assert_eq!(code, 0, "{err}");
     assert!(
@@ -45,8 +45,32 @@ fn limits_show_in_top_free_nproc_cpuinfo() {
         .and_then(|l| l.split_whitespace().nth(1))
         .unwrap_or("");
     assert_eq!(free_total, "256", "free -m:\n{out}");
-    let last: Vec<&str> = out.lines().rev().take(2).collect();
-    assert_eq!(last, ["1", "1"], "nproc / cpuinfo processors:\n{out}");
+    // A quota of 1 CPU shows as one processor in the views; nproc counts the affinity mask
+    // (sched_getaffinity), which a CFS quota does not narrow: it stays the host's CPUs, as under
+    // docker and lxcfs.
+    let host_cpus = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .to_string();
+    let last: Vec<&str> = out.lines().rev().take(3).collect();
+    assert_eq!(
+        last,
+        ["1", "1", host_cpus.as_str()],
+        "getconf / cpuinfo processors / nproc:\n{out}"
+    );
+
+    // A cpuset narrows the affinity mask too, so nproc agrees with the views.
+    let (code, out, err) = run_rm(
+        &unique_name("views-cpuset"),
+        &["--cpuset-cpus", "0"],
+        "nproc; grep -c ^processor /proc/cpuinfo; getconf _NPROCESSORS_CONF; cat /sys/devices/system/cpu/online",
+    );
+    assert_eq!(code, 0, "{err}");
+    let l: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        l,
+        ["1", "1", "1", "0"],
+        "nproc / cpuinfo / CONF / online:\n{out}"
+    );
 }
 
 #[test]
