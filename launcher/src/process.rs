@@ -32,6 +32,14 @@ use crate::{EXIT_LAUNCHER, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND};
 /// Default mountpoint of `cgsight fs`.
 pub const VIEWS_MOUNTPOINT: &str = "/var/lib/cgsight/fs";
 
+/// Where the views are served: `CGSIGHT_FS_MOUNTPOINT`, else the host-wide default. Tests point
+/// it at a private `cgsight fs` so they never leave a host daemon behind.
+pub fn views_mountpoint() -> PathBuf {
+    std::env::var_os("CGSIGHT_FS_MOUNTPOINT")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| PathBuf::from(VIEWS_MOUNTPOINT), PathBuf::from)
+}
+
 /// A launch failure with the exit code the CLI should return.
 #[derive(Debug, thiserror::Error)]
 #[error("{msg}")]
@@ -105,7 +113,7 @@ fn read_with_timeout(p: &Path, ms: u64) -> bool {
 /// Starts `cgsight fs` if no live view is mounted. Returns the mountpoint, or None with a
 /// warning when the views cannot be served (the container then sees the host's files).
 pub fn ensure_views(exe: &Path) -> Option<PathBuf> {
-    let mp = PathBuf::from(VIEWS_MOUNTPOINT);
+    let mp = views_mountpoint();
     if views_live(&mp) {
         return Some(mp);
     }
@@ -118,7 +126,9 @@ pub fn ensure_views(exe: &Path) -> Option<PathBuf> {
         .open("/var/lib/cgsight/fs.log");
     let stderr = log.map_or_else(|_| Stdio::null(), Stdio::from);
     let status = Command::new(exe)
-        .args(["fs", "--mountpoint", VIEWS_MOUNTPOINT])
+        .arg("fs")
+        .arg("--mountpoint")
+        .arg(&mp)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr)

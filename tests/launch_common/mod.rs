@@ -1,16 +1,62 @@
 //! Helpers shared by the launch_* test binaries (included with `mod`).
 #![allow(dead_code)]
 
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Output};
+use std::sync::{mpsc, OnceLock};
+use std::time::Duration;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_cgsight");
 
+/// Runs cgsight with the views served by this test binary's own `cgsight fs`.
 pub fn cgsight(args: &[&str]) -> Output {
     Command::new(BIN)
         .args(args)
+        .env("CGSIGHT_FS_MOUNTPOINT", views_mountpoint())
         .output()
         .expect("running cgsight")
+}
+
+/// One `cgsight fs --foreground` per test binary, on a private mountpoint. It is spawned from a
+/// thread that never exits and carries PR_SET_PDEATHSIG, so when the test process ends (pass or
+/// fail) the server gets SIGTERM and unmounts: no host daemon is left behind.
+pub fn views_mountpoint() -> &'static str {
+    static VIEWS: OnceLock<String> = OnceLock::new();
+    VIEWS.get_or_init(|| {
+        let mp = format!("/tmp/{}", cgsight_testkit::unique_name("views"));
+        std::fs::create_dir_all(&mp).expect("views mountpoint");
+        let (tx, rx) = mpsc::channel();
+        let arg = mp.clone();
+        std::thread::spawn(move || {
+            let mut cmd = Command::new(BIN);
+            cmd.args(["fs", "--foreground", "--mountpoint", &arg]);
+            // SAFETY: prctl is async-signal-safe; it only sets this child's parent-death signal.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                    Ok(())
+                });
+            }
+            let child = cmd.spawn();
+            let _ = tx.send(child.is_ok());
+            // This thread is the child's parent: it must outlive every test.
+            let _keep = child;
+            loop {
+                std::thread::park();
+            }
+        });
+        assert!(rx.recv().unwrap_or(false), "starting cgsight fs");
+        let probe = format!("{mp}/proc/uptime");
+        cgsight_testkit::wait_for("cgsight fs to serve", Duration::from_secs(20), || {
+            let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+                .ok()?
+                .lines()
+                .any(|l| l.split(' ').nth(4) == Some(mp.as_str()));
+            (mounted && std::fs::read_to_string(&probe).is_ok()).then_some(())
+        });
+        mp
+    })
 }
 
 pub fn stdout(o: &Output) -> String {
