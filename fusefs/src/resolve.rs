@@ -215,7 +215,7 @@ impl Resolver {
         // the new thread, but the cached entry then fails its liveness check (never the other
         // way round). Without PIDFD_THREAD (kernel < 6.9) only leaders get one; others are
         // simply not cached.
-        let pidfd = pidfd_open_flags(tid as i32, PIDFD_THREAD);
+        let pidfd = pidfd_open_flags(tid as i32, PIDFD_THREAD).or_else(|| pidfd_open(tid as i32));
         let ns = pidns_ino(tid)?;
         let r = if ns == self.self_pidns {
             self.own_cgroup(tid)
