@@ -2,9 +2,13 @@
 # Side-by-side: open+read+close latency (p50/p99) and reads/s of meminfo, cpuinfo, stat and
 # uptime with 1 and 2 readers, for cgsight fs vs Debian's lxcfs vs the host's /proc, in ONE run,
 # with the reader in a real cgroup (256 MiB, quota 150000/100000, cpuset 0-1) in a new pid
-# namespace. Everything it makes is removed on exit. Usage: bench/fs-bench.sh [ITERS]
+# namespace. Everything it makes is removed on exit. Usage: bench/fs-bench.sh [ITERS [ROUNDS]]
+# Each cell is the median over ROUNDS runs of ITERS open+read+close per reader, the three
+# targets interleaved run by run: on a small VM one run's numbers swing by 2x with where the
+# scheduler happens to put the reader and the server threads (same vCPU or not).
 set -eu
 ITERS=${1:-20000}
+ROUNDS=${2:-5}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 W=/tmp/cgsight-bench-$$
 CG=/cgsight-bench-$$
@@ -52,12 +56,25 @@ done
 measure() { # FILE THREADS
     sh -c "for f in $PROCS; do echo \$\$ > \$f; done; exec unshare --fork --pid --mount-proc $W/fs-reader $1 $ITERS $2"
 }
+median() { sort -n | awk '{v[NR]=$1} END{print v[int((NR+1)/2)]}'; }
+# REL THREADS: sets o50 o99 ors l50 l99 lrs h50 h99 hrs (medians over ROUNDS interleaved runs)
+measure_all() {
+    : >"$W/o"; : >"$W/l"; : >"$W/h"
+    for r in $(seq "$ROUNDS"); do
+        measure "$W/ours/$1" "$2" >>"$W/o"; measure "$W/lxcfs/$1" "$2" >>"$W/l"; measure "/$1" "$2" >>"$W/h"
+    done
+    for x in o l h; do
+        for c in 1 2 3; do eval "${x}_$c=\$(cut -d' ' -f$c \"$W/$x\" | median)"; done
+    done
+    o50=$o_1 o99=$o_2 ors=$o_3 l50=$l_1 l99=$l_2 lrs=$l_3 h50=$h_1 h99=$h_2 hrs=$h_3
+}
 printf '%-8s %2s | %-23s | %-23s | %-23s | %s\n' file rd "cgsight p50/p99 µs r/s" "lxcfs p50/p99 µs r/s" "host p50/p99 µs r/s" "ours/lxcfs r/s, ours p99 < lxcfs p50"
-for f in meminfo cpuinfo stat uptime; do
+# The last row, sys/devices/system/cpu/online, is a view with next to no work on either side:
+# it shows the FUSE round-trip floor (open, read, read at EOF, close) on this machine.
+for rel in proc/meminfo proc/cpuinfo proc/stat proc/uptime sys/devices/system/cpu/online; do
+    f=${rel##*/}
     for t in 1 2; do
-        set -- $(measure "$W/ours/proc/$f" $t); o50=$1 o99=$2 ors=$3
-        set -- $(measure "$W/lxcfs/proc/$f" $t); l50=$1 l99=$2 lrs=$3
-        set -- $(measure "/proc/$f" $t); h50=$1 h99=$2 hrs=$3
+        measure_all "$rel" "$t"
         ratio=$(awk "BEGIN{printf \"%.1fx\", $ors/$lrs}")
         p99ok=$(awk "BEGIN{print ($o99 < $l50) ? \"yes\" : \"no\"}")
         printf '%-8s %2s | %6s %7s %8s | %6s %7s %8s | %6s %7s %8s | %s, %s\n' \
