@@ -195,21 +195,38 @@ fn limits_and_usage_of_real_cgroups() {
     assert!(value(&s1, "container_cpu_cfs_periods_total", &mem.path).is_none());
     assert_eq!(value(&s1, "container_processes", &mem.path), Some(1.0));
     let c1 = value(&s1, "container_cpu_usage_seconds_total", &cpu.path).expect("cpu series");
+    let f1 = cpu.cgroup().cpu_usage().expect("cpu usage file").total_ns as f64 / 1e9;
 
     // Rate over two scrapes at least 3 s apart (polling, not sleeping blindly).
-    let (c2, dt) = wait_for("3 s between scrapes", Duration::from_secs(30), || {
+    let (c2, f2, dt) = wait_for("3 s between scrapes", Duration::from_secs(30), || {
         let s = scrape(agent.port);
+        let f = cpu.cgroup().cpu_usage().ok()?.total_ns as f64 / 1e9;
         let dt = t1.elapsed().as_secs_f64();
         (dt >= 3.0).then(|| {
             (
                 value(&s, "container_cpu_usage_seconds_total", &cpu.path).unwrap(),
+                f,
                 dt,
             )
         })
     });
     let rate = (c2 - c1) / dt;
+    let file_rate = (f2 - f1) / dt;
+    // The agent reports what the kernel accounted, whatever the machine does.
     assert!(
-        (0.4..=0.6).contains(&rate),
+        (rate - file_rate).abs() <= 0.05,
+        "agent rate {rate} vs cgroup file rate {file_rate}"
+    );
+    // The quota caps it. On a real kernel a lone busy loop gets its whole quota; under TCG
+    // emulation (the VM lane sets CGSIGHT_VM) the guest loses wall time whenever the host
+    // deschedules its vCPU threads, so only the cap and a clearly non-idle floor hold there.
+    let floor = if std::env::var_os("CGSIGHT_VM").is_some() {
+        0.2
+    } else {
+        0.4
+    };
+    assert!(
+        (floor..=0.6).contains(&rate),
         "cpu rate {rate} under a 0.5 quota"
     );
 }

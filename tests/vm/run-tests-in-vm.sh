@@ -6,7 +6,8 @@
 #
 # Every test executable cargo reports (integration tests from tests/*.rs of each crate
 # and of the root package, plus lib/bin unit tests) runs as root in the guest with
-# --test-threads=2 and TEST ARGS (e.g. a name filter, --nocapture, --include-ignored),
+# --test-threads=$CGSIGHT_VM_TEST_THREADS (default 1: under emulation, parallel tests starve each
+# other's timing-sensitive CPU measurements) and TEST ARGS (e.g. a name filter, --nocapture, --include-ignored),
 # in its crate's directory, with CARGO_MANIFEST_DIR and CARGO_PKG_NAME set as cargo
 # would, and CGSIGHT_BIN=<target>/debug/cgsight (built by `cargo build --workspace --bins`
 # right after the test executables) when that binary exists.
@@ -102,7 +103,7 @@ while IFS="$tab" read -r kind name dir exe pkg; do
 			cd "$dir" || exit 1
 			export CARGO_MANIFEST_DIR="$dir" CARGO_PKG_NAME="$pkg"
 			[ -z "$bin" ] || export CGSIGHT_BIN="$bin"
-			exec "$exe" --test-threads=2 "$@" </dev/null
+			exec "$exe" --test-threads="${CGSIGHT_VM_TEST_THREADS:-1}" "$@" </dev/null
 		)
 		echo $? >/tmp/vm-test-rc
 	} 2>&1 | tee "$log"
