@@ -7,5 +7,20 @@ cd "$(dirname "$0")/.."
 command -v top >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get update -qq; apt-get install -y -qq procps >/dev/null; }
 cargo build --release --locked
 bin=target/release/cgsight
-echo "+ cgsight launch --rm --memory 256m --cpus 1.5 -- sh -c 'top -b -n 1 | head -12; free -m; nproc'"
-"$bin" launch --rm --memory 256m --cpus 1.5 -- sh -c 'top -b -n 1 | head -12; echo; free -m; echo; echo "nproc: $(nproc)"'
+views=/var/lib/cgsight/fs
+# The views daemon is host-wide (like lxcfs): launch starts it when none serves. Stop it again
+# afterwards only if this demo started it.
+started_views=1
+grep -q " $views " /proc/self/mountinfo && started_views=0
+stop_views() {
+    if [ "$started_views" = 1 ] && [ -s /run/cgsight/fs.pid ]; then
+        kill -TERM "$(head -n1 /run/cgsight/fs.pid)" 2>/dev/null || true
+    fi
+}
+trap stop_views EXIT
+cmd='top -b -n 1 | head -12; echo; free -m; echo; echo "CPUs: cpuinfo $(grep -c ^processor /proc/cpuinfo), online $(cat /sys/devices/system/cpu/online), getconf $(getconf _NPROCESSORS_ONLN)"; echo "uptime: $(cat /proc/uptime)"'
+echo "+ cgsight launch --rm --memory 256m --cpus 1.5 -- sh -c '$cmd'"
+"$bin" launch --rm --memory 256m --cpus 1.5 -- sh -c "$cmd"
+echo
+echo "+ cgsight launch --rm --memory 512m --cpus 0.5 --cpuset-cpus 0 -- sh -c '...'"
+"$bin" launch --rm --memory 512m --cpus 0.5 --cpuset-cpus 0 -- sh -c "$cmd"
