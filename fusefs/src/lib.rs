@@ -158,6 +158,26 @@ pub struct FsHandle {
     conn: u32,
 }
 
+/// Raises the soft RLIMIT_NOFILE to the hard one: the server keeps a few cgroup files open per
+/// container read recently and a pidfd per recent reader thread, which a 1024 soft limit would
+/// cap at a few hundred containers. (1024 is only a soft default for select() users; nothing
+/// here uses select.)
+fn raise_nofile_limit() {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
+            rl.rlim_cur = rl.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
+                tracing::debug!("could not raise RLIMIT_NOFILE");
+            }
+        }
+    }
+}
+
 /// The worker count for a requested one: capped at the CPU count, but at least 2 so a RELEASE
 /// (sent asynchronously on close) does not hold up the next open.
 fn worker_threads(requested: usize) -> usize {
@@ -173,6 +193,7 @@ pub fn spawn(cfg: FsConfig) -> Result<FsHandle, Error> {
     if is_serving(&mp) {
         return Err(Error::AlreadyServing(mp));
     }
+    raise_nofile_limit();
     let metrics = Arc::new(FsMetrics::default());
     let engine = Arc::new(engine::Engine::new(
         resolve::Resolver::new(h),
