@@ -698,15 +698,19 @@ def cgsight_health():
                 '[$__rate_interval]))' % (SELF, SELF), "{{file}}")], "s", min_=0))
     L.add(timeseries(
         "Fallbacks to host files",
+        # The counter only has series once a fallback happened: a zero per file read (`or on
+        # (file)`) shows a healthy daemon as 0 rather than "No data".
         [target('sum by (file, reason) (rate(cgsight_fs_fallbacks_total{%s}[$__rate_interval]))'
-                % SELF, "{{file}} {{reason}}")], "ops",
-        "Reads answered with the host's file instead of a container view. Alert when non-zero "
-        "for 15m.", min_=0))
+                '\nor on (file)\nsum by (file) (rate(cgsight_fs_reads_total{%s}[$__rate_interval]))'
+                ' * 0' % (SELF, SELF), "{{file}} {{reason}}")], "ops",
+        "Reads answered with the host's file instead of a container view (0 per file when "
+        "there were none). Alert when non-zero for 15m.", min_=0))
     L.add(timeseries(
         "Fallback share of reads",
-        [target('sum by (file) (rate(cgsight_fs_fallbacks_total{%s}[$__rate_interval]))\n/ '
-                'sum by (file) (rate(cgsight_fs_reads_total{%s}[$__rate_interval]))'
-                % (SELF, SELF), "{{file}}")], "percentunit", min_=0))
+        [target('(sum by (file) (rate(cgsight_fs_fallbacks_total{%s}[$__rate_interval]))\n'
+                'or on (file)\nsum by (file) (rate(cgsight_fs_reads_total{%s}[$__rate_interval]))'
+                ' * 0)\n/ sum by (file) (rate(cgsight_fs_reads_total{%s}[$__rate_interval]))'
+                % (SELF, SELF, SELF), "{{file}}")], "percentunit", min_=0))
 
     inst = query_var("instance", "Instance", 'label_values(up{job="cgsight"}, instance)',
                      multi=True, include_all=True, all_value=".*")
