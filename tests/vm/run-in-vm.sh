@@ -16,8 +16,8 @@
 #   --accel auto|tcg|kvm  [CGSIGHT_VM_ACCEL, default auto: KVM if a cached probe says the
 #                      host's /dev/kvm boots this kernel, TCG otherwise]
 #   --share DIR        also export DIR read-write, at the same path (repeatable)
-#                      [CGSIGHT_VM_SHARES, colon-separated]. The repo's target/ is always
-#                      shared read-write when it exists.
+#                      [CGSIGHT_VM_SHARES, colon-separated]. The checkout and its target/
+#                      are always shared read-write (at their host paths).
 #   --cwd DIR          working directory of the command [default: the current one]
 #   --env NAME=VALUE   set a variable for the command (repeatable). The command otherwise
 #                      gets PATH (the host's, plus sbin dirs, with pyenv's current version
@@ -174,6 +174,9 @@ q() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
 } >"$JOB/meta"
 
 # 9p exports: the host's / read-only, plus read-write shares.
+# The checkout itself is exported too: the guest covers /tmp, /run, /var/tmp and /var/lib/cgsight
+# with tmpfs, so a clone under one of them (CI clones anywhere) would be invisible otherwise.
+SHARES=("$REPO" "${SHARES[@]+"${SHARES[@]}"}")
 [ -d "$REPO/target" ] && SHARES=("$REPO/target" "${SHARES[@]+"${SHARES[@]}"}")
 QEMU_SHARES=()
 n=0
