@@ -189,8 +189,17 @@ fn detached(prepared: process::Prepared) -> anyhow::Result<u8> {
         use std::os::fd::FromRawFd;
         std::fs::File::from_raw_fd(r)
     };
-    let mut buf = Vec::new();
-    let _ = f.read_to_end(&mut buf);
+    // One message, written in one write (far below PIPE_BUF): read it, do not wait for EOF.
+    // With --init the container's pid 1 is a fork of the supervisor that inherited the write
+    // end, so EOF would only come when the container exits.
+    let mut buf = vec![0u8; 4096];
+    let n = loop {
+        match f.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => break r.unwrap_or(0),
+        }
+    };
+    buf.truncate(n);
     match buf.split_first() {
         Some((0, _)) => {
             println!("{id}");
@@ -587,7 +596,9 @@ pub fn inspect(a: InspectArgs) -> anyhow::Result<u8> {
         let m = Managed::open(&h, &st.cgroup_path);
         let dir = store.container_dir(&st.id);
         let mut v = serde_json::to_value(&st)?;
+        // Docker's names too, for scripts written against `docker inspect`.
         v["OOMKilled"] = st.oom_killed.into();
+        v["ExitCode"] = st.exit_code.into();
         v["pids"] = serde_json::to_value(m.all_procs())?;
         v["cgroup_dirs"] = serde_json::to_value(m.dirs())?;
         v["paths"] = serde_json::json!({
