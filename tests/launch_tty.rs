@@ -410,6 +410,19 @@ fn death_by_signal_is_128_plus_n() {
         "kill -USR1 $$",
     ]);
     assert_eq!(o.status.code(), Some(138), "{}", stderr(&o));
+    // Without --init the command is the namespace's pid 1, which the kernel shields from
+    // signals it has no handler for (as under docker): it survives its own USR1.
+    let o = cgsight(&[
+        "launch",
+        "--rm",
+        "--no-proc-views",
+        "--",
+        "sh",
+        "-c",
+        "kill -USR1 $$; echo survived",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "survived\n");
     // A bare pid 1 dies of a fault (a forced signal): SIGSEGV = 11.
     let o = cgsight(&[
         "launch",
