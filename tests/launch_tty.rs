@@ -435,3 +435,44 @@ fn death_by_signal_is_128_plus_n() {
     ]);
     assert_eq!(o.status.code(), Some(139), "{}", stderr(&o));
 }
+
+/// `-t -i` fed from a pipe: at the end of our stdin the command must see end of input (the
+/// pty's EOF character), not wait forever.
+#[test]
+fn tty_with_piped_stdin_ends_at_eof() {
+    require_root!();
+    let n = unique_name("tty-pipe");
+    let _g = Ctr(n.clone());
+    let mut child = Command::new(BIN)
+        .args([
+            "launch",
+            "--rm",
+            "-t",
+            "-i",
+            "--no-proc-views",
+            "--name",
+            &n,
+            "--",
+            "sh",
+            "-c",
+            "while read l; do echo got:$l; done; echo end-of-input",
+        ])
+        .env("CGSIGHT_FS_MOUNTPOINT", views_mountpoint())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning cgsight");
+    // The last line has no newline: its EOF flushes it, a second ends the input.
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(b"one\ntwo").expect("writing stdin");
+    drop(input);
+    let mut g = ChildGuard::new(child);
+    let st = g.wait_timeout(PATIENCE);
+    let o = g.into_output();
+    assert_eq!(st.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o).replace('\r', "");
+    assert!(out.contains("got:one\n"), "{out:?}");
+    assert!(out.contains("end-of-input"), "{out:?}");
+    no_container_named(&n);
+}

@@ -795,6 +795,8 @@ pub struct TtyProxy {
     master: RawFd,
     forward_stdin: bool,
     saved: Option<nix::sys::termios::Termios>,
+    /// The last byte forwarded was not a newline (a pending partial line).
+    line_open: std::cell::Cell<bool>,
 }
 
 impl TtyProxy {
@@ -811,17 +813,44 @@ impl TtyProxy {
             master,
             forward_stdin,
             saved,
+            line_open: std::cell::Cell::new(false),
         };
         p.resize();
         p
     }
+    /// Copies our terminal's size (stdin's, else stdout's) to the container's pty.
     fn resize(&self) {
         let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
         // SAFETY: TIOCGWINSZ/TIOCSWINSZ with a valid winsize.
         unsafe {
-            if libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) == 0 {
+            if libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) == 0
+                || libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) == 0
+            {
                 libc::ioctl(self.master, libc::TIOCSWINSZ, &ws);
             }
+        }
+    }
+
+    /// Our stdin ended (e.g. `-t -i` fed from a pipe): type the pty's EOF character so the
+    /// command sees end of input instead of waiting forever, as `script` does. A pending
+    /// partial line takes one EOF to flush and a second to read as end of input.
+    fn send_eof(&self) {
+        let Ok(t) = nix::sys::termios::tcgetattr(unsafe {
+            // SAFETY: the master stays open for the lifetime of self.
+            std::os::fd::BorrowedFd::borrow_raw(self.master)
+        }) else {
+            return;
+        };
+        if !t
+            .local_flags
+            .contains(nix::sys::termios::LocalFlags::ICANON)
+        {
+            return;
+        }
+        let eof = t.control_chars[nix::sys::termios::SpecialCharacterIndices::VEOF as usize];
+        let n = if self.line_open.get() { 2 } else { 1 };
+        for _ in 0..n {
+            sys::write_all_fd(self.master, &[eof]);
         }
     }
 }
@@ -928,8 +957,10 @@ pub fn wait_loop(child: Pid, sfd: &SignalFd, tty: Option<TtyProxy>) -> u8 {
                 let r = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
                 if r <= 0 {
                     stdin_open = false;
+                    t.send_eof();
                 } else {
                     sys::write_all_fd(t.master, &buf[..r as usize]);
+                    t.line_open.set(buf[r as usize - 1] != b'\n');
                 }
             }
         }
