@@ -452,25 +452,35 @@ mod tests {
 
     #[test]
     fn a_thread_is_cached_until_it_exits() {
-        let Ok(h) = Hierarchies::detect() else {
-            return; // no cgroup filesystem here: nothing to resolve
-        };
+        let h = Hierarchies::detect().expect("cgroup hierarchies");
         let r = Resolver::new(h);
+        // Per-thread pidfds need PIDFD_THREAD (Linux 6.9); older kernels cache leaders only.
+        let thread_pidfds = pidfd_open_flags(gettid() as i32, PIDFD_THREAD).is_some();
         let tid = std::thread::scope(|s| {
             s.spawn(|| {
                 let tid = gettid();
                 let Caller::Reader(a) = r.resolve(tid) else {
                     panic!("a live thread of ours resolves");
                 };
-                let b = r.cached(tid).expect("second lookup is a cache hit");
-                assert!(a.host_pidns && b.host_pidns);
-                assert!(Arc::ptr_eq(&a.cg, &b.cg));
+                assert!(a.host_pidns);
+                match r.cached(tid) {
+                    Some(b) => {
+                        assert!(thread_pidfds, "a non-leader is cached without PIDFD_THREAD");
+                        assert!(b.host_pidns);
+                        assert!(Arc::ptr_eq(&a.cg, &b.cg));
+                    }
+                    None => assert!(!thread_pidfds, "second lookup is a cache hit"),
+                }
                 tid
             })
             .join()
-            .unwrap()
+            .expect("resolver thread")
         });
         // The thread is gone: its pidfd fails the check, whatever now holds the tid.
         assert!(r.cached(tid).is_none());
+        // The thread-group leader is cached on every kernel (a plain pidfd).
+        let me = std::process::id();
+        assert!(matches!(r.resolve(me), Caller::Reader(_)));
+        assert!(r.cached(me).is_some(), "the leader is cached");
     }
 }
