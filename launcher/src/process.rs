@@ -835,10 +835,9 @@ impl TtyProxy {
     /// command sees end of input instead of waiting forever, as `script` does. A pending
     /// partial line takes one EOF to flush and a second to read as end of input.
     fn send_eof(&self) {
-        let Ok(t) = nix::sys::termios::tcgetattr(unsafe {
-            // SAFETY: the master stays open for the lifetime of self.
-            std::os::fd::BorrowedFd::borrow_raw(self.master)
-        }) else {
+        // SAFETY: the master stays open for the lifetime of self.
+        let master = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.master) };
+        let Ok(t) = nix::sys::termios::tcgetattr(master) else {
             return;
         };
         if !t
