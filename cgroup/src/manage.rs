@@ -19,6 +19,18 @@ use crate::error::{Error, Result};
 use crate::layout::{Controller, Hierarchies, Version};
 use crate::parse::{self, join};
 
+/// Every controller a container cgroup lives in: the ones limits use, plus cpuacct and io for
+/// accounting and freezer for a race-free kill on v1.
+pub const CONTAINER_CONTROLLERS: [Controller; 7] = [
+    Controller::Cpu,
+    Controller::Cpuacct,
+    Controller::Cpuset,
+    Controller::Memory,
+    Controller::Io,
+    Controller::Pids,
+    Controller::Freezer,
+];
+
 /// Limits to apply. `None` leaves a setting as it is.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Resources {
@@ -38,15 +50,7 @@ pub struct Resources {
 impl Resources {
     /// The controllers a container cgroup is created in: the limited ones plus accounting.
     pub fn controllers(&self) -> Vec<Controller> {
-        vec![
-            Controller::Cpu,
-            Controller::Cpuacct,
-            Controller::Cpuset,
-            Controller::Memory,
-            Controller::Io,
-            Controller::Pids,
-            Controller::Freezer,
-        ]
+        CONTAINER_CONTROLLERS.to_vec()
     }
 }
 

@@ -79,26 +79,11 @@ pub fn exec(st: &State, req: &ExecRequest) -> Result<u8, LaunchError> {
         .unwrap_or_else(|| PathBuf::from("/"));
     nix::unistd::chdir(&wd).map_err(|e| l(format!("chdir {}: {e}", wd.display())))?;
 
-    let mut env: Vec<(String, String)> = vec![
-        (
-            "PATH".into(),
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-        ),
-        ("HOSTNAME".into(), st.spec.hostname.clone()),
-        ("HOME".into(), "/root".into()),
-    ];
-    if req.tty {
-        env.push(("TERM".into(), "xterm".into()));
-    }
-    for (k, v) in st.spec.env.iter().chain(req.env.iter()) {
-        env.retain(|(ek, _)| ek != k);
-        env.push((k.clone(), v.clone()));
-    }
-    let path_var = env
-        .iter()
-        .find(|(k, _)| k == "PATH")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default();
+    let (env, path_var) = crate::process::container_env(
+        &st.spec.hostname,
+        req.tty,
+        st.spec.env.iter().chain(req.env.iter()),
+    );
     let envc: Vec<CString> = env
         .iter()
         .map(|(k, v)| cstring(&format!("{k}={v}")))

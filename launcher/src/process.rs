@@ -327,20 +327,26 @@ struct ChildPlan {
     argv: Vec<CString>,
 }
 
-fn child_plan(spec: &ContainerSpec, p: &Prepared, m: &Managed) -> Result<ChildPlan, LaunchError> {
-    let dir = p.store.container_dir(&spec.id);
+/// The command's environment: docker's defaults (PATH, HOSTNAME, HOME, and TERM with a tty),
+/// then `overrides` in order, a later key replacing an earlier one. Also returns the PATH the
+/// command is looked up in.
+pub(crate) fn container_env<'a>(
+    hostname: &str,
+    tty: bool,
+    overrides: impl IntoIterator<Item = &'a (String, String)>,
+) -> (Vec<(String, String)>, String) {
     let mut env: Vec<(String, String)> = vec![
         (
             "PATH".into(),
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
         ),
-        ("HOSTNAME".into(), spec.hostname.clone()),
+        ("HOSTNAME".into(), hostname.to_owned()),
         ("HOME".into(), "/root".into()),
     ];
-    if spec.tty {
+    if tty {
         env.push(("TERM".into(), "xterm".into()));
     }
-    for (k, v) in &spec.env {
+    for (k, v) in overrides {
         env.retain(|(ek, _)| ek != k);
         env.push((k.clone(), v.clone()));
     }
@@ -349,6 +355,12 @@ fn child_plan(spec: &ContainerSpec, p: &Prepared, m: &Managed) -> Result<ChildPl
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
+    (env, path_var)
+}
+
+fn child_plan(spec: &ContainerSpec, p: &Prepared, m: &Managed) -> Result<ChildPlan, LaunchError> {
+    let dir = p.store.container_dir(&spec.id);
+    let (env, path_var) = container_env(&spec.hostname, spec.tty, &spec.env);
     let env = env
         .iter()
         .map(|(k, v)| cstring(&format!("{k}={v}")))

@@ -12,7 +12,8 @@ use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use cgsight_cgroup::{Controller, Hierarchies, Managed, Resources};
+use cgsight_cgroup::manage::CONTAINER_CONTROLLERS;
+use cgsight_cgroup::{Hierarchies, Managed, Resources};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -47,16 +48,8 @@ impl TestCgroup {
             path.contains("cgsight-test-"),
             "test cgroups must be named cgsight-test-*"
         );
-        let controllers = [
-            Controller::Cpu,
-            Controller::Cpuacct,
-            Controller::Cpuset,
-            Controller::Memory,
-            Controller::Io,
-            Controller::Pids,
-            Controller::Freezer,
-        ];
-        let managed = Managed::create(h, path, &controllers).expect("create test cgroup");
+
+        let managed = Managed::create(h, path, &CONTAINER_CONTROLLERS).expect("create test cgroup");
         let tc = TestCgroup {
             managed,
             path: path.to_owned(),
