@@ -10,6 +10,7 @@ SCRAPES=${SCRAPES:-40}
 TAG="cgsight-bench-$$"
 PIDS=()
 cleanup() {
+  rm -f "${RES:-}"
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
   for d in /sys/fs/cgroup/*/"$TAG"-* /sys/fs/cgroup/"$TAG"-*; do
     [ -d "$d" ] || continue
