@@ -60,7 +60,7 @@ fn limits_read_back_and_usage_moves() {
     ]));
     let usage = wait_for(
         "64 MiB charged to the cgroup",
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         || {
             let u = cg.memory().ok()?.usage;
             (u >= 60 * MIB).then_some(u)
