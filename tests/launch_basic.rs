@@ -319,18 +319,7 @@ fn exec_joins_the_pid_namespace() {
     require_root!();
     let n = unique_name("exec");
     let _g = Ctr(n.clone());
-    let o = cgsight(&[
-        "launch",
-        "-d",
-        "--no-proc-views",
-        "--name",
-        &n,
-        "--",
-        "sleep",
-        "300",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let id = stdout(&o).trim().to_owned();
+    let id = launch_detached(&n, &["sleep", "300"]);
     let o = cgsight(&[
         "exec",
         &id[..16],
@@ -387,18 +376,7 @@ fn killed_supervisor_is_cleaned_by_rm() {
     require_root!();
     let n = unique_name("dead");
     let _g = Ctr(n.clone());
-    let o = cgsight(&[
-        "launch",
-        "-d",
-        "--no-proc-views",
-        "--name",
-        &n,
-        "--",
-        "sleep",
-        "300",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let id = stdout(&o).trim().to_owned();
+    let id = launch_detached(&n, &["sleep", "300"]);
     let v = inspect(&n).unwrap();
     let sup = v["supervisor_pid"].as_i64().unwrap() as i32;
     // SAFETY: killing the supervisor we started.

@@ -59,6 +59,15 @@ pub fn views_mountpoint() -> &'static str {
     })
 }
 
+/// `cgsight launch -d --no-proc-views --name NAME -- CMD...`; returns the container id.
+pub fn launch_detached(name: &str, cmd: &[&str]) -> String {
+    let mut args = vec!["launch", "-d", "--no-proc-views", "--name", name, "--"];
+    args.extend_from_slice(cmd);
+    let o = cgsight(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    stdout(&o).trim().to_owned()
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
