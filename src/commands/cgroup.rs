@@ -21,11 +21,10 @@ pub struct Args {
 pub fn run(a: Args) -> Result<u8> {
     let h = Hierarchies::detect().context("detecting cgroup hierarchies")?;
     let (pid, cg) = resolve(&h, a.target.as_deref())?;
-    let report = report(&h, pid, &cg);
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", serde_json::to_string_pretty(&report(&h, pid, &cg))?);
     } else {
-        print_text(&h, pid, &cg, &report);
+        print_text(&h, pid, &cg);
     }
     Ok(0)
 }
@@ -87,7 +86,9 @@ fn report(h: &Hierarchies, pid: Option<i32>, cg: &Cgroup) -> Value {
     })
 }
 
-fn print_text(h: &Hierarchies, pid: Option<i32>, cg: &Cgroup, _r: &Value) {
+fn print_text(h: &Hierarchies, pid: Option<i32>, cg: &Cgroup) {
+    // Each accounting file is read once.
+    let memory = cg.memory();
     println!("layout:  {}", h.layout);
     if let Some(pid) = pid {
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
@@ -101,15 +102,16 @@ fn print_text(h: &Hierarchies, pid: Option<i32>, cg: &Cgroup, _r: &Value) {
         println!("  {:<8} V2 {}", "cgroup2", u.display());
     }
     println!("limits:");
-    match (cg.memory(), cg.effective_memory_limit()) {
+    match (&memory, cg.effective_memory_limit()) {
         (Ok(m), Ok(eff)) => println!(
             "  memory      {} (effective, with ancestors: {})",
             fmt::limit(m.limit),
             fmt::limit(eff)
         ),
-        (Err(e), _) | (_, Err(e)) => println!("  memory      unavailable: {e}"),
+        (Err(e), _) => println!("  memory      unavailable: {e}"),
+        (_, Err(e)) => println!("  memory      unavailable: {e}"),
     }
-    if let Ok(Some(s)) = cg.memory().map(|m| m.swap) {
+    if let Ok(Some(s)) = memory.as_ref().map(|m| &m.swap) {
         println!("  swap        {}", fmt::limit(s.limit));
     }
     match cg.cpu_limits() {
@@ -142,7 +144,7 @@ fn print_text(h: &Hierarchies, pid: Option<i32>, cg: &Cgroup, _r: &Value) {
         Err(e) => println!("  pids        unavailable: {e}"),
     }
     println!("usage:");
-    match cg.memory() {
+    match &memory {
         Ok(m) => println!(
             "  memory      {} (working set {}, peak {}, failcnt {}), swap {}",
             fmt::bytes(m.usage),
@@ -150,6 +152,7 @@ fn print_text(h: &Hierarchies, pid: Option<i32>, cg: &Cgroup, _r: &Value) {
             m.peak.map_or("-".into(), fmt::bytes),
             m.failcnt.map_or("-".into(), |f| f.to_string()),
             m.swap
+                .as_ref()
                 .map_or("not accounted".into(), |s| fmt::bytes(s.usage)),
         ),
         Err(e) => println!("  memory      unavailable: {e}"),
