@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cgsight_cgroup::{cpu, io, Controller, ControllerDir, Version};
+use cgsight_cgroup::{cpu, io, pressure, Controller, ControllerDir, Version};
 
 use crate::cgfiles;
 use crate::host::{self, Host};
@@ -395,14 +395,8 @@ impl Engine {
         let Ok(Some(t)) = s.files.read(u, "cpu.pressure") else {
             return 0;
         };
-        t.lines()
-            .find(|l| l.starts_with("some"))
-            .and_then(|l| {
-                l.split_ascii_whitespace()
-                    .find_map(|kv| kv.strip_prefix("total="))
-            })
-            .and_then(|v| v.parse::<u64>().ok())
-            .map_or(0, |us| us * 1000)
+        // The path only names the file in a parse error, which is discarded here.
+        pressure::parse_psi(Path::new("cpu.pressure"), &t).map_or(0, |p| p.some.total_us * 1000)
     }
 
     fn stat(&self, r: &Reader, l: &Limits) -> VResult<String> {
