@@ -235,6 +235,29 @@ pub struct PsArgs {
     quiet: bool,
 }
 
+/// Runs `f` on each named container. A name that matches none is reported and, like an `f`
+/// that returns non-zero, makes the exit code 1; the remaining names are still processed.
+fn for_each_container(
+    queries: &[String],
+    mut f: impl FnMut(Store, State) -> anyhow::Result<u8>,
+) -> anyhow::Result<u8> {
+    let mut rc = 0;
+    for q in queries {
+        match find(q) {
+            Ok((store, st)) => {
+                if f(store, st)? != 0 {
+                    rc = 1;
+                }
+            }
+            Err(e) => {
+                eprintln!("cgsight: {e}");
+                rc = 1;
+            }
+        }
+    }
+    Ok(rc)
+}
+
 fn human_bytes(b: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = b as f64;
@@ -420,16 +443,7 @@ pub struct StopArgs {
 }
 
 pub fn stop(a: StopArgs) -> anyhow::Result<u8> {
-    let mut rc = 0;
-    for q in &a.containers {
-        let (store, st) = match find(q) {
-            Ok(x) => x,
-            Err(e) => {
-                eprintln!("cgsight: {e}");
-                rc = 1;
-                continue;
-            }
-        };
+    for_each_container(&a.containers, |store, st| {
         if st.status == Status::Running {
             if let Some(p) = st.pid {
                 // SAFETY: kill with a pid and signal number.
@@ -441,8 +455,8 @@ pub fn stop(a: StopArgs) -> anyhow::Result<u8> {
             }
         }
         println!("{}", st.name);
-    }
-    Ok(rc)
+        Ok(0)
+    })
 }
 
 #[derive(clap::Args)]
@@ -480,30 +494,22 @@ pub fn kill(a: KillArgs) -> anyhow::Result<u8> {
             return Ok(EXIT_LAUNCHER);
         }
     };
-    let mut rc = 0;
-    for q in &a.containers {
-        match find(q) {
-            Ok((_, st)) if st.status == Status::Running => {
-                if let Some(p) = st.pid {
-                    // SAFETY: kill with a pid and signal number.
-                    if unsafe { libc::kill(p, sig) } != 0 {
-                        eprintln!("cgsight: kill {p}: {}", std::io::Error::last_os_error());
-                        rc = 1;
-                    }
-                }
-                println!("{}", st.name);
-            }
-            Ok((_, st)) => {
-                eprintln!("cgsight: container {} is not running", st.name);
-                rc = 1;
-            }
-            Err(e) => {
-                eprintln!("cgsight: {e}");
+    for_each_container(&a.containers, |_, st| {
+        if st.status != Status::Running {
+            eprintln!("cgsight: container {} is not running", st.name);
+            return Ok(1);
+        }
+        let mut rc = 0;
+        if let Some(p) = st.pid {
+            // SAFETY: kill with a pid and signal number.
+            if unsafe { libc::kill(p, sig) } != 0 {
+                eprintln!("cgsight: kill {p}: {}", std::io::Error::last_os_error());
                 rc = 1;
             }
         }
-    }
-    Ok(rc)
+        println!("{}", st.name);
+        Ok(rc)
+    })
 }
 
 #[derive(clap::Args)]
@@ -534,24 +540,14 @@ fn remove(store: &Store, st: &State) -> anyhow::Result<()> {
 }
 
 pub fn rm(a: RmArgs) -> anyhow::Result<u8> {
-    let mut rc = 0;
-    for q in &a.containers {
-        let (store, st) = match find(q) {
-            Ok(x) => x,
-            Err(e) => {
-                eprintln!("cgsight: {e}");
-                rc = 1;
-                continue;
-            }
-        };
+    for_each_container(&a.containers, |store, st| {
         if st.status == Status::Running {
             if !a.force {
                 eprintln!(
                     "cgsight: container {} is running: stop it first or use rm -f",
                     st.name
                 );
-                rc = 1;
-                continue;
+                return Ok(1);
             }
             kill_cgroup(&st);
             wait_exited(&store, &st.id, Duration::from_secs(10));
@@ -564,14 +560,16 @@ pub fn rm(a: RmArgs) -> anyhow::Result<u8> {
             }
         }
         match remove(&store, &st) {
-            Ok(()) => println!("{}", st.name),
+            Ok(()) => {
+                println!("{}", st.name);
+                Ok(0)
+            }
             Err(e) => {
                 eprintln!("cgsight: {e:#}");
-                rc = 1;
+                Ok(1)
             }
         }
-    }
-    Ok(rc)
+    })
 }
 
 #[derive(clap::Args)]
@@ -583,16 +581,7 @@ pub struct InspectArgs {
 pub fn inspect(a: InspectArgs) -> anyhow::Result<u8> {
     let h = Hierarchies::detect()?;
     let mut out = Vec::new();
-    let mut rc = 0;
-    for q in &a.containers {
-        let (store, st) = match find(q) {
-            Ok(x) => x,
-            Err(e) => {
-                eprintln!("cgsight: {e}");
-                rc = 1;
-                continue;
-            }
-        };
+    let rc = for_each_container(&a.containers, |store, st| {
         let m = Managed::open(&h, &st.cgroup_path);
         let dir = store.container_dir(&st.id);
         let mut v = serde_json::to_value(&st)?;
@@ -615,7 +604,8 @@ pub fn inspect(a: InspectArgs) -> anyhow::Result<u8> {
             }
         }
         out.push(v);
-    }
+        Ok(0)
+    })?;
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(rc)
 }
