@@ -160,18 +160,7 @@ fn bad_inputs_exit_125_with_one_line() {
     assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
     // duplicate name
     let _g = Ctr(n.clone());
-    let o = cgsight(&[
-        "launch",
-        "-d",
-        "--no-proc-views",
-        "--name",
-        &n,
-        "--",
-        "sleep",
-        "30",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let id = stdout(&o).trim().to_owned();
+    let id = launch_detached(&n, &["sleep", "30"]);
     let o = cgsight(&[
         "launch",
         "--rm",
