@@ -211,9 +211,8 @@ impl Cgroup {
     pub fn effective_swap_limit(&self) -> Result<Option<u64>> {
         let d = self.need(Controller::Memory)?;
         min_over(d, |p| {
-            let usage = 0;
             let limit = memory::read_limit(p, d.version)?;
-            Ok(memory::read_swap(p, d.version, usage, limit)?.and_then(|s| s.limit))
+            Ok(memory::read_swap_limits(p, d.version, limit)?.and_then(|(swap, _)| swap))
         })
     }
 }

@@ -159,41 +159,52 @@ pub fn read_stat(dir: &Path, v: Version) -> Result<MemoryStat> {
     MemoryStat::parse(&p, v, &text)
 }
 
-pub fn read_swap(dir: &Path, v: Version, usage: u64, limit: Option<u64>) -> Result<Option<Swap>> {
+/// Swap limits from the limit files only: `(swap-only limit, v1 raw memory+swap limit)`, each
+/// None when unlimited; the outer None means swap is not accounted. `limit` is the memory limit.
+pub fn read_swap_limits(
+    dir: &Path,
+    v: Version,
+    limit: Option<u64>,
+) -> Result<Option<(Option<u64>, Option<u64>)>> {
     match v {
         Version::V1 => {
-            let Some(u) = parse::read_opt(&join(dir, "memory.memsw.usage_in_bytes"))? else {
+            let p = join(dir, "memory.memsw.limit_in_bytes");
+            let Some(t) = parse::read_opt(&p)? else {
                 return Ok(None);
             };
-            let memsw_usage =
-                parse::u64_of(&join(dir, "memory.memsw.usage_in_bytes"), "bytes", &u)?;
-            let memsw_limit = parse::read_limit(&join(dir, "memory.memsw.limit_in_bytes"))?;
+            let memsw_limit = parse::limit_of(&p, &t)?;
             let swap_limit = match (memsw_limit, limit) {
                 (Some(ms), Some(m)) => Some(ms.saturating_sub(m)),
                 (Some(ms), None) => Some(ms),
                 (None, _) => None,
             };
-            Ok(Some(Swap {
-                usage: memsw_usage.saturating_sub(usage),
-                limit: swap_limit,
-                memsw_limit,
-            }))
+            Ok(Some((swap_limit, memsw_limit)))
         }
         Version::V2 => {
-            let Some(cur) = parse::read_u64_opt(&join(dir, "memory.swap.current"))? else {
-                return Ok(None);
-            };
-            let limit = match parse::read_opt(&join(dir, "memory.swap.max"))? {
-                Some(t) => parse::limit_of(&join(dir, "memory.swap.max"), &t)?,
-                None => None,
-            };
-            Ok(Some(Swap {
-                usage: cur,
-                limit,
-                memsw_limit: None,
-            }))
+            let p = join(dir, "memory.swap.max");
+            match parse::read_opt(&p)? {
+                Some(t) => Ok(Some((parse::limit_of(&p, &t)?, None))),
+                None => Ok(None),
+            }
         }
     }
+}
+
+pub fn read_swap(dir: &Path, v: Version, usage: u64, limit: Option<u64>) -> Result<Option<Swap>> {
+    let used = match v {
+        Version::V1 => parse::read_u64_opt(&join(dir, "memory.memsw.usage_in_bytes"))?
+            .map(|memsw| memsw.saturating_sub(usage)),
+        Version::V2 => parse::read_u64_opt(&join(dir, "memory.swap.current"))?,
+    };
+    let Some(used) = used else {
+        return Ok(None);
+    };
+    let (limit, memsw_limit) = read_swap_limits(dir, v, limit)?.unwrap_or((None, None));
+    Ok(Some(Swap {
+        usage: used,
+        limit,
+        memsw_limit,
+    }))
 }
 
 pub fn read(dir: &Path, v: Version) -> Result<Memory> {
