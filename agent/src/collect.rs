@@ -17,7 +17,7 @@ use cgsight_cgroup::pressure::Pressure;
 use cgsight_cgroup::{Cgroup, Controller, Error as CgError, Hierarchies, Version};
 
 use crate::discover::{self, Kind};
-use crate::exposition::{label_prefix, Enc, Type};
+use crate::exposition::{label_prefix, Enc, Type, Val};
 use crate::labels::Labeler;
 use crate::netdev::{self, Iface};
 
@@ -445,34 +445,30 @@ impl Collector {
                 e.sample(p, &[], ns_to_s(c.system_ns));
             }
         }
-        e.family(
-            "container_cpu_cfs_periods_total",
-            "Number of elapsed enforcement period intervals.",
-            Type::Counter,
-        );
-        for (s, p) in it() {
-            if let Some(t) = &s.throttling {
-                e.sample(p, &[], t.periods);
-            }
-        }
-        e.family(
-            "container_cpu_cfs_throttled_periods_total",
-            "Number of throttled period intervals.",
-            Type::Counter,
-        );
-        for (s, p) in it() {
-            if let Some(t) = &s.throttling {
-                e.sample(p, &[], t.throttled_periods);
-            }
-        }
-        e.family(
-            "container_cpu_cfs_throttled_seconds_total",
-            "Total time duration the container has been throttled.",
-            Type::Counter,
-        );
-        for (s, p) in it() {
-            if let Some(t) = &s.throttling {
-                e.sample(p, &[], ns_to_s(t.throttled_ns));
+        type ThrF = fn(&Throttling) -> Val;
+        let throttling_families: [(&'static str, &str, ThrF); 3] = [
+            (
+                "container_cpu_cfs_periods_total",
+                "Number of elapsed enforcement period intervals.",
+                |t| t.periods.into(),
+            ),
+            (
+                "container_cpu_cfs_throttled_periods_total",
+                "Number of throttled period intervals.",
+                |t| t.throttled_periods.into(),
+            ),
+            (
+                "container_cpu_cfs_throttled_seconds_total",
+                "Total time duration the container has been throttled.",
+                |t| ns_to_s(t.throttled_ns).into(),
+            ),
+        ];
+        for (name, help, f) in throttling_families {
+            e.family(name, help, Type::Counter);
+            for (s, p) in it() {
+                if let Some(t) = &s.throttling {
+                    e.sample(p, &[], f(t));
+                }
             }
         }
 
@@ -608,24 +604,25 @@ impl Collector {
                 e.sample(p, &[], n as u64);
             }
         }
-        e.family(
-            "container_threads",
-            "Number of threads running inside the container.",
-            Type::Gauge,
-        );
-        for (s, p) in it() {
-            if let Some(pi) = &s.pids {
-                e.sample(p, &[], pi.current);
-            }
-        }
-        e.family(
-            "container_threads_max",
-            "Maximum number of threads allowed inside the container (0 = unlimited).",
-            Type::Gauge,
-        );
-        for (s, p) in it() {
-            if let Some(pi) = &s.pids {
-                e.sample(p, &[], limit_or_zero(pi.max));
+        type PidsF = fn(&Pids) -> u64;
+        let threads_families: [(&'static str, &str, PidsF); 2] = [
+            (
+                "container_threads",
+                "Number of threads running inside the container.",
+                |pi| pi.current,
+            ),
+            (
+                "container_threads_max",
+                "Maximum number of threads allowed inside the container (0 = unlimited).",
+                |pi| limit_or_zero(pi.max),
+            ),
+        ];
+        for (name, help, f) in threads_families {
+            e.family(name, help, Type::Gauge);
+            for (s, p) in it() {
+                if let Some(pi) = &s.pids {
+                    e.sample(p, &[], f(pi));
+                }
             }
         }
 
