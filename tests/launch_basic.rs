@@ -109,15 +109,7 @@ fn missing_command_is_127_and_leaves_nothing() {
     require_root!();
     let n = unique_name("nf");
     let _g = Ctr(n.clone());
-    let o = cgsight(&[
-        "launch",
-        "--rm",
-        "--no-proc-views",
-        "--name",
-        &n,
-        "--",
-        "no-such-cmd-cgsight",
-    ]);
+    let o = launch_rm(&n, &["no-such-cmd-cgsight"]);
     assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
     assert!(stderr(&o).contains("not found"), "{}", stderr(&o));
     no_container_named(&n);
@@ -161,15 +153,7 @@ fn bad_inputs_exit_125_with_one_line() {
     // duplicate name
     let _g = Ctr(n.clone());
     let id = launch_detached(&n, &["sleep", "30"]);
-    let o = cgsight(&[
-        "launch",
-        "--rm",
-        "--no-proc-views",
-        "--name",
-        &n,
-        "--",
-        "true",
-    ]);
+    let o = launch_rm(&n, &["true"]);
     assert_eq!(o.status.code(), Some(125));
     assert!(stderr(&o).contains("already in use"), "{}", stderr(&o));
     assert!(cgsight(&["rm", "-f", &n]).status.success());

@@ -68,6 +68,13 @@ pub fn launch_detached(name: &str, cmd: &[&str]) -> String {
     stdout(&o).trim().to_owned()
 }
 
+/// `cgsight launch --rm --no-proc-views --name NAME -- CMD...` in the foreground.
+pub fn launch_rm(name: &str, cmd: &[&str]) -> Output {
+    let mut args = vec!["launch", "--rm", "--no-proc-views", "--name", name, "--"];
+    args.extend_from_slice(cmd);
+    cgsight(&args)
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
