@@ -500,11 +500,14 @@ impl Collector {
         for (s, p) in it() {
             let Some(m) = &s.mem else { continue };
             let raw = &m.stat.raw;
-            for (ft, key) in [("pgfault", "pgfault"), ("pgmajfault", "pgmajfault")] {
+            for (ft, key, total_key) in [
+                ("pgfault", "pgfault", "total_pgfault"),
+                ("pgmajfault", "pgmajfault", "total_pgmajfault"),
+            ] {
                 // v1: plain keys are this cgroup only, total_* include descendants; v2 is
                 // hierarchical only.
                 let own = raw.get(key).copied().unwrap_or(0);
-                let hier = raw.get(&format!("total_{key}")).copied().unwrap_or(own);
+                let hier = raw.get(total_key).copied().unwrap_or(own);
                 e.sample(p, &[("failure_type", ft), ("scope", "container")], own);
                 e.sample(p, &[("failure_type", ft), ("scope", "hierarchy")], hier);
             }
