@@ -282,13 +282,25 @@ fn interactive_without_tty_pipes_stdin() {
     assert!(stdout(&o) == payload, "stdout differs from stdin");
     no_container_named(&n);
 
-    // Without -i the command's stdin is /dev/null, whatever ours is.
-    let o = Command::new(BIN)
+    // Without -i the command's stdin is /dev/null, whatever ours is: data waiting on our stdin
+    // must not reach cat (an empty, closed pipe alone would give "" even if it were forwarded).
+    let mut child = Command::new(BIN)
         .args(["launch", "--rm", "--no-proc-views", "--", "cat"])
         .env("CGSIGHT_FS_MOUNTPOINT", views_mountpoint())
         .stdin(Stdio::piped())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("running cgsight");
+    let mut stdin = child.stdin.take().expect("stdin pipe");
+    // Fits in the pipe buffer, so this does not block whether or not anyone reads it; a broken
+    // pipe only means cgsight already exited without reading it.
+    match stdin.write_all(b"must-not-arrive\n") {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => panic!("writing stdin: {e}"),
+        _ => {}
+    }
+    drop(stdin);
+    let o = child.wait_with_output().expect("waiting for cgsight");
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stdout(&o), "");
 }
