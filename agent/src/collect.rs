@@ -744,15 +744,15 @@ impl Collector {
 
         // Pressure (cgroup2 PSI files; absent on pure v1).
         type PsiF = fn(&Pressure) -> Option<&cgsight_cgroup::pressure::Psi>;
-        let psi: [(&'static str, &'static str, &str, PsiF, bool); 6] = [
-            ("container_pressure_cpu_waiting_seconds_total", "Total time duration tasks in the container have waited due to CPU congestion.", "", |p| p.cpu.as_ref(), false),
-            ("container_pressure_cpu_stalled_seconds_total", "Total time duration no tasks in the container could make progress due to CPU congestion.", "", |p| p.cpu.as_ref(), true),
-            ("container_pressure_memory_waiting_seconds_total", "Total time duration tasks in the container have waited due to memory congestion.", "", |p| p.memory.as_ref(), false),
-            ("container_pressure_memory_stalled_seconds_total", "Total time duration no tasks in the container could make progress due to memory congestion.", "", |p| p.memory.as_ref(), true),
-            ("container_pressure_io_waiting_seconds_total", "Total time duration tasks in the container have waited due to IO congestion.", "", |p| p.io.as_ref(), false),
-            ("container_pressure_io_stalled_seconds_total", "Total time duration no tasks in the container could make progress due to IO congestion.", "", |p| p.io.as_ref(), true),
+        let psi: [(&'static str, &'static str, PsiF, bool); 6] = [
+            ("container_pressure_cpu_waiting_seconds_total", "Total time duration tasks in the container have waited due to CPU congestion.", |p| p.cpu.as_ref(), false),
+            ("container_pressure_cpu_stalled_seconds_total", "Total time duration no tasks in the container could make progress due to CPU congestion.", |p| p.cpu.as_ref(), true),
+            ("container_pressure_memory_waiting_seconds_total", "Total time duration tasks in the container have waited due to memory congestion.", |p| p.memory.as_ref(), false),
+            ("container_pressure_memory_stalled_seconds_total", "Total time duration no tasks in the container could make progress due to memory congestion.", |p| p.memory.as_ref(), true),
+            ("container_pressure_io_waiting_seconds_total", "Total time duration tasks in the container have waited due to IO congestion.", |p| p.io.as_ref(), false),
+            ("container_pressure_io_stalled_seconds_total", "Total time duration no tasks in the container could make progress due to IO congestion.", |p| p.io.as_ref(), true),
         ];
-        for (name, help, _, f, full) in psi {
+        for (name, help, f, full) in psi {
             e.family(name, help, Type::Counter);
             for (s, p) in it() {
                 let Some(ps) = s.psi.as_ref().and_then(f) else {
