@@ -75,6 +75,8 @@ pub struct Collector {
     errors: BTreeMap<&'static str, u64>,
     last_logged: HashMap<&'static str, Instant>,
     host_netns: Option<u64>,
+    /// The root cgroup's net/dev: pid 1's when we can see its namespace, else our own.
+    host_netdev: &'static str,
     boot_time: f64,
     cpu_cores: u64,
     mem_total: u64,
@@ -93,6 +95,11 @@ impl Collector {
             errors: ERROR_KINDS.iter().map(|k| (*k, 0)).collect(),
             last_logged: HashMap::new(),
             host_netns: netns_inode(1).or_else(|| netns_of("/proc/self/ns/net")),
+            host_netdev: if netns_inode(1).is_some() {
+                "/proc/1/net/dev"
+            } else {
+                "/proc/self/net/dev"
+            },
             boot_time: boot_time().unwrap_or(0.0),
             cpu_cores: online_cpus(),
             mem_total: mem_total().unwrap_or(0),
@@ -333,13 +340,7 @@ impl Collector {
         cache: &mut HashMap<u64, Option<Rc<Vec<Iface>>>>,
     ) -> Option<Rc<Vec<Iface>>> {
         let (ino, file) = if *kind == Kind::Root {
-            let ino = self.host_netns?;
-            let file = if netns_inode(1) == Some(ino) {
-                "/proc/1/net/dev".to_owned()
-            } else {
-                "/proc/self/net/dev".to_owned()
-            };
-            (ino, file)
+            (self.host_netns?, self.host_netdev.to_owned())
         } else {
             let pid = pid?;
             let ino = netns_inode(pid)?;
