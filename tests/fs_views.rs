@@ -42,7 +42,7 @@ impl Server {
             _mount: MountGuard::new(&mp),
             mp,
         };
-        wait_for("the fs to serve", Duration::from_secs(20), || {
+        wait_for("the fs to serve", Duration::from_secs(60), || {
             cgsight_fusefs::is_serving(&s.mp).then_some(())
         });
         s

@@ -48,7 +48,7 @@ pub fn views_mountpoint() -> &'static str {
         });
         assert!(rx.recv().unwrap_or(false), "starting cgsight fs");
         let probe = format!("{mp}/proc/uptime");
-        cgsight_testkit::wait_for("cgsight fs to serve", Duration::from_secs(20), || {
+        cgsight_testkit::wait_for("cgsight fs to serve", Duration::from_secs(60), || {
             let mounted = std::fs::read_to_string("/proc/self/mountinfo")
                 .ok()?
                 .lines()
