@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, IoctlFlags,
-    LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty,
-    ReplyEntry, ReplyIoctl, ReplyOpen, Request,
+    FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    IoctlFlags, KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, Request,
 };
 
 use crate::engine::Engine;
@@ -30,7 +30,7 @@ const MAX_CPUS: u64 = 8192;
 
 /// Static parts never change; per-caller ones (the cpuN entries) must not be cached, because
 /// the kernel's dentry cache is shared by every caller.
-const TTL_STATIC: Duration = Duration::from_secs(10);
+pub(crate) const TTL_STATIC: Duration = Duration::from_secs(10);
 const TTL_NONE: Duration = Duration::ZERO;
 
 fn file_ino(f: File) -> u64 {
@@ -94,7 +94,15 @@ fn exists(ino: u64) -> bool {
 
 const SHARDS: usize = 16;
 
-pub struct CgFs {
+/// Negative errno values are the transports' business; the tree answers with plain errnos.
+pub type Errno = i32;
+
+/// One directory entry: inode, is it a directory, name.
+pub type DirEntry = (u64, bool, std::borrow::Cow<'static, str>);
+
+/// The tree and its per-open snapshots, shared by both transports (fuser over /dev/fuse, and
+/// the io_uring queues), so file handles are unique across them.
+pub struct Tree {
     engine: Arc<Engine>,
     next_fh: AtomicU64,
     /// Per-open snapshots for reads at offset > 0, sharded to keep threads off one lock.
@@ -102,9 +110,9 @@ pub struct CgFs {
     born: SystemTime,
 }
 
-impl CgFs {
-    pub fn new(engine: Arc<Engine>) -> CgFs {
-        CgFs {
+impl Tree {
+    pub fn new(engine: Arc<Engine>) -> Tree {
+        Tree {
             engine,
             next_fh: AtomicU64::new(1),
             snaps: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
@@ -118,16 +126,137 @@ impl CgFs {
             .unwrap_or_else(|e| e.into_inner())
     }
 
+    pub fn born(&self) -> SystemTime {
+        self.born
+    }
+
+    pub fn is_dir(ino: u64) -> bool {
+        is_dir(ino)
+    }
+
+    pub fn exists(ino: u64) -> bool {
+        exists(ino)
+    }
+
+    fn cpu_index(name: &str) -> Option<u64> {
+        let n = name.strip_prefix("cpu")?;
+        if n.is_empty()
+            || !n.bytes().all(|b| b.is_ascii_digit())
+            || (n.len() > 1 && n.starts_with('0'))
+        {
+            return None;
+        }
+        n.parse().ok().filter(|&n| n < MAX_CPUS)
+    }
+
+    /// The inode of `name` in `parent` and how long the kernel may cache the answer.
+    pub fn lookup(&self, parent: u64, name: &[u8], pid: u32) -> Result<(u64, Duration), Errno> {
+        let name = std::str::from_utf8(name).map_err(|_| libc::ENOENT)?;
+        if let Some(e) = static_entries()
+            .iter()
+            .find(|e| e.0 == parent && e.1 == name)
+        {
+            return Ok((e.2, TTL_STATIC));
+        }
+        if parent == CPU {
+            if let Some(n) = Self::cpu_index(name) {
+                if (n as usize) < self.engine.cpu_dirs(pid) {
+                    return Ok((CPU_DIR_BASE + n, TTL_NONE));
+                }
+            }
+        }
+        Err(libc::ENOENT)
+    }
+
+    /// A new handle for a read-only open of a file.
+    pub fn open(&self, ino: u64, flags: i32) -> Result<u64, Errno> {
+        if ino_file(ino).is_none() {
+            return Err(libc::EISDIR);
+        }
+        if flags & libc::O_ACCMODE != libc::O_RDONLY {
+            return Err(libc::EACCES);
+        }
+        Ok(self.next_fh.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The bytes a read at `offset` returns: the whole snapshot and the range of it.
+    pub fn read(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        size: u32,
+        pid: u32,
+    ) -> Result<(Arc<Vec<u8>>, std::ops::Range<usize>), Errno> {
+        let f = ino_file(ino).ok_or(libc::EISDIR)?;
+        // Offset 0 regenerates (top keeps the fd and lseek(0)s every frame); later offsets
+        // continue the snapshot taken then, so chunked reads see one consistent file.
+        let snap = if offset == 0 {
+            None
+        } else {
+            self.shard(fh).get(&fh).cloned()
+        };
+        let data = match snap {
+            Some(d) => d,
+            None => {
+                let d = Arc::new(self.engine.generate(f, pid));
+                self.shard(fh).insert(fh, d.clone());
+                d
+            }
+        };
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(data.len());
+        let end = start.saturating_add(size as usize).min(data.len());
+        Ok((data, start..end))
+    }
+
+    pub fn release(&self, fh: u64) {
+        self.shard(fh).remove(&fh);
+    }
+
+    /// The listing of a directory as the caller sees it (cpuN entries are per caller).
+    pub fn dir_entries(&self, ino: u64, pid: u32) -> Result<Vec<DirEntry>, Errno> {
+        if !is_dir(ino) {
+            return Err(libc::ENOTDIR);
+        }
+        let mut entries: Vec<DirEntry> =
+            vec![(ino, true, ".".into()), (parent_of(ino), true, "..".into())];
+        for e in static_entries().iter().filter(|e| e.0 == ino) {
+            entries.push((e.2, e.3 == FileType::Directory, e.1.into()));
+        }
+        if ino == CPU {
+            let n = self.engine.cpu_dirs(pid) as u64;
+            for i in 0..n.min(MAX_CPUS) {
+                entries.push((CPU_DIR_BASE + i, true, format!("cpu{i}").into()));
+            }
+        }
+        Ok(entries)
+    }
+}
+
+/// The fuser side: the /dev/fuse transport, and the INIT that may switch to io_uring.
+pub struct CgFs {
+    tree: Arc<Tree>,
+    uring: Option<crate::uring::Pending>,
+}
+
+impl CgFs {
+    pub fn new(tree: Arc<Tree>, uring: Option<crate::uring::Pending>) -> CgFs {
+        CgFs { tree, uring }
+    }
+
     fn attr(&self, ino: u64) -> FileAttr {
         let dir = is_dir(ino);
+        let born = self.tree.born;
         FileAttr {
             ino: INodeNo(ino),
             size: 0,
             blocks: 0,
-            atime: self.born,
-            mtime: self.born,
-            ctime: self.born,
-            crtime: self.born,
+            atime: born,
+            mtime: born,
+            ctime: born,
+            crtime: born,
             kind: if dir {
                 FileType::Directory
             } else {
@@ -142,59 +271,57 @@ impl CgFs {
             flags: 0,
         }
     }
+}
 
-    fn cpu_index(name: &str) -> Option<u64> {
-        let n = name.strip_prefix("cpu")?;
-        if n.is_empty()
-            || !n.bytes().all(|b| b.is_ascii_digit())
-            || (n.len() > 1 && n.starts_with('0'))
-        {
-            return None;
-        }
-        n.parse().ok().filter(|&n| n < MAX_CPUS)
-    }
+fn errno(e: Errno) -> fuser::Errno {
+    fuser::Errno::from_i32(e)
 }
 
 impl Filesystem for CgFs {
-    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let Some(name) = name.to_str() else {
-            return reply.error(Errno::ENOENT);
-        };
-        if let Some(e) = static_entries()
-            .iter()
-            .find(|e| e.0 == parent.0 && e.1 == name)
-        {
-            return reply.entry(&TTL_STATIC, &self.attr(e.2), Generation(0));
-        }
-        if parent.0 == CPU {
-            if let Some(n) = Self::cpu_index(name) {
-                if (n as usize) < self.engine.cpu_dirs(req.pid()) {
-                    let ino = CPU_DIR_BASE + n;
-                    return reply.entry(&TTL_NONE, &self.attr(ino), Generation(0));
-                }
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Reads never need more than this per request (the biggest view is a few pages per
+        // CPU); it also sizes each io_uring payload buffer, which the kernel wants as large as
+        // max(max_write, max_pages pages).
+        let _ = config.set_max_write(crate::uring::PAYLOAD as u32);
+        let _ = config.set_max_readahead(crate::uring::PAYLOAD as u32);
+        if let Some(p) = self.uring.take() {
+            if config
+                .capabilities()
+                .contains(InitFlags::FUSE_OVER_IO_URING)
+                && config
+                    .add_capabilities(InitFlags::FUSE_OVER_IO_URING)
+                    .is_ok()
+            {
+                p.start();
+            } else {
+                p.decline("the kernel did not offer FUSE over io_uring");
             }
         }
-        reply.error(Errno::ENOENT)
+        Ok(())
+    }
+
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        use std::os::unix::ffi::OsStrExt;
+        match self.tree.lookup(parent.0, name.as_bytes(), req.pid()) {
+            Ok((ino, ttl)) => reply.entry(&ttl, &self.attr(ino), Generation(0)),
+            Err(e) => reply.error(errno(e)),
+        }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         if exists(ino.0) {
             reply.attr(&TTL_STATIC, &self.attr(ino.0))
         } else {
-            reply.error(Errno::ENOENT)
+            reply.error(fuser::Errno::ENOENT)
         }
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        if ino_file(ino.0).is_none() {
-            return reply.error(Errno::EISDIR);
+        match self.tree.open(ino.0, flags.0) {
+            // Direct I/O: every read reaches us (no page cache), and st_size 0 is not trusted.
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
+            Err(e) => reply.error(errno(e)),
         }
-        if flags.acc_mode() != OpenAccMode::O_RDONLY {
-            return reply.error(Errno::EACCES);
-        }
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        // Direct I/O: every read reaches us (no page cache), and st_size 0 is not trusted.
-        reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO)
     }
 
     fn read(
@@ -208,27 +335,10 @@ impl Filesystem for CgFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let Some(f) = ino_file(ino.0) else {
-            return reply.error(Errno::EISDIR);
-        };
-        // Offset 0 regenerates (top keeps the fd and lseek(0)s every frame); later offsets
-        // continue the snapshot taken then, so chunked reads see one consistent file.
-        let snap = if offset == 0 {
-            None
-        } else {
-            self.shard(fh.0).get(&fh.0).cloned()
-        };
-        let data = match snap {
-            Some(d) => d,
-            None => {
-                let d = Arc::new(self.engine.generate(f, req.pid()));
-                self.shard(fh.0).insert(fh.0, d.clone());
-                d
-            }
-        };
-        let start = (offset as usize).min(data.len());
-        let end = start.saturating_add(size as usize).min(data.len());
-        reply.data(&data[start..end])
+        match self.tree.read(ino.0, fh.0, offset, size, req.pid()) {
+            Ok((data, range)) => reply.data(&data[range]),
+            Err(e) => reply.error(errno(e)),
+        }
     }
 
     fn flush(
@@ -240,7 +350,7 @@ impl Filesystem for CgFs {
         reply: ReplyEmpty,
     ) {
         // ENOSYS once: the kernel then stops sending FLUSH on every close.
-        reply.error(Errno::ENOSYS)
+        reply.error(fuser::Errno::ENOSYS)
     }
 
     fn ioctl(
@@ -255,7 +365,7 @@ impl Filesystem for CgFs {
         reply: ReplyIoctl,
     ) {
         // Python's open() asks isatty(); like procfs, these are not terminals.
-        reply.error(Errno::ENOTTY)
+        reply.error(fuser::Errno::ENOTTY)
     }
 
     fn release(
@@ -268,7 +378,7 @@ impl Filesystem for CgFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.shard(fh.0).remove(&fh.0);
+        self.tree.release(fh.0);
         reply.ok()
     }
 
@@ -280,31 +390,23 @@ impl Filesystem for CgFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        if !is_dir(ino.0) {
-            return reply.error(Errno::ENOTDIR);
-        }
-        let mut entries: Vec<(u64, FileType, String)> = vec![
-            (ino.0, FileType::Directory, ".".into()),
-            (parent_of(ino.0), FileType::Directory, "..".into()),
-        ];
-        for e in static_entries().iter().filter(|e| e.0 == ino.0) {
-            entries.push((e.2, e.3, e.1.to_owned()));
-        }
-        if ino.0 == CPU {
-            let n = self.engine.cpu_dirs(req.pid()) as u64;
-            for i in 0..n.min(MAX_CPUS) {
-                entries.push((CPU_DIR_BASE + i, FileType::Directory, format!("cpu{i}")));
-            }
-        }
-        for (i, (ino, kind, name)) in entries.iter().enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(*ino), (i + 1) as u64, *kind, name) {
+        let entries = match self.tree.dir_entries(ino.0, req.pid()) {
+            Ok(e) => e,
+            Err(e) => return reply.error(errno(e)),
+        };
+        for (i, (ino, dir, name)) in entries.iter().enumerate().skip(offset as usize) {
+            let kind = if *dir {
+                FileType::Directory
+            } else {
+                FileType::RegularFile
+            };
+            if reply.add(INodeNo(*ino), (i + 1) as u64, kind, name.as_ref()) {
                 break;
             }
         }
         reply.ok()
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,10 +422,10 @@ mod tests {
             assert_eq!(ino_file(file_ino(f)), Some(f));
         }
         assert_eq!(ino_file(CPU_DIR_BASE), None);
-        assert_eq!(CgFs::cpu_index("cpu0"), Some(0));
-        assert_eq!(CgFs::cpu_index("cpu17"), Some(17));
-        assert_eq!(CgFs::cpu_index("cpu01"), None);
-        assert_eq!(CgFs::cpu_index("cpufreq"), None);
-        assert_eq!(CgFs::cpu_index("cpu"), None);
+        assert_eq!(Tree::cpu_index("cpu0"), Some(0));
+        assert_eq!(Tree::cpu_index("cpu17"), Some(17));
+        assert_eq!(Tree::cpu_index("cpu01"), None);
+        assert_eq!(Tree::cpu_index("cpufreq"), None);
+        assert_eq!(Tree::cpu_index("cpu"), None);
     }
 }

@@ -5,18 +5,22 @@
 //! - `resolve`: caller thread → container init (cached per pid namespace, pidfd-validated) → cgroup.
 //! - `cgfiles`: cgroup files kept open per container, re-read with pread at offset 0.
 //! - `engine`: gathers cgroup facts per request, falls back to the host file on failure.
-//! - `fs`: the fuser filesystem (direct I/O, size 0, per-handle snapshots).
+//! - `fs`: the tree (direct I/O, size 0, per-handle snapshots) and its fuser (/dev/fuse) side.
+//! - `uring`, `abi`: the FUSE-over-io_uring transport, one ring per CPU (Linux 6.14+).
 //! - [`spawn`] mounts and serves on background threads; [`FsHandle::unmount`] ends it.
 
+mod abi;
 mod cgfiles;
 mod engine;
 mod fs;
 mod host;
 pub mod metrics;
 mod resolve;
+mod uring;
 pub mod views;
 
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,6 +42,18 @@ pub enum CpuView {
     Cpuset,
 }
 
+/// Whether to serve FUSE over io_uring (per-CPU queues) besides /dev/fuse.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IoUringMode {
+    /// When the kernel has it switched on (`fuse.enable_uring`).
+    #[default]
+    Auto,
+    /// Switch it on if the kernel has it; fail if it does not.
+    On,
+    /// /dev/fuse only.
+    Off,
+}
+
 #[derive(Clone, Debug)]
 pub struct FsConfig {
     pub mountpoint: PathBuf,
@@ -46,6 +62,7 @@ pub struct FsConfig {
     /// 2): the views never block, so more workers add no parallelism, only more threads to
     /// wake across CPUs (measured on 2 vCPUs: 4 workers cost 25-40% of 2-reader throughput).
     pub threads: usize,
+    pub io_uring: IoUringMode,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +77,8 @@ pub enum Error {
     },
     #[error("a cgsight fs is already serving {0}")]
     AlreadyServing(PathBuf),
+    #[error("FUSE over io_uring: {0}")]
+    IoUring(String),
     #[error("mounting FUSE at {path}: {source}")]
     Mount { path: PathBuf, source: io::Error },
 }
@@ -85,8 +104,13 @@ fn detach(mp: &Path) -> nix::Result<()> {
     nix::mount::umount2(mp, nix::mount::MntFlags::MNT_DETACH)
 }
 
+/// The errors a FUSE mount whose server died answers with.
+fn dead_server(errno: i32) -> bool {
+    errno == libc::ENOTCONN || errno == libc::ECONNABORTED
+}
+
 /// Makes the mount point (and its parents) and detaches a dead FUSE mount left there by a
-/// killed server (stat fails with ENOTCONN).
+/// killed server (stat fails with ENOTCONN, or ECONNABORTED when it served over io_uring).
 fn prepare_mountpoint(mp: &Path) -> Result<(), Error> {
     for _ in 0..8 {
         match std::fs::metadata(mp) {
@@ -96,7 +120,7 @@ fn prepare_mountpoint(mp: &Path) -> Result<(), Error> {
                     if std::fs::read(mp.join("proc/uptime"))
                         .err()
                         .and_then(|e| e.raw_os_error())
-                        == Some(libc::ENOTCONN)
+                        .is_some_and(dead_server)
                     {
                         tracing::warn!(mountpoint = %mp.display(), "detaching a stale FUSE mount");
                         let _ = detach(mp);
@@ -112,7 +136,7 @@ fn prepare_mountpoint(mp: &Path) -> Result<(), Error> {
                     source: io::Error::from_raw_os_error(libc::ENOTDIR),
                 })
             }
-            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            Err(e) if e.raw_os_error().is_some_and(dead_server) => {
                 tracing::warn!(mountpoint = %mp.display(), "detaching a stale FUSE mount");
                 if let Err(e) = detach(mp) {
                     return Err(Error::Io {
@@ -152,6 +176,7 @@ pub struct FsHandle {
     mountpoint: PathBuf,
     metrics: Arc<FsMetrics>,
     unmounter: Option<SessionUnmounter>,
+    uring: Option<uring::Running>,
     session: Option<JoinHandle<io::Result<()>>>,
     sampler: Option<JoinHandle<()>>,
     stop: Arc<Stop>,
@@ -212,14 +237,43 @@ pub fn spawn(cfg: FsConfig) -> Result<FsHandle, Error> {
     let threads = worker_threads(cfg.threads);
     config.n_threads = Some(threads);
     config.clone_fd = true;
+    let (pending, launcher) = match uring::prepare(cfg.io_uring).map_err(Error::IoUring)? {
+        Some(p) => {
+            let (pending, launcher) = p.split();
+            (Some(pending), Some(launcher))
+        }
+        None => (None, None),
+    };
+    let tree = Arc::new(fs::Tree::new(engine.clone()));
     let mut session =
-        Session::new(fs::CgFs::new(engine.clone()), &mp, &config).map_err(|source| {
+        Session::new(fs::CgFs::new(tree.clone(), pending), &mp, &config).map_err(|source| {
             Error::Mount {
                 path: mp.clone(),
                 source,
             }
         })?;
     let unmounter = session.unmount_callable();
+    let uring = match launcher {
+        Some(l) => {
+            let started = session
+                .as_fd()
+                .try_clone_to_owned()
+                .and_then(|fd| l.launch(fd, tree, metrics.clone()));
+            match started {
+                Ok(r) => Some(r),
+                Err(source) => {
+                    let mut u = unmounter;
+                    let _ = u.unmount();
+                    return Err(Error::Io {
+                        path: mp.clone(),
+                        what: "starting the io_uring queues",
+                        source,
+                    });
+                }
+            }
+        }
+        None => None,
+    };
     let session = std::thread::Builder::new()
         .name("cgsight-fs".into())
         .spawn(move || session.run())
@@ -267,11 +321,12 @@ pub fn spawn(cfg: FsConfig) -> Result<FsHandle, Error> {
             what: "starting the load sampler",
             source,
         })?;
-    tracing::info!(mountpoint = %mp.display(), threads, "serving /proc views");
+    tracing::info!(mountpoint = %mp.display(), threads, io_uring = uring.is_some(), "serving /proc views");
     Ok(FsHandle {
         mountpoint: mp,
         metrics,
         unmounter: Some(unmounter),
+        uring,
         session: Some(session),
         sampler: Some(sampler),
         stop,
@@ -303,6 +358,9 @@ impl FsHandle {
         }
         if let Some(s) = self.sampler.take() {
             let _ = s.join();
+        }
+        if let Some(u) = self.uring.take() {
+            u.stop();
         }
         if let Some(s) = self.session.take() {
             // Bind mounts elsewhere keep the connection alive after the unmount; abort it so

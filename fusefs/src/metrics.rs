@@ -79,6 +79,8 @@ pub struct FsMetrics {
     buckets: [[AtomicU64; NB + 1]; NF],
     sum_ns: [AtomicU64; NF],
     fallbacks: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// FUSE requests answered over io_uring (the rest go over /dev/fuse).
+    pub uring_requests: AtomicU64,
 }
 
 impl Default for FsMetrics {
@@ -88,6 +90,7 @@ impl Default for FsMetrics {
             buckets: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
             sum_ns: std::array::from_fn(|_| AtomicU64::new(0)),
             fallbacks: Mutex::new(BTreeMap::new()),
+            uring_requests: AtomicU64::new(0),
         }
     }
 }
@@ -161,6 +164,13 @@ impl FsMetrics {
                 f.label()
             );
         }
+        out.push_str("# HELP cgsight_fs_io_uring_requests_total FUSE requests answered over io_uring rather than /dev/fuse.\n");
+        out.push_str("# TYPE cgsight_fs_io_uring_requests_total counter\n");
+        let _ = writeln!(
+            out,
+            "cgsight_fs_io_uring_requests_total {}",
+            self.uring_requests.load(Ordering::Relaxed)
+        );
         out.push_str("# HELP cgsight_fs_fallbacks_total Views that failed and served the host file instead.\n");
         out.push_str("# TYPE cgsight_fs_fallbacks_total counter\n");
         let m = self.fallbacks.lock().unwrap_or_else(|e| e.into_inner());

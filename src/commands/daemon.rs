@@ -15,6 +15,9 @@ pub struct Args {
     /// How many CPUs the views show: `quota` (min of cpuset and ceil(quota)) or `cpuset`.
     #[arg(long, default_value = "quota", value_parser = ["quota", "cpuset"])]
     pub cpu_view: String,
+    /// Serve the views over io_uring: auto (when the kernel has it on), on, off.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub io_uring: super::fs::IoUringArg,
 }
 
 pub fn run(a: Args) -> anyhow::Result<u8> {
@@ -27,6 +30,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         mountpoint: a.mountpoint.clone(),
         cpu_view,
         threads: 4,
+        io_uring: a.io_uring.into(),
     })
     .with_context(|| format!("mounting the views at {}", a.mountpoint.display()))?;
     let m = fs.metrics();

@@ -10,7 +10,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use cgsight_fusefs::{CpuView, FsConfig};
+use cgsight_fusefs::{CpuView, FsConfig, IoUringMode};
 use nix::sys::signal::{SigSet, Signal};
 
 pub const DEFAULT_MOUNTPOINT: &str = "/var/lib/cgsight/fs";
@@ -22,6 +22,26 @@ pub enum CpuViewArg {
     Quota,
     /// the cpuset size
     Cpuset,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum IoUringArg {
+    /// when the kernel has it switched on (fuse.enable_uring=Y)
+    Auto,
+    /// switch it on (Linux 6.14+ with CONFIG_FUSE_IO_URING); fail if the kernel lacks it
+    On,
+    /// /dev/fuse only
+    Off,
+}
+
+impl From<IoUringArg> for IoUringMode {
+    fn from(a: IoUringArg) -> Self {
+        match a {
+            IoUringArg::Auto => IoUringMode::Auto,
+            IoUringArg::On => IoUringMode::On,
+            IoUringArg::Off => IoUringMode::Off,
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -38,6 +58,10 @@ pub struct Args {
     /// FUSE worker threads.
     #[arg(long, default_value_t = 4)]
     pub threads: usize,
+    /// Serve FUSE over io_uring, one queue per CPU: the caller, the server thread and the
+    /// reply stay on one CPU (about 2x faster per read on a 2-vCPU VM; see the README).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub io_uring: IoUringArg,
     /// Lock and pid file (default: /run/cgsight/fs.pid for the default mount point, else one
     /// named after the mount point).
     #[arg(long)]
@@ -189,6 +213,7 @@ fn serve(a: &Args, notify: &mut Notify) -> Result<u8, (u8, anyhow::Error)> {
             CpuViewArg::Cpuset => CpuView::Cpuset,
         },
         threads: a.threads.max(1),
+        io_uring: a.io_uring.into(),
     };
     let handle = match cgsight_fusefs::spawn(cfg) {
         Ok(h) => h,
