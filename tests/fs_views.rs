@@ -7,7 +7,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use cgsight_cgroup::{CpuList, Hierarchies, Resources};
-use cgsight_testkit::{require_root, unique_name, wait_for, ChildGuard, MountGuard, TestCgroup};
+use cgsight_testkit::{
+    fs_io_uring_arg, io_uring_completions, kernel_has_fuse_io_uring, require_root, unique_name,
+    wait_for, ChildGuard, MountGuard, TestCgroup,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cgsight");
 const MIB: u64 = 1 << 20;
@@ -23,7 +26,12 @@ impl Server {
     fn start() -> Server {
         Self::start_with(&[])
     }
+    /// Serves with `extra`, over io_uring where the kernel has it unless `extra` says.
     fn start_with(extra: &[&str]) -> Server {
+        let mut args = extra.to_vec();
+        if !args.contains(&"--io-uring") {
+            args.extend(["--io-uring", fs_io_uring_arg()]);
+        }
         let mp = std::env::temp_dir().join(unique_name("fs"));
         let pidfile = mp.with_extension("pid");
         let child = ChildGuard::new(
@@ -32,7 +40,7 @@ impl Server {
                 .arg(&mp)
                 .arg("--pidfile")
                 .arg(&pidfile)
-                .args(extra)
+                .args(&args)
                 .stdin(Stdio::null())
                 .spawn()
                 .expect("start cgsight fs"),
@@ -49,6 +57,9 @@ impl Server {
     }
     fn path(&self, rel: &str) -> PathBuf {
         self.mp.join(rel)
+    }
+    fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.pid())
     }
 }
 
@@ -407,7 +418,8 @@ fn second_instance_refuses_and_stale_mount_is_replaced() {
         "{out:?}"
     );
 
-    // Kill the server hard: the mount is left dead (ENOTCONN), and a new server replaces it.
+    // Kill the server hard: the mount is left dead (ENOTCONN; ECONNABORTED when it served over
+    // io_uring), and a new server replaces it.
     let mp = s.mp.clone();
     let mut s = s;
     if let Some(mut c) = s.child.take() {
@@ -415,7 +427,10 @@ fn second_instance_refuses_and_stale_mount_is_replaced() {
         let _ = c.child().wait();
     }
     let e = std::fs::read(mp.join("proc/uptime")).unwrap_err();
-    assert_eq!(e.raw_os_error(), Some(libc::ENOTCONN), "{e}");
+    assert!(
+        matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)),
+        "{e}"
+    );
     let pidfile = mp.with_extension("pid3");
     let st = Command::new(BIN)
         .args(["fs", "--mountpoint"])
@@ -447,4 +462,56 @@ fn second_instance_refuses_and_stale_mount_is_replaced() {
         (!Path::new(&format!("/proc/{pid}")).exists()).then_some(())
     });
     let _ = std::fs::remove_file(mp.with_extension("pid2"));
+}
+
+/// Both transports serve the same views. Where the kernel has FUSE over io_uring, the requests
+/// of a container's reads must travel over the server's rings (the kernel's own completion
+/// counters in fdinfo say so); without it (the 6.1 VM lanes) `--io-uring on` must refuse with a
+/// clear message and leave no mount. `--io-uring off` holds no ring and serves over /dev/fuse.
+#[test]
+fn io_uring_carries_the_requests_and_dev_fuse_serves_the_same_views() {
+    require_root!();
+    let tc = TestCgroup::new("fsuring", &res(Some(256), Some(150_000), "0-1"));
+    let script = "for i in $(seq 60); do cat /proc/meminfo /proc/uptime >/dev/null; done\n\
+                  free -b | awk '/^Mem:/ {print \"TOTAL\", $2}'\n\
+                  echo CPUS $(grep -c ^processor /proc/cpuinfo) $(getconf _NPROCESSORS_CONF)\n";
+    let check = |out: &str| {
+        assert_eq!(after(out, "TOTAL"), ["268435456"], "{out}");
+        assert_eq!(after(out, "CPUS"), ["2", "2"], "{out}");
+    };
+    if kernel_has_fuse_io_uring() {
+        let s = Server::start_with(&["--io-uring", "on"]);
+        let before = io_uring_completions(s.pid()).expect("the server holds io_uring rings");
+        check(&in_container(&tc, &s, script));
+        let after = io_uring_completions(s.pid()).unwrap_or(0);
+        // 120 opens, each an OPEN, a READ, a READ at EOF and a RELEASE.
+        assert!(
+            after.saturating_sub(before) >= 360,
+            "only {} io_uring completions for 120 open+read+close",
+            after.saturating_sub(before)
+        );
+    } else {
+        let mp = std::env::temp_dir().join(unique_name("fsnouring"));
+        let _guard = MountGuard::new(&mp);
+        let out = Command::new(BIN)
+            .args(["fs", "--foreground", "--io-uring", "on", "--mountpoint"])
+            .arg(&mp)
+            .arg("--pidfile")
+            .arg(mp.with_extension("pid"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cgsight fs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(err.contains("no FUSE over io_uring"), "{err}");
+        assert!(!cgsight_fusefs::is_serving(&mp));
+        let _ = std::fs::remove_dir(&mp);
+    }
+    let d = Server::start_with(&["--io-uring", "off"]);
+    assert_eq!(
+        io_uring_completions(d.pid()),
+        None,
+        "--io-uring off holds no ring"
+    );
+    check(&in_container(&tc, &d, script));
 }

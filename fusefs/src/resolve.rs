@@ -476,7 +476,12 @@ mod tests {
             .join()
             .expect("resolver thread")
         });
-        // The thread is gone: its pidfd fails the check, whatever now holds the tid.
+        // The thread is gone: its pidfd fails the check, whatever now holds the tid. (join
+        // returns when the thread clears its tid, a moment before the kernel marks it dead.)
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while r.cached(tid).is_some() && std::time::Instant::now() < end {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         assert!(r.cached(tid).is_none());
         // The thread-group leader is cached on every kernel (a plain pidfd).
         let me = std::process::id();

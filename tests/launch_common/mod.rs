@@ -31,6 +31,7 @@ pub fn views_mountpoint() -> &'static str {
         std::thread::spawn(move || {
             let mut cmd = Command::new(BIN);
             cmd.args(["fs", "--foreground", "--mountpoint", &arg]);
+            cmd.args(["--io-uring", cgsight_testkit::fs_io_uring_arg()]);
             // SAFETY: prctl is async-signal-safe; it only sets this child's parent-death signal.
             unsafe {
                 cmd.pre_exec(|| {
