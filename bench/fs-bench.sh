@@ -1,6 +1,7 @@
 #!/bin/sh
 # Side-by-side: open+read+close latency (p50/p99) and reads/s of meminfo, cpuinfo, stat and
-# uptime with 1 and 2 readers, for cgsight fs vs Debian's lxcfs vs the host's /proc, in ONE run,
+# uptime with 1 and 2 readers, for cgsight fs (over io_uring where the kernel has it, and over
+# /dev/fuse) vs Debian's lxcfs vs the host's /proc, in ONE run,
 # with the reader in a real cgroup (256 MiB, quota 150000/100000, cpuset 0-1) in a new pid
 # namespace. Everything it makes is removed on exit. Usage: bench/fs-bench.sh [ITERS [ROUNDS]]
 # Each cell is the median over ROUNDS runs of ITERS open+read+close per reader, the three
@@ -12,14 +13,15 @@ ROUNDS=${2:-5}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 W=/tmp/cgsight-bench-$$
 CG=/cgsight-bench-$$
-OURS_PID= ; LXCFS_PID=
-mkdir -p "$W/ours" "$W/lxcfs"
+OURS_PID= ; DEV_PID= ; LXCFS_PID=
+mkdir -p "$W/ours" "$W/dev" "$W/lxcfs"
 
 cleanup() {
     set +e
     [ -n "$OURS_PID" ] && kill "$OURS_PID" 2>/dev/null && wait "$OURS_PID" 2>/dev/null
+    [ -n "$DEV_PID" ] && kill "$DEV_PID" 2>/dev/null && wait "$DEV_PID" 2>/dev/null
     [ -n "$LXCFS_PID" ] && kill "$LXCFS_PID" 2>/dev/null && wait "$LXCFS_PID" 2>/dev/null
-    umount -l "$W/ours" 2>/dev/null; umount -l "$W/lxcfs" 2>/dev/null
+    umount -l "$W/ours" 2>/dev/null; umount -l "$W/dev" 2>/dev/null; umount -l "$W/lxcfs" 2>/dev/null
     for d in $CGDIRS; do rmdir "$d" 2>/dev/null; done
     rm -rf "$W"
 }
@@ -47,9 +49,13 @@ fi
 PROCS=; for d in $CGDIRS; do PROCS="$PROCS $d/cgroup.procs"; done
 
 lxcfs -p "$W/lxcfs.pid" "$W/lxcfs" >"$W/lxcfs.log" 2>&1 & LXCFS_PID=$!
-"$ROOT/target/release/cgsight" fs --foreground --mountpoint "$W/ours" --pidfile "$W/ours.pid" >"$W/ours.log" 2>&1 & OURS_PID=$!
+# io_uring where the kernel has it (Linux 6.14+; `on` switches fuse.enable_uring on), else the
+# same /dev/fuse server twice.
+URING=on; [ -e /sys/module/fuse/parameters/enable_uring ] || URING=off
+"$ROOT/target/release/cgsight" fs --foreground --io-uring $URING --mountpoint "$W/ours" --pidfile "$W/ours.pid" >"$W/ours.log" 2>&1 & OURS_PID=$!
+"$ROOT/target/release/cgsight" fs --foreground --io-uring off --mountpoint "$W/dev" --pidfile "$W/dev.pid" >"$W/dev.log" 2>&1 & DEV_PID=$!
 for i in $(seq 100); do
-    [ -r "$W/lxcfs/proc/uptime" ] && cat "$W/ours/proc/uptime" >/dev/null 2>&1 && break; sleep 0.1
+    [ -r "$W/lxcfs/proc/uptime" ] && cat "$W/ours/proc/uptime" "$W/dev/proc/uptime" >/dev/null 2>&1 && break; sleep 0.1
 done
 
 # reader: in the cgroup, pid 1 of a new pid namespace
@@ -57,18 +63,21 @@ measure() { # FILE THREADS
     sh -c "for f in $PROCS; do echo \$\$ > \$f; done; exec unshare --fork --pid --mount-proc $W/fs-reader $1 $ITERS $2"
 }
 median() { sort -n | awk '{v[NR]=$1} END{print v[int((NR+1)/2)]}'; }
-# REL THREADS: sets o50 o99 ors l50 l99 lrs h50 h99 hrs (medians over ROUNDS interleaved runs)
+# REL THREADS: sets o50 o99 ors d50 d99 drs l50 l99 lrs h50 h99 hrs (medians over ROUNDS
+# interleaved runs)
 measure_all() {
-    : >"$W/o"; : >"$W/l"; : >"$W/h"
+    : >"$W/o"; : >"$W/d"; : >"$W/l"; : >"$W/h"
     for r in $(seq "$ROUNDS"); do
-        measure "$W/ours/$1" "$2" >>"$W/o"; measure "$W/lxcfs/$1" "$2" >>"$W/l"; measure "/$1" "$2" >>"$W/h"
+        measure "$W/ours/$1" "$2" >>"$W/o"; measure "$W/dev/$1" "$2" >>"$W/d"
+        measure "$W/lxcfs/$1" "$2" >>"$W/l"; measure "/$1" "$2" >>"$W/h"
     done
-    for x in o l h; do
+    for x in o d l h; do
         for c in 1 2 3; do eval "${x}_$c=\$(cut -d' ' -f$c \"$W/$x\" | median)"; done
     done
-    o50=$o_1 o99=$o_2 ors=$o_3 l50=$l_1 l99=$l_2 lrs=$l_3 h50=$h_1 h99=$h_2 hrs=$h_3
+    o50=$o_1 o99=$o_2 ors=$o_3 d50=$d_1 d99=$d_2 drs=$d_3 l50=$l_1 l99=$l_2 lrs=$l_3 h50=$h_1 h99=$h_2 hrs=$h_3
 }
-printf '%-8s %2s | %-23s | %-23s | %-23s | %s\n' file rd "cgsight p50/p99 µs r/s" "lxcfs p50/p99 µs r/s" "host p50/p99 µs r/s" "ours/lxcfs r/s, ours p99 < lxcfs p50"
+echo "cgsight = cgsight fs --io-uring $URING; /dev/fuse = cgsight fs --io-uring off"
+printf '%-8s %2s | %-23s | %-23s | %-23s | %-23s | %s\n' file rd "cgsight p50/p99 µs r/s" "/dev/fuse p50/p99 r/s" "lxcfs p50/p99 µs r/s" "host p50/p99 µs r/s" "ours/lxcfs r/s, ours p99 < lxcfs p50"
 # The last row, sys/devices/system/cpu/online, is a view with next to no work on either side:
 # it shows the FUSE round-trip floor (open, read, read at EOF, close) on this machine.
 for rel in proc/meminfo proc/cpuinfo proc/stat proc/uptime sys/devices/system/cpu/online; do
@@ -77,8 +86,8 @@ for rel in proc/meminfo proc/cpuinfo proc/stat proc/uptime sys/devices/system/cp
         measure_all "$rel" "$t"
         ratio=$(awk "BEGIN{printf \"%.1fx\", $ors/$lrs}")
         p99ok=$(awk "BEGIN{print ($o99 < $l50) ? \"yes\" : \"no\"}")
-        printf '%-8s %2s | %6s %7s %8s | %6s %7s %8s | %6s %7s %8s | %s, %s\n' \
-            "$f" "$t" "$o50" "$o99" "$ors" "$l50" "$l99" "$lrs" "$h50" "$h99" "$hrs" "$ratio" "$p99ok"
+        printf '%-8s %2s | %6s %7s %8s | %6s %7s %8s | %6s %7s %8s | %6s %7s %8s | %s, %s\n' \
+            "$f" "$t" "$o50" "$o99" "$ors" "$d50" "$d99" "$drs" "$l50" "$l99" "$lrs" "$h50" "$h99" "$hrs" "$ratio" "$p99ok"
     done
 done
 echo "(container view check) ours meminfo: $(sh -c "for f in $PROCS; do echo \$\$ > \$f; done; exec unshare --fork --pid --mount-proc head -1 $W/ours/proc/meminfo")"
