@@ -4,6 +4,8 @@
 # /dev/fuse) vs Debian's lxcfs vs the host's /proc, in ONE run,
 # with the reader in a real cgroup (256 MiB, quota 150000/100000, cpuset 0-1) in a new pid
 # namespace. Everything it makes is removed on exit. Usage: bench/fs-bench.sh [ITERS [ROUNDS]]
+# PIN=N pins the reader to CPU N (a diagnostic: it takes the scheduler's wakeup placement, which
+# moves a lone reader to the idle CPU on every reply, out of the picture for every server).
 # Each cell is the median over ROUNDS runs of ITERS open+read+close per reader, the three
 # targets interleaved run by run: on a small VM one run's numbers swing by 2x with where the
 # scheduler happens to put the reader and the server threads (same vCPU or not).
@@ -60,7 +62,7 @@ done
 
 # reader: in the cgroup, pid 1 of a new pid namespace
 measure() { # FILE THREADS
-    sh -c "for f in $PROCS; do echo \$\$ > \$f; done; exec unshare --fork --pid --mount-proc $W/fs-reader $1 $ITERS $2"
+    sh -c "for f in $PROCS; do echo \$\$ > \$f; done; exec unshare --fork --pid --mount-proc ${PIN:+taskset -c $PIN} $W/fs-reader $1 $ITERS $2"
 }
 median() { sort -n | awk '{v[NR]=$1} END{print v[int((NR+1)/2)]}'; }
 # REL THREADS: sets o50 o99 ors d50 d99 drs l50 l99 lrs h50 h99 hrs (medians over ROUNDS
@@ -76,7 +78,7 @@ measure_all() {
     done
     o50=$o_1 o99=$o_2 ors=$o_3 d50=$d_1 d99=$d_2 drs=$d_3 l50=$l_1 l99=$l_2 lrs=$l_3 h50=$h_1 h99=$h_2 hrs=$h_3
 }
-echo "cgsight = cgsight fs --io-uring $URING; /dev/fuse = cgsight fs --io-uring off"
+echo "cgsight = cgsight fs --io-uring $URING; /dev/fuse = cgsight fs --io-uring off${PIN:+; reader pinned to CPU $PIN}"
 printf '%-8s %2s | %-23s | %-23s | %-23s | %-23s | %s\n' file rd "cgsight p50/p99 µs r/s" "/dev/fuse p50/p99 r/s" "lxcfs p50/p99 µs r/s" "host p50/p99 µs r/s" "ours/lxcfs r/s, ours p99 < lxcfs p50"
 # The last row, sys/devices/system/cpu/online, is a view with next to no work on either side:
 # it shows the FUSE round-trip floor (open, read, read at EOF, close) on this machine.
