@@ -373,8 +373,7 @@ impl FsHandle {
             };
             wait(Duration::from_millis(200));
             if !s.is_finished() {
-                let abort = format!("/sys/fs/fuse/connections/{}/abort", self.conn);
-                let _ = std::fs::write(abort, "1");
+                abort_connection(self.conn);
                 wait(Duration::from_secs(2));
             }
             if s.is_finished() {
@@ -383,6 +382,29 @@ impl FsHandle {
                 tracing::warn!("FUSE session still attached elsewhere after unmount");
             }
         }
+    }
+}
+
+/// Aborts FUSE connection `conn` through fusectl, mounting fusectl first where the system has
+/// not (systemd does at boot; minimal VMs and containers often do not, and without it a
+/// connection held by bind mounts elsewhere outlives the server's unmount).
+fn abort_connection(conn: u32) {
+    let dir = Path::new("/sys/fs/fuse/connections");
+    let abort = dir.join(conn.to_string()).join("abort");
+    if !abort.exists() && dir.is_dir() {
+        let r = nix::mount::mount(
+            Some("fusectl"),
+            dir,
+            Some("fusectl"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        );
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "mounting fusectl");
+        }
+    }
+    if let Err(e) = std::fs::write(&abort, "1") {
+        tracing::debug!(path = %abort.display(), error = %e, "aborting the FUSE connection");
     }
 }
 
