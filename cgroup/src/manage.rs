@@ -31,6 +31,44 @@ pub const CONTAINER_CONTROLLERS: [Controller; 7] = [
     Controller::Freezer,
 ];
 
+/// A read limit that never binds (1 TiB/s): it only switches blk-throttle on for a device.
+const NON_BINDING_BPS: u64 = 1 << 40;
+
+/// The `MAJ:MIN` of every whole disk under `sys_block` backed by a device (not loop, ram, zram
+/// or other virtual queues, which have no `device` link).
+pub fn whole_disks(sys_block: &Path) -> Vec<String> {
+    let Ok(rd) = fs::read_dir(sys_block) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = rd
+        .flatten()
+        .filter(|e| e.path().join("device").exists())
+        .filter_map(|e| fs::read_to_string(e.path().join("dev")).ok())
+        .map(|d| d.trim().to_owned())
+        .filter(|d| {
+            d.split_once(':')
+                .is_some_and(|(a, b)| a.parse::<u32>().is_ok() && b.parse::<u32>().is_ok())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Since Linux 6.10, blk-throttle (whose statistics are v1 blkio's only per-cgroup I/O
+/// counters) is set up on a disk's queue only when some cgroup first sets a limit on it: until
+/// then every container shows 0 bytes read and written. A never-binding read limit on each
+/// whole disk sets it up (cgroup v2's io.stat needs nothing). Per container rather than once,
+/// so it does not hang on a parent cgroup someone may reset. Best effort: a device that
+/// refuses keeps its counters off, logged.
+fn activate_v1_io_accounting(blkio_dir: &Path, sys_block: &Path) {
+    let f = join(blkio_dir, "blkio.throttle.read_bps_device");
+    for dev in whole_disks(sys_block) {
+        if let Err(e) = fs::write(&f, format!("{dev} {NON_BINDING_BPS}")) {
+            tracing::debug!(device = %dev, path = %f.display(), error = %e, "blkio accounting stays off");
+        }
+    }
+}
+
 /// Limits to apply. `None` leaves a setting as it is.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Resources {
@@ -278,6 +316,13 @@ impl Managed {
         if let (Some(d), Some(max)) = (self.cgroup.dir(Controller::Pids), r.pids_max) {
             write(&join(&d.dir, "pids.max"), &max.to_string())?;
         }
+        if let Some(d) = self
+            .cgroup
+            .dir(Controller::Io)
+            .filter(|d| d.version == Version::V1)
+        {
+            activate_v1_io_accounting(&d.dir, Path::new("/sys/block"));
+        }
         Ok(())
     }
 
@@ -432,4 +477,33 @@ fn fill_cpuset_from_parent(dir: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_disks_are_the_device_backed_block_entries() {
+        let root =
+            std::env::temp_dir().join(format!("cgsight-test-sysblock-{}", std::process::id()));
+        for (name, dev, real) in [
+            ("vda", "254:0\n", true),
+            ("sdb", "8:16\n", true),
+            ("loop0", "7:0\n", false),
+            ("zram0", "252:0\n", false),
+            ("odd", "garbage\n", true),
+        ] {
+            let d = root.join(name);
+            fs::create_dir_all(&d).unwrap();
+            fs::write(d.join("dev"), dev).unwrap();
+            if real {
+                fs::create_dir_all(d.join("device")).unwrap();
+            }
+        }
+        let got = whole_disks(&root);
+        let _ = fs::remove_dir_all(&root);
+        assert_eq!(got, ["254:0", "8:16"]);
+        assert!(whole_disks(Path::new("/nonexistent-sys-block")).is_empty());
+    }
 }

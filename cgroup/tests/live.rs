@@ -164,3 +164,64 @@ fn a_vanished_cgroup_reads_as_gone() {
     let e = cg.memory().unwrap_err();
     assert!(e.is_gone(), "{e}");
 }
+
+/// Direct reads from a disk are charged to the container cgroup on every layout. On v1 kernels
+/// 6.10+ that needs blk-throttle set up on the disk's queue, which `apply` arranges with a
+/// never-binding limit on each whole disk. (Once any cgroup has set one the queue stays set up
+/// until reboot, so only the rules check can fail here after the first run on a machine.)
+#[test]
+fn direct_disk_reads_are_counted_for_the_container() {
+    require_root!();
+    let tc = TestCgroup::new("io", &Resources::default());
+    let cg = tc.cgroup().clone();
+    if let Some(d) = cg
+        .dir(cgsight_cgroup::Controller::Io)
+        .filter(|d| d.version == Version::V1)
+    {
+        let rules = std::fs::read_to_string(d.dir.join("blkio.throttle.read_bps_device")).unwrap();
+        for dev in cgsight_cgroup::manage::whole_disks(std::path::Path::new("/sys/block")) {
+            assert!(
+                rules.contains(&format!("{dev} 1099511627776")),
+                "no never-binding limit for {dev} in {rules:?}"
+            );
+        }
+    }
+    // A file on a real disk (not tmpfs or 9p), written and synced, then read with O_DIRECT.
+    let on_disk = |p: &std::path::Path| {
+        use std::os::unix::fs::MetadataExt;
+        let dev = std::fs::metadata(p).ok()?.dev();
+        let (maj, min) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
+        std::path::Path::new(&format!("/sys/dev/block/{maj}:{min}"))
+            .exists()
+            .then(|| cgsight_testkit::TempDir::new_in(p, "io"))
+    };
+    let Some(tmp) =
+        on_disk(&std::env::temp_dir()).or_else(|| on_disk(std::path::Path::new("/var/tmp")))
+    else {
+        // The VM lanes: the root is 9p, /tmp tmpfs; no disk to read from.
+        eprintln!("no writable directory on a block device here: the I/O charge check is skipped");
+        return;
+    };
+    let dir = tmp.path();
+    let f = dir.join("data");
+    std::fs::write(&f, vec![7u8; 4 << 20]).unwrap();
+    std::fs::File::open(&f).unwrap().sync_all().unwrap();
+    let before: u64 = cg.io().unwrap().iter().map(|d| d.rbytes).sum();
+    let out = tc
+        .spawn(Command::new("dd").arg(format!("if={}", f.display())).args([
+            "of=/dev/null",
+            "iflag=direct",
+            "bs=64k",
+        ]))
+        .into_output();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = wait_for("the reads charged", Duration::from_secs(30), || {
+        let now: u64 = cg.io().ok()?.iter().map(|d| d.rbytes).sum();
+        (now >= before + (4 << 20)).then_some(now - before)
+    });
+    assert!(read >= 4 << 20, "{read}");
+}

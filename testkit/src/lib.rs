@@ -217,14 +217,18 @@ impl Drop for MountGuard {
     }
 }
 
-/// A temporary directory (under /tmp, named cgsight-test-*) removed on drop.
+/// A temporary directory (under /tmp unless asked, named cgsight-test-*) removed on drop.
 pub struct TempDir {
     pub path: PathBuf,
 }
 
 impl TempDir {
     pub fn new(tag: &str) -> Self {
-        let path = std::env::temp_dir().join(unique_name(tag));
+        Self::new_in(&std::env::temp_dir(), tag)
+    }
+    /// Under `base` instead of /tmp (e.g. /var/tmp, for a directory on a real disk).
+    pub fn new_in(base: &Path, tag: &str) -> Self {
+        let path = base.join(unique_name(tag));
         fs::create_dir_all(&path).expect("create temp dir");
         TempDir { path }
     }
