@@ -274,25 +274,43 @@ impl Collector {
         netns_cache: &mut HashMap<u64, Option<Rc<Vec<Iface>>>>,
     ) -> Option<Stats> {
         let mut st = Stats::default();
-        if let Some(d) = cg.dir(Controller::Cpuacct).cloned() {
-            st.cpu = self.take(
-                "cpu",
-                path,
-                cgsight_cgroup::cpu::read_usage(&d.dir, d.version),
-            );
-        }
-        if let Some(d) = cg.dir(Controller::Cpu).cloned() {
+        let (acct, cpu) = (
+            cg.dir(Controller::Cpuacct).cloned(),
+            cg.dir(Controller::Cpu).cloned(),
+        );
+        if let Some(d) = &cpu {
             st.limits = self.take(
                 "cpu",
                 path,
                 cgsight_cgroup::cpu::read_limits(&d.dir, d.version),
             );
-            if st.limits.as_ref().is_some_and(|l| l.quota_us.is_some()) {
-                st.throttling = self.take(
-                    "cpu",
-                    path,
-                    cgsight_cgroup::cpu::read_throttling(&d.dir, d.version),
-                );
+        }
+        let throttled = st.limits.as_ref().is_some_and(|l| l.quota_us.is_some());
+        match (&acct, &cpu) {
+            // v2: usage and throttling share one cpu.stat; read it once.
+            (Some(a), Some(c)) if a.version == Version::V2 && a.dir == c.dir => {
+                if let Some((u, t)) =
+                    self.take("cpu", path, cgsight_cgroup::cpu::read_stat_v2(&a.dir))
+                {
+                    st.cpu = Some(u);
+                    st.throttling = throttled.then_some(t);
+                }
+            }
+            _ => {
+                if let Some(d) = &acct {
+                    st.cpu = self.take(
+                        "cpu",
+                        path,
+                        cgsight_cgroup::cpu::read_usage(&d.dir, d.version),
+                    );
+                }
+                if let (Some(d), true) = (&cpu, throttled) {
+                    st.throttling = self.take(
+                        "cpu",
+                        path,
+                        cgsight_cgroup::cpu::read_throttling(&d.dir, d.version),
+                    );
+                }
             }
         }
         if let Some(d) = cg.dir(Controller::Memory).cloned() {
@@ -302,9 +320,13 @@ impl Collector {
                 (Err(e), Kind::Root) if e.is_gone() && d.version == Version::V2 => root_memory_v2(),
                 (r, _) => self.take("memory", path, r),
             };
-            st.oom = self
-                .take("oom", path, cgsight_cgroup::oom::read(&d.dir, d.version))
-                .map(|o| o.oom_kill);
+            // v2's memory read already parsed memory.events; v1 keeps OOM kills elsewhere.
+            st.oom = match st.mem.as_ref().and_then(|m| m.oom.as_ref()) {
+                Some(o) => Some(o.oom_kill),
+                None => self
+                    .take("oom", path, cgsight_cgroup::oom::read(&d.dir, d.version))
+                    .map(|o| o.oom_kill),
+            };
         }
         if let Some(d) = cg.dir(Controller::Cpuset).cloned() {
             st.cpuset_count = self
@@ -882,6 +904,7 @@ fn root_memory_v2() -> Option<Memory> {
         peak: None,
         failcnt: None,
         swap: None,
+        oom: None,
         stat: cgsight_cgroup::memory::MemoryStat {
             version: Some(Version::V2),
             raw,

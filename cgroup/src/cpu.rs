@@ -138,21 +138,27 @@ pub fn read_usage(dir: &Path, v: Version) -> Result<CpuUsage> {
                 per_cpu: None,
             })
         }
-        Version::V2 => {
-            let p = join(dir, "cpu.stat");
-            let text = parse::read(&p)?;
-            let mut u = CpuUsage::default();
-            for kv in parse::flat_keyed(&p, &text) {
-                match kv? {
-                    ("usage_usec", v) => u.total_ns = v * 1000,
-                    ("user_usec", v) => u.user_ns = v * 1000,
-                    ("system_usec", v) => u.system_ns = v * 1000,
-                    _ => {}
-                }
-            }
-            Ok(u)
+        Version::V2 => read_stat_v2(dir).map(|(u, _)| u),
+    }
+}
+
+/// v2 `cpu.stat` read once: usage and throttling, which v1 keeps in two controllers.
+pub fn read_stat_v2(dir: &Path) -> Result<(CpuUsage, Throttling)> {
+    let p = join(dir, "cpu.stat");
+    let text = parse::read(&p)?;
+    let (mut u, mut t) = (CpuUsage::default(), Throttling::default());
+    for kv in parse::flat_keyed(&p, &text) {
+        match kv? {
+            ("usage_usec", v) => u.total_ns = v * 1000,
+            ("user_usec", v) => u.user_ns = v * 1000,
+            ("system_usec", v) => u.system_ns = v * 1000,
+            ("nr_periods", x) => t.periods = x,
+            ("nr_throttled", x) => t.throttled_periods = x,
+            ("throttled_usec", x) => t.throttled_ns = x * 1000,
+            _ => {}
         }
     }
+    Ok((u, t))
 }
 
 fn parse_usage_all(p: &Path, text: &str) -> Result<Vec<PerCpu>> {
@@ -173,15 +179,17 @@ fn parse_usage_all(p: &Path, text: &str) -> Result<Vec<PerCpu>> {
 
 /// Throttling from `cpu.stat` (v1: the cpu controller's directory).
 pub fn read_throttling(dir: &Path, v: Version) -> Result<Throttling> {
+    if v == Version::V2 {
+        return read_stat_v2(dir).map(|(_, t)| t);
+    }
     let p = join(dir, "cpu.stat");
     let text = parse::read(&p)?;
     let mut t = Throttling::default();
     for kv in parse::flat_keyed(&p, &text) {
-        match (v, kv?) {
-            (_, ("nr_periods", x)) => t.periods = x,
-            (_, ("nr_throttled", x)) => t.throttled_periods = x,
-            (Version::V1, ("throttled_time", x)) => t.throttled_ns = x,
-            (Version::V2, ("throttled_usec", x)) => t.throttled_ns = x * 1000,
+        match kv? {
+            ("nr_periods", x) => t.periods = x,
+            ("nr_throttled", x) => t.throttled_periods = x,
+            ("throttled_time", x) => t.throttled_ns = x,
             _ => {}
         }
     }
@@ -191,6 +199,35 @@ pub fn read_throttling(dir: &Path, v: Version) -> Result<Throttling> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn v2_cpu_stat_gives_usage_and_throttling_in_one_read() {
+        let d = std::env::temp_dir().join(format!("cgsight-test-cpustat-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(
+            d.join("cpu.stat"),
+            "usage_usec 3000\nuser_usec 2000\nsystem_usec 1000\nnr_periods 50\nnr_throttled 7\nthrottled_usec 900\nnr_bursts 0\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("memory.events"),
+            "low 0\nhigh 0\nmax 12\noom 3\noom_kill 2\noom_group_kill 0\n",
+        )
+        .unwrap();
+        let (u, t) = read_stat_v2(&d).unwrap();
+        let ev = crate::oom::read_events_v2(&d).unwrap();
+        let _ = std::fs::remove_dir_all(&d);
+        assert_eq!(
+            (u.total_ns, u.user_ns, u.system_ns),
+            (3_000_000, 2_000_000, 1_000_000)
+        );
+        assert_eq!(
+            (t.periods, t.throttled_periods, t.throttled_ns),
+            (50, 7, 900_000)
+        );
+        let (oom, max) = ev.expect("memory.events is there");
+        assert_eq!((oom.oom_kill, oom.oom, max), (2, Some(3), Some(12)));
+    }
 
     #[test]
     fn cpu_max_forms() {

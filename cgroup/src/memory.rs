@@ -123,6 +123,9 @@ pub struct Memory {
     pub peak: Option<u64>,
     /// v1 failcnt; v2 memory.events `max`.
     pub failcnt: Option<u64>,
+    /// v2: the OOM events of the same memory.events read (v1 keeps them in memory.oom_control,
+    /// read by `oom::read`).
+    pub oom: Option<crate::oom::OomEvents>,
     pub swap: Option<Swap>,
     pub stat: MemoryStat,
 }
@@ -208,6 +211,7 @@ pub fn read_swap(dir: &Path, v: Version, usage: u64, limit: Option<u64>) -> Resu
 }
 
 pub fn read(dir: &Path, v: Version) -> Result<Memory> {
+    let mut oom = None;
     let usage = read_usage(dir, v)?;
     let limit = read_limit(dir, v)?;
     let stat = read_stat(dir, v)?;
@@ -218,21 +222,9 @@ pub fn read(dir: &Path, v: Version) -> Result<Memory> {
         ),
         Version::V2 => {
             let peak = parse::read_u64_opt(&join(dir, "memory.peak"))?;
-            let failcnt = match parse::read_opt(&join(dir, "memory.events"))? {
-                Some(t) => {
-                    let p = join(dir, "memory.events");
-                    let mut max = None;
-                    for kv in parse::flat_keyed(&p, &t) {
-                        let (k, v) = kv?;
-                        if k == "max" {
-                            max = Some(v);
-                        }
-                    }
-                    max
-                }
-                None => None,
-            };
-            (peak, failcnt)
+            let events = crate::oom::read_events_v2(dir)?;
+            oom = events.as_ref().map(|e| e.0.clone());
+            (peak, events.and_then(|e| e.1))
         }
     };
     let swap = read_swap(dir, v, usage, limit)?;
@@ -243,6 +235,7 @@ pub fn read(dir: &Path, v: Version) -> Result<Memory> {
         failcnt,
         swap,
         stat,
+        oom,
     })
 }
 

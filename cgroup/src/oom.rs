@@ -33,18 +33,29 @@ pub fn read(dir: &Path, v: Version) -> Result<OomEvents> {
             }
         }
         Version::V2 => {
-            let p = join(dir, "memory.events");
-            let Some(text) = parse::read_opt(&p)? else {
-                return Ok(ev);
-            };
-            for kv in parse::flat_keyed(&p, &text) {
-                match kv? {
-                    ("oom_kill", x) => ev.oom_kill = x,
-                    ("oom", x) => ev.oom = Some(x),
-                    _ => {}
-                }
+            if let Some((e, _)) = read_events_v2(dir)? {
+                ev = e;
             }
         }
     }
     Ok(ev)
+}
+
+/// v2 `memory.events` read once: the OOM events and `max` (the failcnt analogue). None when
+/// the file is absent (the root cgroup).
+pub fn read_events_v2(dir: &Path) -> Result<Option<(OomEvents, Option<u64>)>> {
+    let p = join(dir, "memory.events");
+    let Some(text) = parse::read_opt(&p)? else {
+        return Ok(None);
+    };
+    let (mut ev, mut max) = (OomEvents::default(), None);
+    for kv in parse::flat_keyed(&p, &text) {
+        match kv? {
+            ("oom_kill", x) => ev.oom_kill = x,
+            ("oom", x) => ev.oom = Some(x),
+            ("max", x) => max = Some(x),
+            _ => {}
+        }
+    }
+    Ok(Some((ev, max)))
 }
