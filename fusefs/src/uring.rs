@@ -165,15 +165,11 @@ impl Running {
     }
 }
 
+/// Queues the kernel expects: one per possible CPU, numbered like them.
 fn possible_cpus() -> Option<usize> {
     let s = std::fs::read_to_string("/sys/devices/system/cpu/possible").ok()?;
-    let mut n = 0;
-    for part in s.trim().split(',') {
-        let (a, b) = part.split_once('-').unwrap_or((part, part));
-        let (a, b): (usize, usize) = (a.parse().ok()?, b.parse().ok()?);
-        n = n.max(b.checked_add(1)?.max(a + 1));
-    }
-    (n > 0).then_some(n)
+    let list = cgsight_cgroup::CpuList::parse(s.trim())?;
+    list.cpus().iter().max().map(|&m| m as usize + 1)
 }
 
 /// Whether to serve over io_uring, and the rings if so. `Auto` uses it when the kernel has it
