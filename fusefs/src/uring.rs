@@ -150,10 +150,13 @@ impl Drop for Pending {
 pub struct Running {
     threads: Vec<JoinHandle<()>>,
     stops: Vec<OwnedFd>,
+    decision: Arc<Decision>,
 }
 
 impl Running {
     pub fn stop(self) {
+        // Threads still waiting for INIT (it never came) end too.
+        self.decision.set(false);
         for fd in &self.stops {
             let one = 1u64.to_ne_bytes();
             // SAFETY: writing 8 bytes from a live buffer to an eventfd we own.
@@ -298,7 +301,11 @@ impl Launcher {
                     .spawn(move || serve(q, &d, f.as_raw_fd(), &t, &m))?,
             );
         }
-        Ok(Running { threads, stops })
+        Ok(Running {
+            threads,
+            stops,
+            decision,
+        })
     }
 }
 
