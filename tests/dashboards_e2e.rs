@@ -409,8 +409,8 @@ fn dashboards_and_rules_have_data_from_the_real_agent() {
     assert!(st.success(), "creating the container's veth pair");
 
     // Disk panels need block I/O charged to the container. On v1 kernels >= 6.10 that takes
-    // blk-throttle active on the disk for the cgroup: the launcher's cgroup setup arranges it
-    // (a never-binding limit), so nothing is done by hand here: the panels prove it.
+    // blk-throttle set up on the disk's queue: the launcher's cgroup setup arranges it (a
+    // never-binding limit), so nothing is done by hand here.
     let disk = block_device_of(Path::new("/var/lib/cgsight"));
     let io_mount = h.mount_for(Controller::Io);
 

@@ -407,6 +407,7 @@ impl Filesystem for CgFs {
         reply.ok()
     }
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,7 +23,6 @@ pub fn unique_name(tag: &str) -> String {
     format!("cgsight-test-{tag}-{}-{n}", std::process::id())
 }
 
-/// True when running as root; the live tests need it.
 /// Whether this kernel has FUSE over io_uring (Linux 6.14+ with CONFIG_FUSE_IO_URING).
 pub fn kernel_has_fuse_io_uring() -> bool {
     std::path::Path::new("/sys/module/fuse/parameters/enable_uring").exists()
@@ -65,6 +64,7 @@ pub fn io_uring_completions(pid: i32) -> Option<u64> {
     total
 }
 
+/// True when running as root; the live tests need it.
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
