@@ -30,7 +30,7 @@ const MAX_CPUS: u64 = 8192;
 
 /// Static parts never change; per-caller ones (the cpuN entries) must not be cached, because
 /// the kernel's dentry cache is shared by every caller.
-pub(crate) const TTL_STATIC: Duration = Duration::from_secs(10);
+const TTL_STATIC: Duration = Duration::from_secs(10);
 const TTL_NONE: Duration = Duration::ZERO;
 
 fn file_ino(f: File) -> u64 {
@@ -126,16 +126,36 @@ impl Tree {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn born(&self) -> SystemTime {
-        self.born
-    }
-
     pub fn is_dir(ino: u64) -> bool {
         is_dir(ino)
     }
 
-    pub fn exists(ino: u64) -> bool {
-        exists(ino)
+    /// What stat(2) shows of a node (both transports encode this), or ENOENT.
+    pub fn attr(&self, ino: u64) -> Result<crate::abi::Attr, Errno> {
+        if !exists(ino) {
+            return Err(libc::ENOENT);
+        }
+        let dir = is_dir(ino);
+        let born = self
+            .born
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Ok(crate::abi::Attr {
+            ino,
+            mode: if dir {
+                libc::S_IFDIR | 0o555
+            } else {
+                libc::S_IFREG | 0o444
+            },
+            nlink: if dir { 2 } else { 1 },
+            secs: born.as_secs(),
+            nsecs: born.subsec_nanos(),
+        })
+    }
+
+    /// The attributes and how long the kernel may cache them.
+    pub fn getattr(&self, ino: u64) -> Result<(crate::abi::Attr, Duration), Errno> {
+        self.attr(ino).map(|a| (a, TTL_STATIC))
     }
 
     fn cpu_index(name: &str) -> Option<u64> {
@@ -245,31 +265,31 @@ impl CgFs {
     pub fn new(tree: Arc<Tree>, uring: Option<crate::uring::Pending>) -> CgFs {
         CgFs { tree, uring }
     }
+}
 
-    fn attr(&self, ino: u64) -> FileAttr {
-        let dir = is_dir(ino);
-        let born = self.tree.born;
-        FileAttr {
-            ino: INodeNo(ino),
-            size: 0,
-            blocks: 0,
-            atime: born,
-            mtime: born,
-            ctime: born,
-            crtime: born,
-            kind: if dir {
-                FileType::Directory
-            } else {
-                FileType::RegularFile
-            },
-            perm: if dir { 0o555 } else { 0o444 },
-            nlink: if dir { 2 } else { 1 },
-            uid: 0,
-            gid: 0,
-            rdev: 0,
-            blksize: 4096,
-            flags: 0,
-        }
+/// fuser's form of [`Tree::attr`].
+fn file_attr(a: &crate::abi::Attr) -> FileAttr {
+    let t = std::time::UNIX_EPOCH + Duration::new(a.secs, a.nsecs);
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: 0,
+        blocks: 0,
+        atime: t,
+        mtime: t,
+        ctime: t,
+        crtime: t,
+        kind: if a.mode & libc::S_IFMT == libc::S_IFDIR {
+            FileType::Directory
+        } else {
+            FileType::RegularFile
+        },
+        perm: (a.mode & 0o7777) as u16,
+        nlink: a.nlink,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
     }
 }
 
@@ -302,17 +322,20 @@ impl Filesystem for CgFs {
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         use std::os::unix::ffi::OsStrExt;
-        match self.tree.lookup(parent.0, name.as_bytes(), req.pid()) {
-            Ok((ino, ttl)) => reply.entry(&ttl, &self.attr(ino), Generation(0)),
+        match self
+            .tree
+            .lookup(parent.0, name.as_bytes(), req.pid())
+            .and_then(|(ino, ttl)| Ok((self.tree.attr(ino)?, ttl)))
+        {
+            Ok((a, ttl)) => reply.entry(&ttl, &file_attr(&a), Generation(0)),
             Err(e) => reply.error(errno(e)),
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        if exists(ino.0) {
-            reply.attr(&TTL_STATIC, &self.attr(ino.0))
-        } else {
-            reply.error(fuser::Errno::ENOENT)
+        match self.tree.getattr(ino.0) {
+            Ok((a, ttl)) => reply.attr(&ttl, &file_attr(&a)),
+            Err(e) => reply.error(errno(e)),
         }
     }
 
@@ -411,6 +434,32 @@ impl Filesystem for CgFs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fuser_attrs_match_the_wire_attrs() {
+        let dir = crate::abi::Attr {
+            ino: PROC,
+            mode: libc::S_IFDIR | 0o555,
+            nlink: 2,
+            secs: 1_700_000_000,
+            nsecs: 7,
+        };
+        let f = file_attr(&dir);
+        assert_eq!(
+            (f.kind, f.perm, f.nlink, f.ino),
+            (FileType::Directory, 0o555, 2, INodeNo(PROC))
+        );
+        assert_eq!(
+            f.mtime.duration_since(std::time::UNIX_EPOCH).unwrap(),
+            Duration::new(1_700_000_000, 7)
+        );
+        let file = file_attr(&crate::abi::Attr {
+            mode: libc::S_IFREG | 0o444,
+            nlink: 1,
+            ..dir
+        });
+        assert_eq!((file.kind, file.perm), (FileType::RegularFile, 0o444));
+    }
 
     #[test]
     fn tree_is_consistent() {

@@ -471,25 +471,6 @@ fn answer(e: &mut Entry, tree: &Tree) {
     abi::set_ring_payload(hdr, len as u32);
 }
 
-fn attr(tree: &Tree, ino: u64) -> abi::Attr {
-    let dir = Tree::is_dir(ino);
-    let born = tree
-        .born()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    abi::Attr {
-        ino,
-        mode: if dir {
-            libc::S_IFDIR | 0o555
-        } else {
-            libc::S_IFREG | 0o444
-        },
-        nlink: if dir { 2 } else { 1 },
-        secs: born.as_secs(),
-        nsecs: born.subsec_nanos(),
-    }
-}
-
 /// One request → the reply's payload length, or an errno. Mirrors the fuser adapter in fs.rs.
 fn dispatch(
     tree: &Tree,
@@ -509,14 +490,12 @@ fn dispatch(
             let mut buf = [0u8; 255];
             buf[..name.len()].copy_from_slice(name);
             let (ino, ttl) = tree.lookup(h.nodeid, &buf[..name.len()], h.pid)?;
-            abi::put_entry_out(pay, &attr(tree, ino), ttl.as_secs());
+            abi::put_entry_out(pay, &tree.attr(ino)?, ttl.as_secs());
             Ok(abi::ENTRY_OUT_LEN)
         }
         abi::GETATTR => {
-            if !Tree::exists(h.nodeid) {
-                return Err(libc::ENOENT);
-            }
-            abi::put_attr_out(pay, &attr(tree, h.nodeid), crate::fs::TTL_STATIC.as_secs());
+            let (a, ttl) = tree.getattr(h.nodeid)?;
+            abi::put_attr_out(pay, &a, ttl.as_secs());
             Ok(abi::ATTR_OUT_LEN)
         }
         abi::OPEN => {
