@@ -104,13 +104,15 @@ fn detach(mp: &Path) -> nix::Result<()> {
     nix::mount::umount2(mp, nix::mount::MntFlags::MNT_DETACH)
 }
 
-/// The errors a FUSE mount whose server died answers with.
+/// The errors a FUSE mount whose server died answers with: ENOTCONN over /dev/fuse,
+/// ECONNABORTED over io_uring, and ECANCELED for a request that raced the kernel's
+/// (asynchronous) teardown of a dead server's rings.
 fn dead_server(errno: i32) -> bool {
-    errno == libc::ENOTCONN || errno == libc::ECONNABORTED
+    matches!(errno, libc::ENOTCONN | libc::ECONNABORTED | libc::ECANCELED)
 }
 
 /// Makes the mount point (and its parents) and detaches a dead FUSE mount left there by a
-/// killed server (stat fails with ENOTCONN, or ECONNABORTED when it served over io_uring).
+/// killed server (see [`dead_server`]).
 fn prepare_mountpoint(mp: &Path) -> Result<(), Error> {
     for _ in 0..8 {
         match std::fs::metadata(mp) {
