@@ -445,8 +445,17 @@ fn serve(mut q: Queue, decision: &Decision, fuse: RawFd, tree: &Tree, metrics: &
 fn fail(e: &mut Entry, errno: Errno) {
     let hdr = e.header.bytes();
     let unique = abi::InHeader::parse(hdr).map_or(0, |h| h.unique);
-    abi::put_out_header(hdr, 16, -errno, unique);
-    abi::set_ring_payload(hdr, 0);
+    write_reply(hdr, unique, Err(errno));
+}
+
+/// The out header and payload size of a reply whose payload (if any) is already in place.
+fn write_reply(hdr: &mut [u8], unique: u64, result: Result<usize, Errno>) {
+    let (len, err) = match result {
+        Ok(n) => (n, 0),
+        Err(errno) => (0, -errno),
+    };
+    abi::put_out_header(hdr, (16 + len) as u32, err, unique);
+    abi::set_ring_payload(hdr, len as u32);
 }
 
 /// Decodes the request in an entry, runs it, and writes the reply in place.
@@ -462,13 +471,7 @@ fn answer(e: &mut Entry, tree: &Tree) {
         Some(h) => dispatch(tree, h, &op_in, payload, in_len as usize),
         None => Err(libc::EIO),
     };
-    let (len, err) = match result {
-        Ok(n) => (n, 0),
-        Err(errno) => (0, -errno),
-    };
-    let unique = h.map_or(0, |h| h.unique);
-    abi::put_out_header(hdr, (16 + len) as u32, err, unique);
-    abi::set_ring_payload(hdr, len as u32);
+    write_reply(hdr, h.map_or(0, |h| h.unique), result);
 }
 
 /// One request → the reply's payload length, or an errno. Mirrors the fuser adapter in fs.rs.
