@@ -28,29 +28,44 @@ struct Agent {
     port: u16,
 }
 
-/// Starts `cgsight agent` with `args` on a free port and waits until /healthz answers
-/// (retrying on another port if the one picked was taken meanwhile).
+/// Starts `cgsight agent` with `args` on port 0 and learns the port it bound from its log.
+/// (Picking a free port first raced parallel tests: two agents could be handed the same
+/// port, and the loser's test then scraped the winner's agent until it was killed.)
 fn start_agent(args: &[&str]) -> Agent {
-    for _ in 0..5 {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let mut cmd = Command::new(BIN);
-        cmd.args(["agent", "--listen", &listen])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = ChildGuard::new(cmd.spawn().expect("spawn cgsight agent"));
-        let up = wait_for("agent up or exited", Duration::from_secs(20), || {
-            if let Ok(Some(_)) = child.child().try_wait() {
-                return Some(false);
+    use std::io::BufRead;
+    let mut cmd = Command::new(BIN);
+    cmd.args(["agent", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = ChildGuard::new(cmd.spawn().expect("spawn cgsight agent"));
+    let stderr = child.child().stderr.take().expect("agent stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Reads the log until the listening line, then keeps draining it so the agent never
+    // blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let port = line
+                .split_once("://127.0.0.1:")
+                .and_then(|(_, rest)| rest.split('/').next())
+                .and_then(|p| p.parse::<u16>().ok());
+            if let (Some(p), Some(t)) = (port, tx.as_ref()) {
+                let _ = t.send(p);
+                tx = None;
             }
-            TcpStream::connect(("127.0.0.1", port)).ok().map(|_| true)
-        });
-        if up {
-            return Agent { child, port };
         }
-    }
-    panic!("cgsight agent did not start");
+    });
+    let port = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("cgsight agent did not log its listening address");
+    wait_for("agent accepting", Duration::from_secs(20), || {
+        TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    Agent { child, port }
 }
 
 /// A minimal HTTP/1.1 GET: (status, lower-cased headers, body).
