@@ -18,7 +18,7 @@ run() { # run NAME CMD...
 
 run "cargo fmt --check" cargo fmt --all --check
 run "cargo clippy -D warnings" cargo clippy --workspace --all-targets --locked -- -D warnings
-run "cargo test (host kernel)" cargo test --workspace --locked -- --test-threads=4
+run "cargo test (host kernel)" cargo test --workspace --locked --no-fail-fast -- --test-threads=4
 run "dashboards and rules" bash dashboards/tests/run.sh
 if [ -x tests/vm/run-tests-in-vm.sh ] && [ "${CGSIGHT_SKIP_VM:-0}" != 1 ]; then
     run "vm setup" bash tests/vm/setup.sh

@@ -925,18 +925,10 @@ fn device_name(major: u32, minor: u32) -> String {
         .unwrap_or_else(|| format!("{major}:{minor}"))
 }
 
-/// The mount source of `/` (mountinfo field after the ` - fstype`).
+/// The mount source of `/` (the topmost mount there).
 fn root_device() -> Option<String> {
-    let t = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let mut dev = None;
-    for l in t.lines() {
-        let f: Vec<&str> = l.split(' ').collect();
-        if f.len() > 4 && f[4] == "/" {
-            let sep = f.iter().position(|x| *x == "-")?;
-            dev = f.get(sep + 2).map(|s| s.to_string());
-        }
-    }
-    dev
+    let m = cgsight_cgroup::mountinfo::read_self().ok()?;
+    cgsight_cgroup::mountinfo::top_mount_at(&m, Path::new("/")).map(|e| e.source.clone())
 }
 
 fn statvfs_usage(p: &Path) -> Option<(u64, u64)> {

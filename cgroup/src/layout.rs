@@ -176,45 +176,28 @@ impl Hierarchies {
         v2_controllers: impl Fn(&Path) -> Vec<String>,
     ) -> Result<Self> {
         let mut mounts: Vec<Mount> = Vec::new();
-        for line in mountinfo.lines() {
-            // Fields: id parent maj:min root mount_point opts [optional...] - fstype source superopts
-            let Some((left, right)) = line.split_once(" - ") else {
-                continue;
+        for e in crate::mountinfo::parse(mountinfo) {
+            let version = match e.fstype.as_str() {
+                "cgroup" => Version::V1,
+                "cgroup2" => Version::V2,
+                _ => continue,
             };
-            let lf: Vec<&str> = left.split(' ').collect();
-            let rf: Vec<&str> = right.split(' ').collect();
-            if lf.len() < 5 || rf.len() < 3 {
-                continue;
-            }
-            let fstype = rf[0];
-            let root = unescape(lf[3]);
-            let mount_point = PathBuf::from(unescape(lf[4]));
-            match fstype {
-                "cgroup" => {
-                    let controllers: Vec<String> = rf[2]
-                        .split(',')
-                        .filter(|o| !V1_NON_CONTROLLER_OPTS.contains(o))
-                        .filter(|o| !o.starts_with("release_agent="))
-                        .map(str::to_owned)
-                        .collect();
-                    mounts.push(Mount {
-                        version: Version::V1,
-                        mount_point,
-                        root,
-                        controllers,
-                    });
-                }
-                "cgroup2" => {
-                    let controllers = v2_controllers(&mount_point);
-                    mounts.push(Mount {
-                        version: Version::V2,
-                        mount_point,
-                        root,
-                        controllers,
-                    });
-                }
-                _ => {}
-            }
+            let controllers = match version {
+                Version::V1 => e
+                    .super_opts
+                    .split(',')
+                    .filter(|o| !V1_NON_CONTROLLER_OPTS.contains(o))
+                    .filter(|o| !o.starts_with("release_agent="))
+                    .map(str::to_owned)
+                    .collect(),
+                Version::V2 => v2_controllers(&e.mount_point),
+            };
+            mounts.push(Mount {
+                version,
+                mount_point: e.mount_point,
+                root: e.root,
+                controllers,
+            });
         }
         // The same hierarchy can be mounted more than once (bind mounts, containers); keep the
         // first mount under /sys/fs/cgroup, else the first seen, per hierarchy.
@@ -270,30 +253,6 @@ impl Hierarchies {
             _ => None,
         }
     }
-}
-
-/// mountinfo escapes space, tab, newline and backslash as octal `\ooo`.
-fn unescape(s: &str) -> String {
-    if !s.contains('\\') {
-        return s.to_owned();
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 4 <= b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -416,11 +375,5 @@ mod tests {
     fn no_cgroupfs_is_an_error() {
         let e = Hierarchies::from_mountinfo("1 0 8:1 / / rw - ext4 /dev/sda rw\n", v2).unwrap_err();
         assert!(matches!(e, Error::NoCgroupFs));
-    }
-
-    #[test]
-    fn mountinfo_escapes() {
-        assert_eq!(unescape("/a\\040b"), "/a b");
-        assert_eq!(unescape("/plain"), "/plain");
     }
 }

@@ -6,6 +6,7 @@
 //!   ancestors) limits. Readers are also exposed per controller module for hot paths that cache
 //!   directories.
 //! - [`Managed`]: create, limit, attach, kill and remove.
+//! - [`mountinfo`]: the one mountinfo reader of every part.
 
 pub mod cgroup;
 pub mod cpu;
@@ -15,6 +16,7 @@ pub mod io;
 pub mod layout;
 pub mod manage;
 pub mod memory;
+pub mod mountinfo;
 pub mod oom;
 mod parse;
 pub mod pids;

@@ -92,12 +92,8 @@ fn is_mountpoint(mp: &Path) -> bool {
     let Ok(canon) = mp.canonicalize() else {
         return false;
     };
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let want = canon.to_string_lossy().replace(' ', "\\040");
-    info.lines()
-        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+    cgsight_cgroup::mountinfo::read_self()
+        .is_ok_and(|m| cgsight_cgroup::mountinfo::is_mount_point(&m, &canon))
 }
 
 fn detach(mp: &Path) -> nix::Result<()> {

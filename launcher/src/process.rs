@@ -59,16 +59,11 @@ impl LaunchError {
 
 /// Is a live FUSE view mounted at `mp` (mounted as fuse and answering reads)?
 pub fn views_live(mp: &Path) -> bool {
-    let Ok(mi) = fs::read_to_string("/proc/self/mountinfo") else {
+    let Ok(mi) = cgsight_cgroup::mountinfo::read_self() else {
         return false;
     };
-    let mounted = mi.lines().any(|l| {
-        let mut it = l.split(" - ");
-        let (Some(a), Some(b)) = (it.next(), it.next()) else {
-            return false;
-        };
-        a.split(' ').nth(4) == Some(&*mp.to_string_lossy()) && b.starts_with("fuse")
-    });
+    let mounted = cgsight_cgroup::mountinfo::top_mount_at(&mi, mp)
+        .is_some_and(|e| e.fstype.starts_with("fuse"));
     mounted && read_with_timeout(&mp.join("proc/uptime"), 2000)
 }
 
