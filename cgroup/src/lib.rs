@@ -6,11 +6,13 @@
 //!   ancestors) limits. Readers are also exposed per controller module for hot paths that cache
 //!   directories.
 //! - [`Managed`]: create, limit, attach, kill and remove.
+//! - [`devices`]: the kernel-enforced device allow-list (v1 controller or v2 BPF program).
 //! - [`mountinfo`]: the one mountinfo reader of every part.
 
 pub mod cgroup;
 pub mod cpu;
 pub mod cpulist;
+pub mod devices;
 mod error;
 pub mod io;
 pub mod layout;

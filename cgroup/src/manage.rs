@@ -20,8 +20,9 @@ use crate::layout::{Controller, Hierarchies, Version};
 use crate::parse::{self, join};
 
 /// Every controller a container cgroup lives in: the ones limits use, plus cpuacct and io for
-/// accounting and freezer for a race-free kill on v1.
-pub const CONTAINER_CONTROLLERS: [Controller; 7] = [
+/// accounting, freezer for a race-free kill on v1, and devices for the device allow-list on v1
+/// (see [`crate::devices`]; a v1 devices cgroup allows everything until rules are applied).
+pub const CONTAINER_CONTROLLERS: [Controller; 8] = [
     Controller::Cpu,
     Controller::Cpuacct,
     Controller::Cpuset,
@@ -29,6 +30,7 @@ pub const CONTAINER_CONTROLLERS: [Controller; 7] = [
     Controller::Io,
     Controller::Pids,
     Controller::Freezer,
+    Controller::Devices,
 ];
 
 /// A read limit that never binds (1 TiB/s): it only switches blk-throttle on for a device.

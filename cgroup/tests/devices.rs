@@ -1,0 +1,285 @@
+//! Live tests of the device allow-list (root required): a forked child moves itself into a
+//! cgroup and tries device accesses. Each cgroup is probed once without rules (everything must
+//! work, so the test can fail) and once with them.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use cgsight_cgroup::devices::{self, bpf, v1, Enforcer, Table};
+use cgsight_cgroup::{Controller, Hierarchies, Managed, Resources, Version};
+use cgsight_testkit::{require_root, unique_name, TestCgroup};
+
+/// A cgroup killed and removed on drop.
+struct Cg(Managed);
+
+impl Drop for Cg {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.kill_and_remove() {
+            eprintln!("cleaning up {:?}: {e}", self.0.dirs());
+        }
+    }
+}
+
+/// A scratch directory on a filesystem that honours device nodes, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        let p = Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique_name("devices"));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// What the child tries, in order. `Ok` = 0, else the errno.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+struct Outcome {
+    join: i32,
+    open_null: i32,
+    mknod_block: i32,
+    open_block: i32,
+    open_loop_control: i32,
+    open_fuse: i32,
+}
+
+const EPERM: i32 = libc::EPERM;
+
+/// The `MAJ:MIN` of a block device of this host: loop0 when there is one.
+fn some_block_device() -> libc::dev_t {
+    if let Ok(m) = std::fs::metadata("/dev/loop0") {
+        return m.rdev();
+    }
+    let mut names: Vec<PathBuf> = std::fs::read_dir("/sys/block")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("dev"))
+        .collect();
+    names.sort();
+    let text = std::fs::read_to_string(names.first().expect("a block device")).unwrap();
+    let (a, b) = text.trim().split_once(':').unwrap();
+    libc::makedev(a.parse().unwrap(), b.parse().unwrap())
+}
+
+fn cstr(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).unwrap()
+}
+
+/// Forks a child that joins every `procs` file then tries the accesses; returns its outcome.
+fn probe(procs: &[PathBuf], scratch: &Path) -> Outcome {
+    for node in ["/dev/loop-control", "/dev/fuse"] {
+        assert!(Path::new(node).exists(), "{node} is needed by this test");
+    }
+    let procs: Vec<CString> = procs.iter().map(|p| cstr(p)).collect();
+    let node = cstr(&scratch.join(unique_name("blk")));
+    let (null, lctl, fuse) = (
+        cstr(Path::new("/dev/null")),
+        cstr(Path::new("/dev/loop-control")),
+        cstr(Path::new("/dev/fuse")),
+    );
+    let dev = some_block_device();
+    let mut fds = [0i32; 2];
+    // SAFETY: fds is a valid 2-int array.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: the child only makes syscalls on buffers prepared above, then _exits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        // SAFETY (whole block): async-signal-safe syscalls only.
+        unsafe {
+            let errno = || *libc::__errno_location();
+            let try_open = |p: &CString, flags| {
+                let fd = libc::open(p.as_ptr(), flags | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return errno();
+                }
+                libc::close(fd);
+                0
+            };
+            let mut join = 0;
+            for p in &procs {
+                let fd = libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    join = errno();
+                }
+                libc::close(fd);
+            }
+            let out = [
+                join,
+                try_open(&null, libc::O_RDWR),
+                if libc::mknod(node.as_ptr(), libc::S_IFBLK | 0o600, dev) == 0 {
+                    0
+                } else {
+                    errno()
+                },
+                try_open(&node, libc::O_RDONLY),
+                try_open(&lctl, libc::O_RDWR),
+                try_open(&fuse, libc::O_RDWR),
+            ];
+            libc::write(fds[1], out.as_ptr().cast(), std::mem::size_of_val(&out));
+            libc::_exit(0);
+        }
+    }
+    // SAFETY: both fds are ours; the write end is closed so read sees EOF if the child dies.
+    let mut r = File::from(unsafe { OwnedFd::from_raw_fd(fds[0]) });
+    unsafe { libc::close(fds[1]) };
+    let mut buf = Vec::new();
+    r.read_to_end(&mut buf).unwrap();
+    let mut status = 0;
+    // SAFETY: pid is our child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    let v: Vec<i32> = buf
+        .chunks_exact(4)
+        .map(|c| i32::from_ne_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(v.len(), 6, "child status {status}, wrote {buf:?}");
+    Outcome {
+        join: v[0],
+        open_null: v[1],
+        mknod_block: v[2],
+        open_block: v[3],
+        open_loop_control: v[4],
+        open_fuse: v[5],
+    }
+}
+
+const ALL_OK: Outcome = Outcome {
+    join: 0,
+    open_null: 0,
+    mknod_block: 0,
+    open_block: 0,
+    open_loop_control: 0,
+    open_fuse: 0,
+};
+
+/// runc's defaults: /dev/null works, nodes may be made but not opened, the rest is denied.
+const DEFAULTS: Outcome = Outcome {
+    join: 0,
+    open_null: 0,
+    mknod_block: 0,
+    open_block: EPERM,
+    open_loop_control: EPERM,
+    open_fuse: EPERM,
+};
+
+fn defaults() -> Table {
+    Table::fold(&devices::default_rules())
+}
+
+#[test]
+fn v1_controller_enforces_runc_defaults() {
+    require_root!();
+    let h = Hierarchies::detect().unwrap();
+    if h.mount_for(Controller::Devices).map(|m| m.version) != Some(Version::V1) {
+        eprintln!(
+            "skipped: no v1 devices hierarchy on this host ({})",
+            h.layout
+        );
+        return;
+    }
+    let path = format!("/{}", unique_name("devices-v1"));
+    let cg = Cg(Managed::create(&h, &path, &[Controller::Devices]).unwrap());
+    let dir = cg.0.cgroup().dir(Controller::Devices).unwrap().dir.clone();
+    let procs = [dir.join("cgroup.procs")];
+    let tmp = TempDir::new();
+
+    assert_eq!(probe(&procs, &tmp.0), ALL_OK, "without rules");
+    let t0 = Instant::now();
+    v1::write_table(&dir, &defaults()).unwrap();
+    eprintln!("v1 write: {} µs", t0.elapsed().as_micros());
+    let want: Vec<String> = defaults().exceptions.iter().map(|e| e.line()).collect();
+    assert_eq!(v1::list(&dir).unwrap(), want);
+    assert_eq!(probe(&procs, &tmp.0), DEFAULTS, "with runc's defaults");
+}
+
+#[test]
+fn v1_default_cannot_change_under_children() {
+    require_root!();
+    let h = Hierarchies::detect().unwrap();
+    if h.mount_for(Controller::Devices).map(|m| m.version) != Some(Version::V1) {
+        eprintln!(
+            "skipped: no v1 devices hierarchy on this host ({})",
+            h.layout
+        );
+        return;
+    }
+    let path = format!("/{}", unique_name("devices-v1kids"));
+    let cg = Cg(Managed::create(&h, &path, &[Controller::Devices]).unwrap());
+    let dir = cg.0.cgroup().dir(Controller::Devices).unwrap().dir.clone();
+    std::fs::create_dir(dir.join("child")).unwrap();
+    let e = v1::write_table(&dir, &defaults()).unwrap_err().to_string();
+    assert!(e.contains("child cgroups"), "{e}");
+}
+
+#[test]
+fn bpf_program_enforces_runc_defaults() {
+    require_root!();
+    let h = Hierarchies::detect().unwrap();
+    if h.unified().is_none() {
+        eprintln!(
+            "skipped: no cgroup2 hierarchy on this host ({}); the v2 VM lane covers it",
+            h.layout
+        );
+        return;
+    }
+    let path = format!("/{}", unique_name("devices-bpf"));
+    let cg = Cg(Managed::create(&h, &path, &[]).unwrap());
+    let dir = cg.0.cgroup().unified.clone().unwrap();
+    let procs = [dir.join("cgroup.procs")];
+    let tmp = TempDir::new();
+
+    assert_eq!(probe(&procs, &tmp.0), ALL_OK, "without a program");
+    assert_eq!(bpf::attached_count(&dir).unwrap(), 0);
+    let t0 = Instant::now();
+    // Compiles, loads, attaches and closes the program descriptor.
+    devices::attach_program(&dir, &defaults()).unwrap();
+    eprintln!("bpf compile+load+attach: {} µs", t0.elapsed().as_micros());
+    assert_eq!(bpf::attached_count(&dir).unwrap(), 1);
+    // The descriptor is closed: the cgroup alone keeps the program enforcing.
+    assert_eq!(probe(&procs, &tmp.0), DEFAULTS, "with runc's defaults");
+}
+
+#[test]
+fn apply_uses_this_layouts_enforcer_and_honours_device_flags() {
+    require_root!();
+    let h = Hierarchies::detect().unwrap();
+    let tc = TestCgroup::new("devices-apply", &Resources::default());
+    let procs: Vec<PathBuf> = tc
+        .managed
+        .dirs()
+        .iter()
+        .map(|d| d.join("cgroup.procs"))
+        .collect();
+    let tmp = TempDir::new();
+    assert_eq!(probe(&procs, &tmp.0), ALL_OK, "without rules");
+
+    let flag = devices::resolve_device("/dev/loop-control:/dev/lc:rw").unwrap();
+    let rules = devices::rules_with_devices(&[flag]);
+    let t0 = Instant::now();
+    let e = devices::apply(&h, tc.cgroup(), &rules).unwrap();
+    eprintln!("apply ({e:?}): {} µs", t0.elapsed().as_micros());
+    match h.mount_for(Controller::Devices).map(|m| m.version) {
+        Some(Version::V1) => assert!(matches!(e, Enforcer::V1(_)), "{e:?}"),
+        _ => assert!(matches!(e, Enforcer::Bpf(_)), "{e:?}"),
+    }
+    let want = Outcome {
+        open_loop_control: 0,
+        ..DEFAULTS
+    };
+    assert_eq!(
+        probe(&procs, &tmp.0),
+        want,
+        "defaults plus --device /dev/loop-control"
+    );
+}
