@@ -21,6 +21,9 @@ pub struct Insn {
     pub imm: i32,
 }
 
+// The kernel reads instructions as 8-byte records.
+const _: () = assert!(std::mem::size_of::<Insn>() == 8);
+
 // Opcode parts (linux/bpf_common.h, linux/bpf.h).
 const LDX_MEM_W: u8 = 0x01 | 0x60; // BPF_LDX | BPF_MEM | BPF_W
 const ALU64_MOV_X: u8 = 0x07 | 0xb0 | 0x08;
