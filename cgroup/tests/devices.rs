@@ -218,20 +218,28 @@ fn defaults() -> Table {
     Table::fold(&devices::default_rules())
 }
 
-#[test]
-fn v1_controller_enforces_runc_defaults() {
-    require_root!();
+/// A fresh cgroup in the v1 devices hierarchy and its directory; None (skip) without one.
+fn v1_cgroup(tag: &str) -> Option<(Cg, PathBuf)> {
     let h = Hierarchies::detect().unwrap();
     if h.mount_for(Controller::Devices).map(|m| m.version) != Some(Version::V1) {
         eprintln!(
             "skipped: no v1 devices hierarchy on this host ({})",
             h.layout
         );
-        return;
+        return None;
     }
-    let path = format!("/{}", unique_name("devices-v1"));
+    let path = format!("/{}", unique_name(tag));
     let cg = Cg(Managed::create(&h, &path, &[Controller::Devices]).unwrap());
-    let dir = cg.0.cgroup().dir(Controller::Devices).unwrap().dir.clone();
+    let dir = cg.0.cgroup().dir(Controller::Devices)?.dir.clone();
+    Some((cg, dir))
+}
+
+#[test]
+fn v1_controller_enforces_runc_defaults() {
+    require_root!();
+    let Some((_cg, dir)) = v1_cgroup("devices-v1") else {
+        return;
+    };
     let procs = [dir.join("cgroup.procs")];
     let tmp = TempDir::new();
 
@@ -247,17 +255,9 @@ fn v1_controller_enforces_runc_defaults() {
 #[test]
 fn v1_default_cannot_change_under_children() {
     require_root!();
-    let h = Hierarchies::detect().unwrap();
-    if h.mount_for(Controller::Devices).map(|m| m.version) != Some(Version::V1) {
-        eprintln!(
-            "skipped: no v1 devices hierarchy on this host ({})",
-            h.layout
-        );
+    let Some((_cg, dir)) = v1_cgroup("devices-v1kids") else {
         return;
-    }
-    let path = format!("/{}", unique_name("devices-v1kids"));
-    let cg = Cg(Managed::create(&h, &path, &[Controller::Devices]).unwrap());
-    let dir = cg.0.cgroup().dir(Controller::Devices).unwrap().dir.clone();
+    };
     std::fs::create_dir(dir.join("child")).unwrap();
     let e = v1::write_table(&dir, &defaults()).unwrap_err().to_string();
     assert!(e.contains("child cgroups"), "{e}");
