@@ -36,6 +36,11 @@ pub fn compile(profile: &Profile, target: &Target) -> Result<Compiled> {
     let default = profile.default_action;
     let mut ctx =
         ScmpFilterContext::new(scmp_action(default)).map_err(lib("creating the filter".into()))?;
+    // Binary-tree syscall dispatch instead of a linear list: the kernel, on install, runs the
+    // filter for every syscall number of every arch to find the always-allowed ones, and then
+    // runs it on every other call; both walk log(n) instead of n instructions.
+    ctx.set_ctl_optimize(2)
+        .map_err(lib("choosing the binary-tree layout".into()))?;
     for arch in resolve::arches(profile, ScmpArch::native()) {
         ctx.add_arch(arch)
             .map_err(lib(format!("adding architecture {arch:?}")))?;

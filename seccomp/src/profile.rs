@@ -114,6 +114,17 @@ impl Profile {
         serde_json::to_string_pretty(&self.to_doc()).unwrap_or_default()
     }
 
+    /// Gives `name` this action whatever its rules said (e.g. `sysinfo` → [`Action::Notify`]
+    /// for a supervisor). The name leaves every other rule first, so the outcome does not hang on
+    /// how libseccomp merges two actions for one syscall.
+    pub fn set_action(&mut self, name: &str, action: Action) {
+        for rule in &mut self.rules {
+            rule.names.retain(|n| n != name);
+        }
+        self.rules.retain(|r| !r.names.is_empty());
+        self.rules.push(Rule::new(&[name], action));
+    }
+
     fn from_doc(doc: ProfileDoc) -> Result<Self> {
         let default_action = action(&doc.default_action, doc.default_errno_ret)?;
         let arches = match (doc.architectures, doc.arch_map) {
