@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::compile::compile;
 use crate::error::{Error, Result};
-use crate::profile::Profile;
+use crate::profile::{filter_flags, Profile};
 use crate::program::Program;
 use crate::resolve::Target;
 
@@ -50,12 +50,14 @@ impl Cache {
         match std::fs::read(&path) {
             Ok(bytes) => match decode(&bytes, &key) {
                 Ok(program) => {
+                    // Flags are not in the file: they come with the profile (and its key).
+                    let program = program.with_flags(filter_flags(&profile.flags)?);
                     return Ok(Loaded {
                         program,
                         cache_hit: true,
                         unknown_syscalls: vec![],
                         path,
-                    })
+                    });
                 }
                 Err(why) => {
                     tracing::warn!(path = %path.display(), why, "seccomp cache file is damaged; recompiling")

@@ -80,7 +80,8 @@ pub fn compile(profile: &Profile, target: &Target) -> Result<Compiled> {
             "seccomp profile names syscalls the local libseccomp does not know; skipped"
         );
     }
-    let program = Program::from_bpf_bytes(&export(&ctx)?)?;
+    let program = Program::from_bpf_bytes(&export(&ctx)?)?
+        .with_flags(crate::profile::filter_flags(&profile.flags)?);
     Ok(Compiled {
         program,
         unknown_syscalls: unknown,

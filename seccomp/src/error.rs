@@ -13,6 +13,10 @@ pub enum Error {
     UnknownOp(String),
     #[error("seccomp profile: unknown architecture {0:?} (expected SCMP_ARCH_*)")]
     UnknownArch(String),
+    #[error("seccomp profile: unknown filter flag {0:?} (one of SECCOMP_FILTER_FLAG_TSYNC, _LOG, _SPEC_ALLOW, _WAIT_KILLABLE_RECV)")]
+    UnknownFlag(String),
+    #[error("seccomp profile: both {0:?} and {1:?} given; use one")]
+    Both(&'static str, &'static str),
     #[error("seccomp profile: syscall rule #{rule} has no names")]
     NoNames { rule: usize },
     #[error("seccomp profile: syscall rule #{rule}: argument index {index} is out of range 0..=5")]

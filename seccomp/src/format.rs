@@ -14,7 +14,7 @@ pub struct ProfileDoc {
     pub architectures: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arch_map: Option<Vec<ArchMapDoc>>,
-    /// Filter flags (SECCOMP_FILTER_FLAG_*); docker passes them to runc. Kept for round trips.
+    /// Filter flags (SECCOMP_FILTER_FLAG_*) passed to seccomp(2) on install.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flags: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -96,6 +96,7 @@ pub enum Arches {
 pub struct Profile {
     pub default_action: Action,
     pub arches: Arches,
+    /// `SECCOMP_FILTER_FLAG_*` names, checked by [`filter_flags`].
     pub flags: Vec<String>,
     pub rules: Vec<Rule>,
 }
@@ -128,6 +129,9 @@ impl Profile {
     fn from_doc(doc: ProfileDoc) -> Result<Self> {
         let default_action = action(&doc.default_action, doc.default_errno_ret)?;
         let arches = match (doc.architectures, doc.arch_map) {
+            (Some(list), Some(map)) if !list.is_empty() && !map.is_empty() => {
+                return Err(Error::Both("architectures", "archMap"))
+            }
             (Some(list), _) if !list.is_empty() => {
                 Arches::List(list.iter().map(|a| arch(a)).collect::<Result<_>>()?)
             }
@@ -151,10 +155,12 @@ impl Profile {
             .enumerate()
             .map(|(i, s)| rule(i, s))
             .collect::<Result<_>>()?;
+        let flags = doc.flags.unwrap_or_default();
+        filter_flags(&flags)?;
         Ok(Self {
             default_action,
             arches,
-            flags: doc.flags.unwrap_or_default(),
+            flags,
             rules,
         })
     }
@@ -186,7 +192,27 @@ impl Profile {
     }
 }
 
+/// The seccomp(2) flag bits of a profile's `flags`. Only flags that shape how the filter
+/// behaves are accepted; NEW_LISTENER and TSYNC_ESRCH are the installer's choice.
+pub fn filter_flags(names: &[String]) -> Result<libc::c_ulong> {
+    names.iter().try_fold(0, |bits, name| {
+        let bit = match name.as_str() {
+            "SECCOMP_FILTER_FLAG_TSYNC" => libc::SECCOMP_FILTER_FLAG_TSYNC,
+            "SECCOMP_FILTER_FLAG_LOG" => libc::SECCOMP_FILTER_FLAG_LOG,
+            "SECCOMP_FILTER_FLAG_SPEC_ALLOW" => libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW,
+            "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV" => {
+                libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
+            }
+            other => return Err(Error::UnknownFlag(other.to_owned())),
+        };
+        Ok(bits | bit)
+    })
+}
+
 fn rule(index: usize, s: SyscallDoc) -> Result<Rule> {
+    if s.name.is_some() && s.names.as_ref().is_some_and(|n| !n.is_empty()) {
+        return Err(Error::Both("name", "names"));
+    }
     let mut names = s.names.unwrap_or_default();
     names.extend(s.name);
     if names.is_empty() {

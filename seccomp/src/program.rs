@@ -31,6 +31,8 @@ pub const MAX_INSNS: usize = 4096;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Program {
     insns: Box<[SockFilter]>,
+    /// SECCOMP_FILTER_FLAG_* from the profile (see [`crate::profile::filter_flags`]).
+    flags: libc::c_ulong,
 }
 
 impl Program {
@@ -61,7 +63,7 @@ impl Program {
                 }
             })
             .collect();
-        Ok(Self { insns })
+        Ok(Self { insns, flags: 0 })
     }
 
     /// The program in the kernel's layout, as [`Program::from_bpf_bytes`] reads it.
@@ -79,6 +81,15 @@ impl Program {
             .collect()
     }
 
+    /// The same program installed with these SECCOMP_FILTER_FLAG_* bits.
+    pub fn with_flags(self, flags: libc::c_ulong) -> Self {
+        Self { flags, ..self }
+    }
+
+    pub fn flags(&self) -> libc::c_ulong {
+        self.flags
+    }
+
     /// Number of BPF instructions.
     pub fn len(&self) -> usize {
         self.insns.len()
@@ -91,13 +102,20 @@ impl Program {
     /// Installs the filter on the calling thread. Async-signal-safe: one syscall on memory
     /// prepared before fork. The caller needs no_new_privs set, or CAP_SYS_ADMIN.
     pub fn install(&self) -> std::result::Result<(), Errno> {
-        self.seccomp(0).map(drop)
+        // WAIT_KILLABLE_RECV is about the listener; without one the kernel says EINVAL.
+        self.seccomp(self.flags & !libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV)
+            .map(drop)
     }
 
     /// Installs the filter and returns its user-notification fd: syscalls whose action is
     /// [`crate::Action::Notify`] wait until a supervisor answers on it. Async-signal-safe.
     pub fn install_with_listener(&self) -> std::result::Result<OwnedFd, Errno> {
-        let fd = self.seccomp(libc::SECCOMP_FILTER_FLAG_NEW_LISTENER)?;
+        let mut flags = self.flags | libc::SECCOMP_FILTER_FLAG_NEW_LISTENER;
+        if flags & libc::SECCOMP_FILTER_FLAG_TSYNC != 0 {
+            // The kernel takes TSYNC with a listener only when a sync failure is ESRCH.
+            flags |= libc::SECCOMP_FILTER_FLAG_TSYNC_ESRCH;
+        }
+        let fd = self.seccomp(flags)?;
         let fd = i32::try_from(fd).map_err(|_| Errno::EBADF)?;
         // SAFETY: with NEW_LISTENER the kernel returns a new fd that nothing else owns.
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })

@@ -111,6 +111,7 @@ fn docker_format_fixture_behaves_like_the_default() {
     let profile = Profile::from_json(FIXTURE).unwrap();
     let compiled = compile(&profile, &docker_target()).unwrap();
     assert_eq!(compiled.unknown_syscalls, ["cgsight_no_such_syscall"]);
+    assert_eq!(compiled.program.flags(), libc::SECCOMP_FILTER_FLAG_LOG);
     assert_docker_behaviour(&run(Setup::Install(&compiled.program)));
 }
 
@@ -125,6 +126,11 @@ fn default_profile_round_trips_through_docker_json() {
 fn notify_rule_hands_the_call_to_the_listener() {
     let mut profile = Profile::docker_default();
     profile.set_action("sysinfo", Action::Notify);
+    // Both need care with a listener: TSYNC wants TSYNC_ESRCH, WAIT_KILLABLE_RECV wants one.
+    profile.flags = vec![
+        "SECCOMP_FILTER_FLAG_TSYNC".into(),
+        "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV".into(),
+    ];
     let p = program(&profile, &docker_target());
     let (rd, wr) = nix::unistd::pipe().unwrap();
     // SAFETY: the child makes raw syscalls only, then _exit.

@@ -85,3 +85,30 @@ fn unknown_syscall_names_are_skipped_and_reported() {
     );
     assert!(!compiled.program.is_empty());
 }
+
+#[test]
+fn flags_and_either_or_fields_are_checked() {
+    let e = err(r#"{"defaultAction":"SCMP_ACT_ERRNO","flags":["SECCOMP_FILTER_FLAG_FAST"]}"#);
+    assert!(
+        matches!(&e, Error::UnknownFlag(f) if f == "SECCOMP_FILTER_FLAG_FAST"),
+        "{e}"
+    );
+    let e = err(
+        r#"{"defaultAction":"SCMP_ACT_ERRNO","architectures":["SCMP_ARCH_X86_64"],
+            "archMap":[{"architecture":"SCMP_ARCH_X86_64"}]}"#,
+    );
+    assert!(matches!(e, Error::Both("architectures", "archMap")), "{e}");
+    let e = err(
+        r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"name":"read","names":["write"],
+            "action":"SCMP_ACT_ALLOW"}]}"#,
+    );
+    assert!(matches!(e, Error::Both("name", "names")), "{e}");
+    let p = Profile::from_json(
+        r#"{"defaultAction":"SCMP_ACT_ERRNO","flags":["SECCOMP_FILTER_FLAG_LOG","SECCOMP_FILTER_FLAG_SPEC_ALLOW"]}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        cgsight_seccomp::profile::filter_flags(&p.flags).unwrap(),
+        libc::SECCOMP_FILTER_FLAG_LOG | libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW
+    );
+}
