@@ -20,7 +20,8 @@ use crate::resolve::Target;
 const MAGIC: &[u8; 8] = b"CGSBPF01";
 const HEADER: usize = 8 + 32 + 4 + 32;
 
-/// Where compiled programs are kept, e.g. /var/lib/cgsight/seccomp.
+/// Where compiled programs are kept, e.g. /var/lib/cgsight/seccomp. Only root may write
+/// there: the hash catches damage, not a forger, and a file there decides what containers may do.
 #[derive(Debug, Clone)]
 pub struct Cache {
     dir: PathBuf,
