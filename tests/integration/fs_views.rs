@@ -12,7 +12,8 @@ use cgsight_testkit::{
     wait_for, ChildGuard, MountGuard, TestCgroup,
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_cgsight");
+use crate::support::BIN;
+
 const MIB: u64 = 1 << 20;
 
 /// A `cgsight fs --foreground` on a unique mount point; SIGTERM + detach + rmdir on drop.

@@ -1,19 +1,29 @@
-//! Helpers shared by the launch_* test binaries (included with `mod`).
+//! Helpers for driving the `cgsight` binary, shared by every topic module: running it against
+//! the binary's one views server, container guards, inspect, and checks that nothing is left.
 #![allow(dead_code)]
 
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{mpsc, OnceLock};
 use std::time::Duration;
 
+use cgsight_testkit::{is_mounted, unique_name, wait_for};
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_cgsight");
+/// The repository (the root package's directory), for files the tests read (rules, scripts).
+pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
 /// Runs cgsight with the views served by this test binary's own `cgsight fs`.
 pub fn cgsight(args: &[&str]) -> Output {
+    cgsight_with_views(Path::new(views_mountpoint()), args)
+}
+
+/// Runs cgsight with the views at `views` (a test's own `cgsight fs` or `daemon`).
+pub fn cgsight_with_views(views: &Path, args: &[&str]) -> Output {
     Command::new(BIN)
         .args(args)
-        .env("CGSIGHT_FS_MOUNTPOINT", views_mountpoint())
+        .env("CGSIGHT_FS_MOUNTPOINT", views)
         .output()
         .expect("running cgsight")
 }
@@ -24,7 +34,7 @@ pub fn cgsight(args: &[&str]) -> Output {
 pub fn views_mountpoint() -> &'static str {
     static VIEWS: OnceLock<String> = OnceLock::new();
     VIEWS.get_or_init(|| {
-        let mp = format!("/tmp/{}", cgsight_testkit::unique_name("views"));
+        let mp = format!("/tmp/{}", unique_name("views"));
         std::fs::create_dir_all(&mp).expect("views mountpoint");
         let (tx, rx) = mpsc::channel();
         let arg = mp.clone();
@@ -49,15 +59,65 @@ pub fn views_mountpoint() -> &'static str {
         });
         assert!(rx.recv().unwrap_or(false), "starting cgsight fs");
         let probe = format!("{mp}/proc/uptime");
-        cgsight_testkit::wait_for("cgsight fs to serve", Duration::from_secs(60), || {
-            let mounted = std::fs::read_to_string("/proc/self/mountinfo")
-                .ok()?
-                .lines()
-                .any(|l| l.split(' ').nth(4) == Some(mp.as_str()));
-            (mounted && std::fs::read_to_string(&probe).is_ok()).then_some(())
+        wait_for("cgsight fs to serve", Duration::from_secs(60), || {
+            (is_mounted(Path::new(&mp)) && std::fs::read_to_string(&probe).is_ok()).then_some(())
         });
         mp
     })
+}
+
+/// A container name whose container is removed (`cgsight rm -f`) on drop, pass or fail.
+pub struct Ctr {
+    pub name: String,
+    /// The full id, once launched through [`Ctr::launch`].
+    pub id: String,
+    views: PathBuf,
+}
+
+impl Ctr {
+    /// Guards `name` before anything is launched under it (with the binary's views server).
+    pub fn named(name: &str) -> Ctr {
+        Ctr {
+            name: name.to_owned(),
+            id: String::new(),
+            views: PathBuf::from(views_mountpoint()),
+        }
+    }
+
+    /// `cgsight launch -d --name <unique name from tag> ARGS` with the views at `views`.
+    pub fn launch(views: &Path, tag: &str, args: &[&str]) -> Ctr {
+        // Guard first, so a half-started container is removed too.
+        let mut c = Ctr {
+            name: unique_name(tag),
+            id: String::new(),
+            views: views.to_owned(),
+        };
+        let mut all = vec!["launch", "-d", "--name", &c.name];
+        all.extend_from_slice(args);
+        let out = cgsight_with_views(views, &all);
+        assert!(out.status.success(), "launch {tag}: {}", stderr(&out));
+        c.id = stdout(&out).trim().to_owned();
+        assert_eq!(c.id.len(), 64, "launch printed {:?}", c.id);
+        c
+    }
+
+    /// The container's pid 1, as the host sees it.
+    pub fn pid(&self) -> i32 {
+        let out = cgsight_with_views(&self.views, &["inspect", &self.name]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("inspect json");
+        v[0]["pid"].as_i64().expect("pid in inspect") as i32
+    }
+
+    /// `cgsight rm -f` (what drop does).
+    pub fn remove(&self) {
+        let _ = cgsight_with_views(&self.views, &["rm", "-f", &self.name]);
+    }
+}
+
+impl Drop for Ctr {
+    fn drop(&mut self) {
+        self.remove();
+    }
 }
 
 /// `cgsight launch -d --no-proc-views --name NAME -- CMD...`; returns the container id.
@@ -83,14 +143,6 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Removes the container by name on drop (success or failure of the test).
-pub struct Ctr(pub String);
-impl Drop for Ctr {
-    fn drop(&mut self) {
-        let _ = cgsight(&["rm", "-f", &self.0]);
-    }
-}
-
 pub fn inspect(name: &str) -> Option<serde_json::Value> {
     let o = cgsight(&["inspect", name]);
     if !o.status.success() {
@@ -98,6 +150,17 @@ pub fn inspect(name: &str) -> Option<serde_json::Value> {
     }
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
     v.get(0).cloned()
+}
+
+/// No cgroup of container `id` remains in any hierarchy.
+pub fn assert_no_cgroup(id: &str) {
+    for h in std::fs::read_dir("/sys/fs/cgroup")
+        .expect("cgroup fs")
+        .flatten()
+    {
+        let p = h.path().join("cgsight").join(id);
+        assert!(!p.exists(), "cgroup left: {}", p.display());
+    }
 }
 
 /// Nothing of container `id` remains: no state, no layers, no cgroup, no mount.
@@ -111,19 +174,12 @@ pub fn assert_gone(id: &str) {
         !Path::new("/var/lib/cgsight/containers").join(id).exists(),
         "layers left"
     );
-    for h in std::fs::read_dir("/sys/fs/cgroup")
-        .expect("cgroup fs")
-        .flatten()
-    {
-        let p = h.path().join("cgsight").join(id);
-        assert!(!p.exists(), "cgroup left: {}", p.display());
-    }
+    assert_no_cgroup(id);
     let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     assert!(!mi.contains(id), "mount left for {id}");
 }
 
-/// The ids of state dirs whose name matches (for --rm containers that are already gone, the
-/// caller records the id from inspect while running, or checks by name).
+/// No container of that name is registered (for --rm containers, which are already gone).
 pub fn no_container_named(name: &str) {
     let o = cgsight(&["inspect", name]);
     assert!(!o.status.success(), "container {name} still registered");
