@@ -16,7 +16,7 @@ use cgsight_testkit::{
     TestCgroup,
 };
 
-use crate::support::BIN;
+use crate::support::{cpu_measurement, BIN};
 
 /// bcrypt (cost 4) of "cgsight-test-pass": a fixed input for the basic-auth test.
 const HASH: &str = "$2b$04$ul.dEWoiDp7huDqSqkSNEuLwmplnvkAKvnWr2s1ZGHeLiRSBNVYA.";
@@ -74,6 +74,7 @@ fn value(text: &str, family: &str, id: &str) -> Option<f64> {
 #[test]
 fn limits_and_usage_of_real_cgroups() {
     require_root!();
+    let _cpu = cpu_measurement();
     let mem_limit = 256 * 1024 * 1024;
     let mem = TestCgroup::new(
         "agent-mem",
@@ -88,6 +89,9 @@ fn limits_and_usage_of_real_cgroups() {
         &Resources {
             cpu_quota_us: Some(50_000),
             cpu_period_us: Some(100_000),
+            // The highest weight: on a busy host (seen: load 11 on 2 CPUs, 0.3 CPU of the 0.5
+            // quota) only the quota may hold the loop back, which is what the floor checks.
+            cpu_shares: Some(262_144),
             ..Default::default()
         },
     );

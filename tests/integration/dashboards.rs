@@ -20,7 +20,7 @@ use cgsight_testkit::{
     Prometheus, TempDir,
 };
 
-use crate::support::{assert_no_cgroup, Ctr, BIN, REPO};
+use crate::support::{assert_no_cgroup, boost_cgsight_cpu_weight, cpu_measurement, Ctr, BIN, REPO};
 
 /// GET `path` from the daemon: (status, body), or None when it did not answer.
 fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
@@ -188,6 +188,7 @@ fn missing(
 #[test]
 fn dashboards_and_rules_have_data_from_the_real_agent() {
     require_root!();
+    let cpu_lock = cpu_measurement();
     for tool in ["prometheus", "python3", "stress-ng", "ip"] {
         assert!(
             tool_available(tool),
@@ -225,6 +226,9 @@ fn dashboards_and_rules_have_data_from_the_real_agent() {
         &[
             "--cpus",
             "0.5",
+            // Ahead of its stress neighbours, so the quota is what throttles it (see below).
+            "--cpu-shares",
+            "262144",
             "--memory",
             "256m",
             "--pids-limit",
@@ -269,6 +273,10 @@ fn dashboards_and_rules_have_data_from_the_real_agent() {
             "200m",
         ],
     );
+
+    // The CPU-bound container must reach its quota (the throttling rule's input) however busy
+    // the host is: its parent /cgsight competes as one group against the host's load.
+    let _boost = boost_cgsight_cpu_weight(&cpu_lock);
 
     // Network panels need an interface other than loopback (which cAdvisor, and so the agent,
     // leaves out): give the detail container an eth0, one end of a veth pair.

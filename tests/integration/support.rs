@@ -5,9 +5,10 @@
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::{mpsc, OnceLock};
+use std::sync::{mpsc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
+use cgsight_cgroup::{Controller, Hierarchies, Version};
 use cgsight_testkit::{is_mounted, unique_name, wait_for};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_cgsight");
@@ -183,4 +184,58 @@ pub fn assert_gone(id: &str) {
 pub fn no_container_named(name: &str) {
     let o = cgsight(&["inspect", name]);
     assert!(!o.status.success(), "container {name} still registered");
+}
+
+/// Tests that measure how much CPU a quota gives (a busy loop must reach its quota) and tests
+/// that run busy loops of their own share one machine: on a small one, a neighbour's busy
+/// containers starve the measured loop below its quota (seen: 0.08 CPU of a 0.5 quota while
+/// the dashboards' stress containers ran). So the measuring tests hold [`cpu_measurement`]
+/// (exclusive), the busy ones [`cpu_load`] (shared with each other); every other test runs
+/// beside them freely. Poisoning is ignored: a failed test must not fail the others.
+static CPU: RwLock<()> = RwLock::new(());
+
+/// Held while a test measures a busy loop against its CPU quota.
+pub fn cpu_measurement() -> RwLockWriteGuard<'static, ()> {
+    CPU.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Held while a test runs busy loops (CPU load others would measure).
+pub fn cpu_load() -> RwLockReadGuard<'static, ()> {
+    CPU.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The launcher's `/cgsight` parent at the highest CPU weight while held; the old weight is
+/// restored on drop. Every container shares that one parent, which competes as a single
+/// default-weight group against everything else on the host: on a busy machine (load 11 on 2
+/// CPUs here, seen 0.14 CPU of a 0.5 quota) it gets far less than one measured container's
+/// quota. A container launched with `--cpu-shares 262144` under this boost gets its whole quota,
+/// so a quota test measures the quota, not the host's load. Taking the exclusive
+/// [`cpu_measurement`] guard keeps two boosts from overlapping (each restores what it saw).
+pub struct CgsightCpuBoost {
+    file: PathBuf,
+    old: String,
+}
+
+pub fn boost_cgsight_cpu_weight(_exclusive: &RwLockWriteGuard<'static, ()>) -> CgsightCpuBoost {
+    let h = Hierarchies::detect().expect("cgroup hierarchies");
+    let m = h.mount_for(Controller::Cpu).expect("a cpu controller");
+    let (name, max) = match m.version {
+        Version::V1 => ("cpu.shares", "262144"),
+        Version::V2 => ("cpu.weight", "10000"),
+    };
+    let file = m.dir_of("/cgsight").join(name);
+    let old = std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+        .trim()
+        .to_owned();
+    std::fs::write(&file, max).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    CgsightCpuBoost { file, old }
+}
+
+impl Drop for CgsightCpuBoost {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::write(&self.file, &self.old) {
+            eprintln!("restoring {} to {}: {e}", self.file.display(), self.old);
+        }
+    }
 }
