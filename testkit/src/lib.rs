@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 pub use cgroup::{spawn_in_cgroup, TestCgroup};
 pub use fs::{is_mounted, MountGuard, TempDir};
 pub use fuse::{fs_io_uring_arg, io_uring_completions, kernel_has_fuse_io_uring};
-pub use process::{spawn_listening, ChildGuard};
+pub use process::{catches_signal, spawn_listening, ChildGuard};
 pub use prometheus::Prometheus;
 pub use wait::wait_for;
 

@@ -54,6 +54,23 @@ impl Drop for ChildGuard {
     }
 }
 
+/// Whether process `pid` has a handler installed for signal `sig` (SigCgt in its status): a
+/// server that announces its port before installing its handler dies of a SIGTERM sent in
+/// between, so a test of graceful shutdown waits for this first.
+pub fn catches_signal(pid: i32, sig: i32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let Some(bit) = u32::try_from(sig - 1).ok().filter(|b| *b < 64) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << bit) != 0)
+}
+
 /// Spawns `cmd`, a server told to listen on `127.0.0.1:0`, with its stderr piped, and returns
 /// it with the port it reports on the first stderr line that contains `marker` and a
 /// `127.0.0.1:<port>` with a non-zero port. Its stderr is drained for as long as it runs, so it
@@ -106,6 +123,14 @@ fn announced_port(line: &str, marker: &str) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::announced_port;
+
+    #[test]
+    fn this_process_catches_no_sigusr2() {
+        assert!(!super::catches_signal(
+            std::process::id() as i32,
+            libc::SIGUSR2
+        ));
+    }
 
     #[test]
     fn ports_are_read_from_log_lines() {

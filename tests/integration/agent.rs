@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use cgsight_cgroup::{Controller, Hierarchies, Managed, Resources};
 use cgsight_testkit::http::get;
 use cgsight_testkit::{
-    require_root, spawn_listening, tool_available, wait_for, ChildGuard, Prometheus, TempDir,
-    TestCgroup,
+    catches_signal, require_root, spawn_listening, tool_available, wait_for, ChildGuard,
+    Prometheus, TempDir, TestCgroup,
 };
 
 use crate::support::{cpu_measurement, BIN};
@@ -403,6 +403,14 @@ fn exposition_is_valid_text_openmetrics_and_gzip() {
 fn sigterm_shuts_down_gracefully() {
     require_root!();
     let mut agent = start_agent(&[]);
+    // The agent announces its port before its SIGTERM handler is in place; a SIGTERM in
+    // between kills it by the default action (seen under load: exit by signal, no code).
+    let pid = agent.child.pid();
+    wait_for(
+        "the agent to handle SIGTERM",
+        Duration::from_secs(20),
+        || catches_signal(pid, libc::SIGTERM).then_some(()),
+    );
     let st = Command::new("kill")
         .args(["-TERM", &agent.child.pid().to_string()])
         .status()
