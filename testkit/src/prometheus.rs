@@ -11,7 +11,7 @@ pub struct Prometheus {
     // Declared before the directory: the server stops before its storage is removed.
     child: ChildGuard,
     pub port: u16,
-    dir: TempDir,
+    _dir: TempDir,
 }
 
 impl Prometheus {
@@ -31,7 +31,11 @@ impl Prometheus {
                 .stdout(Stdio::null()),
             "Listening on",
         );
-        Prometheus { child, port, dir }
+        Prometheus {
+            child,
+            port,
+            _dir: dir,
+        }
     }
 
     /// Panics if the server has exited.
@@ -39,11 +43,6 @@ impl Prometheus {
         if let Ok(Some(st)) = self.child.child().try_wait() {
             panic!("prometheus exited: {st}");
         }
-    }
-
-    /// The directory holding its config and storage.
-    pub fn dir(&self) -> &std::path::Path {
-        self.dir.path()
     }
 
     /// Instant query: the result vector, if the query succeeded and it is non-empty.
