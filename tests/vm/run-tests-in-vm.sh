@@ -4,8 +4,8 @@
 #
 #   tests/vm/run-tests-in-vm.sh --cgroup v2|v1 [VM OPTIONS] [-- TEST ARGS...]
 #
-# Every test executable cargo reports (integration tests from tests/*.rs of each crate
-# and of the root package, plus lib/bin unit tests) runs as root in the guest with
+# Every test executable cargo reports (integration tests from tests/*.rs of each crate,
+# the root package's one binary tests/integration/, plus lib/bin unit tests) runs as root in the guest with
 # --test-threads=$CGSIGHT_VM_TEST_THREADS (default 1: under emulation, parallel tests starve each
 # other's timing-sensitive CPU measurements) and TEST ARGS (e.g. a name filter, --nocapture, --include-ignored),
 # in its crate's directory, with CARGO_MANIFEST_DIR and CARGO_PKG_NAME set as cargo

@@ -8,114 +8,23 @@
 //! Also the automated test of `cgsight daemon`: its /metrics holds container_* and cgsight_fs_*
 //! families, and SIGTERM makes it exit 0 and unmount.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cgsight_cgroup::{Controller, Hierarchies, Version};
-use cgsight_testkit::{require_root, unique_name, wait_for, ChildGuard, MountGuard, TempDir};
+use cgsight_testkit::http::try_get;
+use cgsight_testkit::{
+    is_mounted, require_root, spawn_listening, tool_available, wait_for, ChildGuard, MountGuard,
+    Prometheus, TempDir,
+};
 
-const BIN: &str = env!("CARGO_BIN_EXE_cgsight");
-const REPO: &str = env!("CARGO_MANIFEST_DIR");
+use crate::support::{assert_no_cgroup, boost_cgsight_cpu_weight, cpu_measurement, Ctr, BIN, REPO};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port")
-}
-
-/// GET over plain HTTP/1.0 (no chunking): (status, body).
+/// GET `path` from the daemon: (status, body), or None when it did not answer.
 fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).ok()?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_owned()))
-}
-
-fn urlencode(q: &str) -> String {
-    q.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-/// Instant query: the result vector, if non-empty.
-fn query(port: u16, q: &str) -> Option<Vec<serde_json::Value>> {
-    let (st, body) = http_get(port, &format!("/api/v1/query?query={}", urlencode(q)))?;
-    if st != 200 {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-    let r = v["data"]["result"].as_array()?.clone();
-    (!r.is_empty()).then_some(r)
-}
-
-fn cgsight(mountpoint: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("CGSIGHT_FS_MOUNTPOINT", mountpoint)
-        .output()
-        .expect("run cgsight")
-}
-
-/// A launched container, removed with `cgsight rm -f` on drop (pass or fail).
-struct Ctr {
-    name: String,
-    id: String,
-    mountpoint: PathBuf,
-}
-
-impl Ctr {
-    fn launch(mountpoint: &Path, tag: &str, args: &[&str]) -> Ctr {
-        let name = unique_name(tag);
-        let mut all = vec!["launch", "-d", "--name", &name];
-        all.extend_from_slice(args);
-        let out = cgsight(mountpoint, &all);
-        // Guard first, so a half-started container is removed too.
-        let mut c = Ctr {
-            name,
-            id: String::new(),
-            mountpoint: mountpoint.to_owned(),
-        };
-        assert!(
-            out.status.success(),
-            "launch {tag}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        c.id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        assert_eq!(c.id.len(), 64, "launch printed {:?}", c.id);
-        c
-    }
-
-    fn pid(&self) -> i32 {
-        let out = cgsight(&self.mountpoint, &["inspect", &self.name]);
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("inspect json");
-        v[0]["pid"].as_i64().expect("pid in inspect") as i32
-    }
-
-    fn remove(&self) {
-        let _ = cgsight(&self.mountpoint, &["rm", "-f", &self.name]);
-    }
-}
-
-impl Drop for Ctr {
-    fn drop(&mut self) {
-        self.remove();
-    }
+    try_get(port, path, &[]).ok().map(|r| (r.status, r.text()))
 }
 
 /// The host end of a veth pair whose other end is `eth0` in a container: deleted on drop (it
@@ -140,15 +49,16 @@ struct Daemon {
 
 impl Daemon {
     fn start(mountpoint: &Path) -> Daemon {
-        let port = free_port();
-        let mut cmd = Command::new(BIN);
-        cmd.args(["daemon", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--mountpoint")
-            .arg(mountpoint)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        let (child, port) = spawn_listening(
+            Command::new(BIN)
+                .args(["daemon", "--listen", "127.0.0.1:0"])
+                .arg("--mountpoint")
+                .arg(mountpoint)
+                .stdout(Stdio::null()),
+            "listening on",
+        );
         let mut d = Daemon {
-            child: ChildGuard::new(cmd.spawn().expect("spawn cgsight daemon")),
+            child,
             _mount: MountGuard::new(mountpoint),
             port,
         };
@@ -188,14 +98,6 @@ impl Drop for Daemon {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-}
-
-fn is_mounted(p: &Path) -> bool {
-    let p = p.to_string_lossy();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.split(' ').nth(4) == Some(&*p))
 }
 
 /// `major:minor` of the whole block device holding `path`, or None when it is not on a block
@@ -283,18 +185,10 @@ fn missing(
     out
 }
 
-fn tool_available(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
-}
-
 #[test]
 fn dashboards_and_rules_have_data_from_the_real_agent() {
     require_root!();
+    let cpu_lock = cpu_measurement();
     for tool in ["prometheus", "python3", "stress-ng", "ip"] {
         assert!(
             tool_available(tool),
@@ -309,7 +203,6 @@ fn dashboards_and_rules_have_data_from_the_real_agent() {
     let daemon = Daemon::start(&mp);
 
     // Prometheus: 1 s scrapes and rule evaluation, our rule files, private storage.
-    let prom_dir = TempDir::new("dash-prom");
     let rules = Path::new(REPO).join("dashboards/rules");
     let cfg = format!(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}/*.yml\n\
@@ -317,24 +210,7 @@ fn dashboards_and_rules_have_data_from_the_real_agent() {
         rules.display(),
         daemon.port
     );
-    std::fs::write(prom_dir.path().join("prometheus.yml"), cfg).expect("write prometheus.yml");
-    let pport = free_port();
-    let mut prom = ChildGuard::new(
-        Command::new("prometheus")
-            .arg(format!(
-                "--config.file={}",
-                prom_dir.path().join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                prom_dir.path().join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{pport}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start prometheus"),
-    );
+    let mut prom = Prometheus::start("dash-prom", &cfg);
 
     // The detail container: at its CPU quota, with memory and pids limits, its own network
     // namespace, and a loop that reads the views through the daemon's mount and does direct
@@ -350,6 +226,9 @@ fn dashboards_and_rules_have_data_from_the_real_agent() {
         &[
             "--cpus",
             "0.5",
+            // Ahead of its stress neighbours, so the quota is what throttles it (see below).
+            "--cpu-shares",
+            "262144",
             "--memory",
             "256m",
             "--pids-limit",
@@ -394,6 +273,10 @@ fn dashboards_and_rules_have_data_from_the_real_agent() {
             "200m",
         ],
     );
+
+    // The CPU-bound container must reach its quota (the throttling rule's input) however busy
+    // the host is: its parent /cgsight competes as one group against the host's load.
+    let _boost = boost_cgsight_cpu_weight(&cpu_lock);
 
     // Network panels need an interface other than loopback (which cAdvisor, and so the agent,
     // leaves out): give the detail container an eth0, one end of a veth pair.
@@ -453,10 +336,8 @@ fn dashboards_and_rules_have_data_from_the_real_agent() {
         "prometheus scraping the daemon",
         Duration::from_secs(30),
         || {
-            if let Ok(Some(st)) = prom.child().try_wait() {
-                panic!("prometheus exited: {st}");
-            }
-            query(pport, "up{job=\"cgsight\"} == 1")
+            prom.assert_running();
+            prom.query("up{job=\"cgsight\"} == 1")
         },
     );
 
@@ -482,14 +363,14 @@ fn dashboards_and_rules_have_data_from_the_real_agent() {
         "ContainerOomKilled for the OOM container",
         Duration::from_secs(45),
         || {
-            query(pport, &oom_expr)?
+            prom.query(&oom_expr)?
                 .iter()
                 .any(|r| r["metric"]["name"] == oom.name.as_str())
                 .then_some(())
         },
     );
     assert!(
-        query(pport, &oom_expr)
+        prom.query(&oom_expr)
             .unwrap_or_default()
             .iter()
             .all(|r| r["metric"]["name"] != cpu.name.as_str()
@@ -505,7 +386,7 @@ fn dashboards_and_rules_have_data_from_the_real_agent() {
     wait_for(
         "throttling of the CPU-bound container",
         Duration::from_secs(30),
-        || query(pport, &throttled),
+        || prom.query(&throttled),
     );
 
     // Every recording rule has data.
@@ -517,7 +398,7 @@ fn dashboards_and_rules_have_data_from_the_real_agent() {
     let mut empty = names.clone();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !empty.is_empty() && Instant::now() < deadline {
-        empty.retain(|n| !excepted(n) && query(pport, n).is_none());
+        empty.retain(|n| !excepted(n) && prom.query(n).is_none());
         if !empty.is_empty() {
             std::thread::sleep(Duration::from_millis(500));
         }
@@ -531,7 +412,7 @@ fn dashboards_and_rules_have_data_from_the_real_agent() {
     let mut ours = serde_json::Value::Null;
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
-        if let Some(report) = panel_queries(pport, &["--ours", "--var", &container_var]) {
+        if let Some(report) = panel_queries(prom.port, &["--ours", "--var", &container_var]) {
             last = missing(&report, true, &excepted);
             ours = report;
         }
@@ -578,7 +459,7 @@ fn dashboards_and_rules_have_data_from_the_real_agent() {
         let mut report = serde_json::Value::Null;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Some(r) = panel_queries(pport, &["--community", "--community-dir", &dir]) {
+            if let Some(r) = panel_queries(prom.port, &["--community", "--community-dir", &dir]) {
                 let done = missing(&r, false, &|_| false).is_empty();
                 report = r;
                 if done || Instant::now() > deadline {
@@ -626,13 +507,7 @@ fn dashboards_and_rules_have_data_from_the_real_agent() {
         c.remove();
     }
     for id in &ids {
-        for m in std::fs::read_dir("/sys/fs/cgroup")
-            .expect("cgroup fs")
-            .flatten()
-        {
-            let p = m.path().join("cgsight").join(id);
-            assert!(!p.exists(), "cgroup left: {}", p.display());
-        }
+        assert_no_cgroup(id);
     }
     drop(veth);
     drop(prom);

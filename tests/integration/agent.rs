@@ -3,25 +3,23 @@
 //! Each test starts its own agent on a free 127.0.0.1 port as a guarded child.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cgsight_cgroup::{Controller, Hierarchies, Managed, Resources};
-use cgsight_testkit::{require_root, wait_for, ChildGuard, TempDir, TestCgroup};
+use cgsight_testkit::http::get;
+use cgsight_testkit::{
+    catches_signal, require_root, spawn_listening, tool_available, wait_for, ChildGuard,
+    Prometheus, TempDir, TestCgroup,
+};
 
-const BIN: &str = env!("CARGO_BIN_EXE_cgsight");
+use crate::support::{cpu_measurement, BIN};
+
 /// bcrypt (cost 4) of "cgsight-test-pass": a fixed input for the basic-auth test.
 const HASH: &str = "$2b$04$ul.dEWoiDp7huDqSqkSNEuLwmplnvkAKvnWr2s1ZGHeLiRSBNVYA.";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port")
-}
 
 struct Agent {
     child: ChildGuard,
@@ -32,93 +30,23 @@ struct Agent {
 /// (Picking a free port first raced parallel tests: two agents could be handed the same
 /// port, and the loser's test then scraped the winner's agent until it was killed.)
 fn start_agent(args: &[&str]) -> Agent {
-    use std::io::BufRead;
-    let mut cmd = Command::new(BIN);
-    cmd.args(["agent", "--listen", "127.0.0.1:0"])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = ChildGuard::new(cmd.spawn().expect("spawn cgsight agent"));
-    let stderr = child.child().stderr.take().expect("agent stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    // Reads the log until the listening line, then keeps draining it so the agent never
-    // blocks on a full pipe.
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let port = line
-                .split_once("://127.0.0.1:")
-                .and_then(|(_, rest)| rest.split('/').next())
-                .and_then(|p| p.parse::<u16>().ok());
-            if let (Some(p), Some(t)) = (port, tx.as_ref()) {
-                let _ = t.send(p);
-                tx = None;
-            }
-        }
-    });
-    let port = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("cgsight agent did not log its listening address");
+    let (child, port) = spawn_listening(
+        Command::new(BIN)
+            .args(["agent", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::null()),
+        "listening on",
+    );
     wait_for("agent accepting", Duration::from_secs(20), || {
         TcpStream::connect(("127.0.0.1", port)).ok()
     });
     Agent { child, port }
 }
 
-/// A minimal HTTP/1.1 GET: (status, lower-cased headers, body).
-fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, HashMap<String, String>, Vec<u8>) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(60))).ok();
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).expect("send");
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read response");
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("header end");
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.lines();
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .expect("status line");
-    let hs: HashMap<String, String> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let mut body = raw[split + 4..].to_vec();
-    if hs.get("transfer-encoding").is_some_and(|v| v == "chunked") {
-        body = dechunk(&body);
-    }
-    (status, hs, body)
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
-        let n = usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.extend_from_slice(&b[eol + 2..eol + 2 + n]);
-        b = &b[eol + 2 + n + 2..];
-    }
-    out
-}
-
 fn scrape(port: u16) -> String {
-    let (st, _, body) = get(port, "/metrics", &[]);
-    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
-    String::from_utf8(body).expect("utf-8 body")
+    let r = get(port, "/metrics", &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    String::from_utf8(r.body).expect("utf-8 body")
 }
 
 /// Sample lines as (series-with-labels, value).
@@ -146,6 +74,7 @@ fn value(text: &str, family: &str, id: &str) -> Option<f64> {
 #[test]
 fn limits_and_usage_of_real_cgroups() {
     require_root!();
+    let _cpu = cpu_measurement();
     let mem_limit = 256 * 1024 * 1024;
     let mem = TestCgroup::new(
         "agent-mem",
@@ -160,6 +89,9 @@ fn limits_and_usage_of_real_cgroups() {
         &Resources {
             cpu_quota_us: Some(50_000),
             cpu_period_us: Some(100_000),
+            // The highest weight: on a busy host (seen: load 11 on 2 CPUs, 0.3 CPU of the 0.5
+            // quota) only the quota may hold the loop back, which is what the floor checks.
+            cpu_shares: Some(262_144),
             ..Default::default()
         },
     );
@@ -432,11 +364,12 @@ fn exposition_is_valid_text_openmetrics_and_gzip() {
     }
 
     // OpenMetrics when asked: counters declared without _total, failcnt as unknown, # EOF.
-    let (st, h, body) = get(
+    let r = get(
         agent.port,
         "/metrics",
         &[("Accept", "application/openmetrics-text; version=1.0.0")],
     );
+    let (st, h, body) = (r.status, r.headers, r.body);
     assert_eq!(st, 200);
     assert!(h["content-type"].starts_with("application/openmetrics-text"));
     let om = String::from_utf8(body).unwrap();
@@ -445,7 +378,8 @@ fn exposition_is_valid_text_openmetrics_and_gzip() {
     assert!(om.contains("# TYPE container_memory_failcnt unknown\n"));
 
     // gzip when asked.
-    let (st, h, body) = get(agent.port, "/metrics", &[("Accept-Encoding", "gzip")]);
+    let r = get(agent.port, "/metrics", &[("Accept-Encoding", "gzip")]);
+    let (st, h, body) = (r.status, r.headers, r.body);
     assert_eq!(st, 200);
     assert_eq!(h.get("content-encoding").map(String::as_str), Some("gzip"));
     let mut gz = Command::new("gzip")
@@ -459,7 +393,8 @@ fn exposition_is_valid_text_openmetrics_and_gzip() {
     assert!(String::from_utf8_lossy(&plain.stdout)
         .contains("# TYPE container_cpu_usage_seconds_total counter"));
 
-    let (st, _, body) = get(agent.port, "/", &[]);
+    let r = get(agent.port, "/", &[]);
+    let (st, body) = (r.status, r.body);
     assert_eq!(st, 200);
     assert!(String::from_utf8_lossy(&body).contains("href=\"/metrics\""));
 }
@@ -468,6 +403,14 @@ fn exposition_is_valid_text_openmetrics_and_gzip() {
 fn sigterm_shuts_down_gracefully() {
     require_root!();
     let mut agent = start_agent(&[]);
+    // The agent announces its port before its SIGTERM handler is in place; a SIGTERM in
+    // between kills it by the default action (seen under load: exit by signal, no code).
+    let pid = agent.child.pid();
+    wait_for(
+        "the agent to handle SIGTERM",
+        Duration::from_secs(20),
+        || catches_signal(pid, libc::SIGTERM).then_some(()),
+    );
     let st = Command::new("kill")
         .args(["-TERM", &agent.child.pid().to_string()])
         .status()
@@ -601,7 +544,7 @@ fn parallel_scrapes_during_cgroup_churn() {
         handles.push(std::thread::spawn(move || {
             let mut codes = Vec::new();
             for _ in 0..25 {
-                let (st, _, body) = get(
+                let r = get(
                     port,
                     "/metrics",
                     if t % 2 == 0 {
@@ -610,8 +553,8 @@ fn parallel_scrapes_during_cgroup_churn() {
                         &[("Accept-Encoding", "gzip")]
                     },
                 );
-                assert!(!body.is_empty());
-                codes.push(st);
+                assert!(!r.body.is_empty());
+                codes.push(r.status);
             }
             codes
         }));
@@ -630,11 +573,7 @@ fn parallel_scrapes_during_cgroup_churn() {
 #[test]
 fn prometheus_scrapes_the_agent() {
     require_root!();
-    if Command::new("prometheus")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
+    if !tool_available("prometheus") {
         eprintln!("skipping: no prometheus binary");
         return;
     }
@@ -653,67 +592,26 @@ fn prometheus_scrapes_the_agent() {
         "--state-dir",
         state.path().to_str().unwrap(),
     ]);
-    let tmp = TempDir::new("agent-prom");
-    let cfg = tmp.path().join("prometheus.yml");
-    std::fs::write(
-        &cfg,
-        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: cgsight\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n", agent.port),
-    )
-    .unwrap();
-    let pport = free_port();
-    let mut prom = ChildGuard::new(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                tmp.path().join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{pport}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start prometheus"),
+    let mut prom = Prometheus::start(
+        "agent-prom",
+        &format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: cgsight\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n", agent.port),
     );
-    let query = |q: &str| -> Option<serde_json::Value> {
-        let enc: String = q
-            .bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect();
-        let (st, _, body) = get(pport, &format!("/api/v1/query?query={enc}"), &[]);
-        if st != 200 {
-            return None;
-        }
-        let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
-        let r = v["data"]["result"].as_array()?.clone();
-        (!r.is_empty()).then_some(serde_json::Value::Array(r))
-    };
-    let _ = wait_for("prometheus up", Duration::from_secs(30), || {
-        if let Ok(Some(st)) = prom.child().try_wait() {
-            panic!("prometheus exited: {st}");
-        }
-        TcpStream::connect(("127.0.0.1", pport)).ok()
-    });
+    prom.assert_running();
     let r = wait_for(
         "named container series in Prometheus",
         Duration::from_secs(60),
-        || query(&format!("container_memory_usage_bytes{{name=\"{name}\"}}")),
+        || prom.query(&format!("container_memory_usage_bytes{{name=\"{name}\"}}")),
     );
     assert_eq!(r[0]["metric"]["id"], path.as_str());
     assert_eq!(r[0]["metric"]["image"], "host");
     let r = wait_for("info", Duration::from_secs(30), || {
-        query(&format!(
+        prom.query(&format!(
             "container_info{{name=\"{name}\",runtime=\"cgsight\"}}"
         ))
     });
     assert_eq!(r[0]["value"][1], "1");
     let r = wait_for("limit", Duration::from_secs(30), || {
-        query(&format!(
+        prom.query(&format!(
             "container_spec_memory_limit_bytes{{id=\"{}\"}}",
             plain.path
         ))
@@ -721,10 +619,10 @@ fn prometheus_scrapes_the_agent() {
     assert_eq!(r[0]["value"][1], (96u64 << 20).to_string());
     // A rate over the scraped counter works (the dashboards' query shape).
     wait_for("cpu rate", Duration::from_secs(30), || {
-        query("sum(rate(container_cpu_usage_seconds_total{id=\"/\"}[5s]))")
+        prom.query("sum(rate(container_cpu_usage_seconds_total{id=\"/\"}[5s]))")
     });
     let up = wait_for("up", Duration::from_secs(10), || {
-        query("up{job=\"cgsight\"} == 1")
+        prom.query("up{job=\"cgsight\"} == 1")
     });
-    assert_eq!(up.as_array().map(Vec::len), Some(1));
+    assert_eq!(up.len(), 1);
 }

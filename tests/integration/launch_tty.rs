@@ -1,16 +1,14 @@
 //! End-to-end tests of `cgsight launch -t/-i`, `-d` + `logs`, and exit codes on signals, on the
 //! real kernel (root). The tty tests drive the launcher through a real pty, as a terminal would.
 
-mod launch_common;
-
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use cgsight_testkit::{require_root, unique_name, wait_for, ChildGuard, TempDir};
-use launch_common::*;
 
 /// Generous bound on waiting for output; reached only if the launcher is broken.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -151,7 +149,7 @@ fn same_termios(a: &libc::termios, b: &libc::termios) -> bool {
 fn tty_is_a_pty_with_size_input_resize_and_exit_code() {
     require_root!();
     let n = unique_name("tty");
-    let _g = Ctr(n.clone());
+    let _g = Ctr::named(&n);
     let mut term = Term::new(33, 101);
     let before = term.termios();
     assert_ne!(before.c_lflag & libc::ICANON, 0, "test pty starts cooked");
@@ -221,7 +219,7 @@ fn tty_is_a_pty_with_size_input_resize_and_exit_code() {
 fn tty_without_interactive_still_runs() {
     require_root!();
     let n = unique_name("tty-noi");
-    let _g = Ctr(n.clone());
+    let _g = Ctr::named(&n);
     let mut term = Term::new(24, 80);
     let before = term.termios();
     let mut g = term.spawn(&[
@@ -249,7 +247,7 @@ fn tty_without_interactive_still_runs() {
 fn interactive_without_tty_pipes_stdin() {
     require_root!();
     let n = unique_name("stdin");
-    let _g = Ctr(n.clone());
+    let _g = Ctr::named(&n);
     let mut child = Command::new(BIN)
         .args([
             "launch",
@@ -309,7 +307,7 @@ fn interactive_without_tty_pipes_stdin() {
 fn detached_logs_follow_ps_and_rm() {
     require_root!();
     let n = unique_name("logs");
-    let _g = Ctr(n.clone());
+    let _g = Ctr::named(&n);
     let sync = TempDir::new("logs-sync");
     let vol = format!("{}:/sync", sync.path().display());
     // Lines over time, paced by files the test creates (no sleeps on our side).
@@ -383,7 +381,7 @@ fn stop_gives_143_or_137_and_inspect_reports_it() {
     require_root!();
     for (init, want) in [(true, 143), (false, 137)] {
         let n = unique_name("stop");
-        let _g = Ctr(n.clone());
+        let _g = Ctr::named(&n);
         let mut args = vec!["launch", "-d", "--no-proc-views", "--name", &n];
         if init {
             args.push("--init");
@@ -454,7 +452,7 @@ fn death_by_signal_is_128_plus_n() {
 fn tty_with_piped_stdin_ends_at_eof() {
     require_root!();
     let n = unique_name("tty-pipe");
-    let _g = Ctr(n.clone());
+    let _g = Ctr::named(&n);
     let mut child = Command::new(BIN)
         .args([
             "launch",

@@ -12,7 +12,8 @@ use cgsight_testkit::{
     wait_for, ChildGuard, MountGuard, TestCgroup,
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_cgsight");
+use crate::support::{cpu_load, BIN};
+
 const MIB: u64 = 1 << 20;
 
 /// A `cgsight fs --foreground` on a unique mount point; SIGTERM + detach + rmdir on drop.
@@ -217,6 +218,7 @@ fn cpuset_view_ignores_the_quota() {
 #[test]
 fn busy_loop_at_full_quota_is_busy_and_stat_never_decreases() {
     require_root!();
+    let _cpu = cpu_load();
     let s = Server::start();
     let tc = TestCgroup::new("fsbusy", &res(Some(256), Some(100_000), "0"));
     let out = in_container(
@@ -250,6 +252,7 @@ fn busy_loop_at_full_quota_is_busy_and_stat_never_decreases() {
 #[test]
 fn uptime_is_the_containers_age_and_loadavg_rises_under_load() {
     require_root!();
+    let _cpu = cpu_load();
     let s = Server::start();
     let tc = TestCgroup::new("fsload", &res(Some(256), Some(100_000), "0"));
     let out = in_container(
@@ -286,6 +289,7 @@ fn uptime_is_the_containers_age_and_loadavg_rises_under_load() {
 #[test]
 fn chunked_reads_return_one_snapshot() {
     require_root!();
+    let _cpu = cpu_load();
     let s = Server::start();
     let tc = TestCgroup::new("fschunk", &res(Some(256), Some(200_000), "0-1"));
     let out = in_container(

@@ -1,17 +1,15 @@
 //! End-to-end tests of `cgsight launch` on the real kernel (root).
 
-mod launch_common;
-
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::support::*;
 use cgsight_testkit::{require_root, unique_name, wait_for, ChildGuard, TempDir};
-use launch_common::*;
 
 /// Launches with --rm, returns (exit code, stdout, stderr) and asserts nothing remains.
 fn run_rm(name: &str, flags: &[&str], cmd: &str) -> (i32, String, String) {
-    let _g = Ctr(name.to_owned());
+    let _g = Ctr::named(name);
     let mut args = vec!["launch", "--rm", "--name", name];
     args.extend_from_slice(flags);
     args.extend_from_slice(&["--", "sh", "-c", cmd]);
@@ -108,7 +106,7 @@ fn exit_code_is_the_commands() {
 fn missing_command_is_127_and_leaves_nothing() {
     require_root!();
     let n = unique_name("nf");
-    let _g = Ctr(n.clone());
+    let _g = Ctr::named(&n);
     let o = launch_rm(&n, &["no-such-cmd-cgsight"]);
     assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
     assert!(stderr(&o).contains("not found"), "{}", stderr(&o));
@@ -151,7 +149,7 @@ fn bad_inputs_exit_125_with_one_line() {
     let o = cgsight(&["launch", "--rm", "--name", "bad name", "--", "true"]);
     assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
     // duplicate name
-    let _g = Ctr(n.clone());
+    let _g = Ctr::named(&n);
     let id = launch_detached(&n, &["sleep", "30"]);
     let o = launch_rm(&n, &["true"]);
     assert_eq!(o.status.code(), Some(125));
@@ -164,7 +162,7 @@ fn bad_inputs_exit_125_with_one_line() {
 fn sigterm_to_launcher_reaches_command() {
     require_root!();
     let n = unique_name("term");
-    let _g = Ctr(n.clone());
+    let _g = Ctr::named(&n);
     let child = Command::new(BIN)
         .args([
             "launch",
@@ -198,7 +196,7 @@ fn sigterm_to_launcher_reaches_command() {
 fn oom_kill_is_137_and_reported() {
     require_root!();
     let n = unique_name("oom");
-    let _g = Ctr(n.clone());
+    let _g = Ctr::named(&n);
     let o = cgsight(&[
         "launch",
         "--no-proc-views",
@@ -237,14 +235,17 @@ fn pids_limit_contains_fork_loop() {
 #[test]
 fn cpus_half_uses_half_a_cpu() {
     require_root!();
+    let cpu = cpu_measurement();
     let n = unique_name("cpu");
-    let _g = Ctr(n.clone());
+    let _g = Ctr::named(&n);
     let o = cgsight(&[
         "launch",
         "-d",
         "--no-proc-views",
         "--cpus",
         "0.5",
+        "--cpu-shares",
+        "262144",
         "--name",
         &n,
         "--",
@@ -254,6 +255,8 @@ fn cpus_half_uses_half_a_cpu() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let id = stdout(&o).trim().to_owned();
+    // Only the quota may hold the loop back, not the host's load (see the boost's doc).
+    let _boost = boost_cgsight_cpu_weight(&cpu);
     let h = cgsight_cgroup::Hierarchies::detect().unwrap();
     let cg = cgsight_cgroup::Cgroup::at_path(&h, &format!("/cgsight/{id}"));
     let a = cg.cpu_usage().unwrap().total_ns;
@@ -291,7 +294,7 @@ fn volumes_ro_and_rw() {
 fn exec_joins_the_pid_namespace() {
     require_root!();
     let n = unique_name("exec");
-    let _g = Ctr(n.clone());
+    let _g = Ctr::named(&n);
     let id = launch_detached(&n, &["sleep", "300"]);
     let o = cgsight(&[
         "exec",
@@ -318,7 +321,7 @@ fn exec_joins_the_pid_namespace() {
 fn writes_land_in_upper_layer_only() {
     require_root!();
     let n = unique_name("upper");
-    let _g = Ctr(n.clone());
+    let _g = Ctr::named(&n);
     let marker = format!("/etc/{n}");
     let o = cgsight(&[
         "launch",
@@ -348,7 +351,7 @@ fn writes_land_in_upper_layer_only() {
 fn killed_supervisor_is_cleaned_by_rm() {
     require_root!();
     let n = unique_name("dead");
-    let _g = Ctr(n.clone());
+    let _g = Ctr::named(&n);
     let id = launch_detached(&n, &["sleep", "300"]);
     let v = inspect(&n).unwrap();
     let sup = v["supervisor_pid"].as_i64().unwrap() as i32;

@@ -1,0 +1,18 @@
+//! cgsight's integration tests: one test binary (so the tests share one build, one `cgsight
+//! fs` views server and one set of helpers) with a module per topic. They run on the real
+//! kernel as root: real cgroups, mounts, namespaces, and the real `cgsight` binary.
+//!
+//! - `support`: helpers for driving the `cgsight` binary (views server, containers, inspect).
+//! - `agent`: `cgsight agent` against real cgroups, promtool, TLS/basic auth, Prometheus.
+//! - `dashboards`: `cgsight daemon` under load scraped by Prometheus; rules and dashboards.
+//! - `fs_views`: `cgsight fs` views read by procps, glibc and Python in a container.
+//! - `launch_basic`: `cgsight launch` limits, namespaces, exit codes, volumes, exec, cleanup.
+//! - `launch_tty`: `launch -t/-i` through a real pty, `-d` with `logs`, stop and signals.
+
+mod support;
+
+mod agent;
+mod dashboards;
+mod fs_views;
+mod launch_basic;
+mod launch_tty;
