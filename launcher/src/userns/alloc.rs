@@ -75,8 +75,9 @@ impl Allocator {
     }
 
     fn read_record(path: &Path) -> Result<IdRange, UsernsError> {
-        let text = fs::read_to_string(path).map_err(|e| UsernsError::io(path, e))?;
-        parse_record(&text).map_err(|reason| UsernsError::State {
+        // Bytes, not a string: a garbage record is a State error, not an I/O one.
+        let bytes = fs::read(path).map_err(|e| UsernsError::io(path, e))?;
+        parse_record(&String::from_utf8_lossy(&bytes)).map_err(|reason| UsernsError::State {
             path: path.to_owned(),
             reason,
         })
