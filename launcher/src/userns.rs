@@ -4,6 +4,7 @@
 //! - [`alloc`]: one slot per container, recorded on disk under a flock so launches never share one.
 //! - [`maps`]: the parent/child handshake that writes `uid_map`/`gid_map`, and throwaway userns fds.
 //! - [`idmap`]: idmapped clones of a directory (`--rootfs`) and the writable layer's ownership.
+//! - [`net`]: low ports and ping for container root in a net namespace host root owns.
 //!
 //! # Call order (for the launcher)
 //!
@@ -22,7 +23,9 @@
 //! Container child (after fork, as host root, in its new mount namespace):
 //! 5. With `--rootfs DIR`: `attach_tree(idmapped_tree(DIR, userns_fd, false)?, STAGING)?`, then
 //!    mount the overlay with `lowerdir=STAGING` (overlayfs accepts idmapped layers since 5.19).
-//! 6. Build the root as today, up to and including `pivot_root`.
+//! 6. With a private net namespace, right after unsharing it:
+//!    [`net::open_low_ports_and_ping`]`(range)`. Build the root as today, up to and including
+//!    `pivot_root`.
 //! 7. `handshake.child().enter()?`: unshare(CLONE_NEWUSER), wait for the maps, become uid/gid 0
 //!    (inside) with no supplementary groups. Then drop capabilities and exec as today.
 //!
@@ -32,6 +35,7 @@
 pub mod alloc;
 pub mod idmap;
 pub mod maps;
+pub mod net;
 pub mod subid;
 
 use std::path::PathBuf;

@@ -235,7 +235,8 @@ fn garbage_or_truncated_records_give_a_clear_error() {
 }
 
 /// Root of the container is the range start; files host root keeps to itself stay unreadable.
-/// Mirrors the launcher's order: overlay mounted by host root, then the user namespace.
+/// Mirrors the launcher's order: overlay mounted by host root, pivot_root, then the user
+/// namespace.
 fn container_root_run(with_userns: bool) -> ([i32; 6], TestDir, IdRange) {
     let dir = TestDir::new("root");
     let lower = dir.sub("lower", 0o755);
@@ -266,6 +267,15 @@ fn container_root_run(with_userns: bool) -> ([i32; 6], TestDir, IdRange) {
             )?;
             private_mounts()?;
             overlay(&lower, &upper, &work, &merged)?;
+            // As the launcher does: the user namespace comes after pivot_root (unshare of a
+            // user namespace refuses a chrooted caller; a pivoted one is fine).
+            sys(nix::unistd::chdir(&merged), "chdir")?;
+            sys(nix::unistd::pivot_root(".", "."), "pivot_root")?;
+            sys(
+                nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH),
+                "umount old root",
+            )?;
+            let merged = Path::new("/");
             if with_userns {
                 side.ok_or("no handshake")?
                     .enter()
@@ -456,4 +466,57 @@ fn idmap_where_the_filesystem_cannot_is_a_clear_error() {
     assert!(err.to_string().contains("cannot idmap /proc"), "{err}");
     let missing = Path::new("/var/tmp/cgsight-test-userns-missing");
     assert!(idmap::idmapped_tree(missing, userns.as_fd(), false).is_err());
+}
+
+/// Container root in a private net namespace made before its user namespace: [errno of
+/// binding port 80, errno of opening an ICMP echo socket].
+fn net_run(grant: bool) -> [i32; 2] {
+    let range = builtin_pool().slots[0];
+    let hs = std::cell::Cell::new(Some(maps::Handshake::new().unwrap()));
+    in_child(
+        || {
+            let side = hs
+                .take()
+                .map(maps::Handshake::child)
+                .ok_or("no handshake")?;
+            sys(
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET),
+                "unshare(CLONE_NEWNET)",
+            )?;
+            if grant {
+                cgsight_launcher::userns::net::open_low_ports_and_ping(&range)
+                    .map_err(|e| e.to_string())?;
+            }
+            side.enter().map_err(|e| e.to_string())?;
+            // SAFETY: socket(2) with constants; the fd is closed right away.
+            let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, libc::IPPROTO_ICMP) };
+            let ping = errno_of(if fd < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                unsafe { libc::close(fd) };
+                Ok(())
+            });
+            Ok([errno_of(std::net::TcpListener::bind("0.0.0.0:80")), ping])
+        },
+        |pid| {
+            let parent = hs.take().map(maps::Handshake::parent).unwrap();
+            parent.map(pid, &range).unwrap();
+        },
+    )
+}
+
+#[test]
+fn container_root_gets_low_ports_and_ping_in_its_net_namespace() {
+    let host = fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap();
+    assert_eq!(
+        net_run(false)[0],
+        libc::EACCES,
+        "without the sysctls: no port 80"
+    );
+    assert_eq!(net_run(true), [0, 0]);
+    assert_eq!(
+        fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap(),
+        host,
+        "the host's own setting is untouched"
+    );
 }
