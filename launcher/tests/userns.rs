@@ -59,6 +59,13 @@ fn errno_of(r: std::io::Result<impl Sized>) -> i32 {
     }
 }
 
+fn pdeath_signal() -> i32 {
+    let mut sig: libc::c_int = 0;
+    // SAFETY: PR_GET_PDEATHSIG writes one int through the pointer.
+    unsafe { libc::prctl(libc::PR_GET_PDEATHSIG, &mut sig as *mut libc::c_int) };
+    sig
+}
+
 fn overflow_uid() -> u32 {
     fs::read_to_string("/proc/sys/kernel/overflowuid")
         .unwrap()
@@ -163,6 +170,60 @@ fn overlay(lower: &Path, upper: &Path, work: &Path, merged: &Path) -> Result<(),
     )
 }
 
+/// The writable layer as the launcher prepares it: upper, work and merged dirs, and a range
+/// (allocated from the built-in pool) whose root owns upper and work.
+struct Writable {
+    upper: PathBuf,
+    work: PathBuf,
+    merged: PathBuf,
+    range: IdRange,
+}
+
+fn writable(dir: &TestDir) -> Writable {
+    let (upper, work, merged) = (
+        dir.sub("upper", 0o755),
+        dir.sub("work", 0o700),
+        dir.sub("merged", 0o755),
+    );
+    let range = Allocator::new(dir.0.join("state"), builtin_pool())
+        .allocate("c")
+        .unwrap();
+    idmap::chown_writable(&[&upper, &work], &range).unwrap();
+    Writable {
+        upper,
+        work,
+        merged,
+        range,
+    }
+}
+
+type Shared = std::cell::Cell<Option<maps::Handshake>>;
+
+fn handshake() -> Shared {
+    std::cell::Cell::new(Some(maps::Handshake::new().unwrap()))
+}
+
+/// The child's part of the handshake (taken once, in the child).
+fn child_side(hs: &Shared) -> Result<maps::ChildSide, String> {
+    hs.take()
+        .map(maps::Handshake::child)
+        .ok_or_else(|| "no handshake".to_owned())
+}
+
+/// In the child: `src` idmapped through `userns`, mounted on `dst`.
+fn mount_idmapped(src: &Path, userns: &std::os::fd::OwnedFd, dst: &Path) -> Result<(), String> {
+    let tree = idmap::idmapped_tree(src, userns.as_fd(), false).map_err(|e| e.to_string())?;
+    idmap::attach_tree(tree, dst).map_err(|e| e.to_string())
+}
+
+/// The parent's part: write `range`'s maps for the child once it has unshared.
+fn map_child<'a>(hs: &'a Shared, range: &'a IdRange) -> impl FnOnce(i32) + 'a {
+    move |pid| {
+        let parent = hs.take().map(maps::Handshake::parent).unwrap();
+        parent.map(pid, range).unwrap();
+    }
+}
+
 #[test]
 fn concurrent_allocations_are_disjoint_and_free_returns_the_range() {
     let dir = TestDir::new("alloc");
@@ -237,26 +298,23 @@ fn garbage_or_truncated_records_give_a_clear_error() {
 /// Root of the container is the range start; files host root keeps to itself stay unreadable.
 /// Mirrors the launcher's order: overlay mounted by host root, pivot_root, then the user
 /// namespace.
-fn container_root_run(with_userns: bool) -> ([i32; 6], TestDir, IdRange) {
+fn container_root_run(with_userns: bool) -> ([i32; 7], TestDir, IdRange) {
     let dir = TestDir::new("root");
     let lower = dir.sub("lower", 0o755);
-    root_file(&lower.join("secret"), 0o600); // stands in for /etc/shadow
-                                             // Group-readable by gid 0: readable if host root's supplementary groups leaked in.
+    // Stands in for /etc/shadow.
+    root_file(&lower.join("secret"), 0o600);
+    // Group-readable by gid 0: readable if host root's supplementary groups leaked in.
     root_file(&lower.join("group-secret"), 0o640);
     let tmp = lower.join("tmp");
     fs::create_dir(&tmp).unwrap();
     fs::set_permissions(&tmp, fs::Permissions::from_mode(0o1777)).unwrap();
-    let (upper, work, merged) = (
-        dir.sub("upper", 0o755),
-        dir.sub("work", 0o700),
-        dir.sub("merged", 0o755),
-    );
-    let range = Allocator::new(dir.0.join("state"), builtin_pool())
-        .allocate("root")
-        .unwrap();
-    idmap::chown_writable(&[&upper, &work], &range).unwrap();
-    let hs = maps::Handshake::new().unwrap();
-    let hs = std::cell::Cell::new(Some(hs));
+    let Writable {
+        upper,
+        work,
+        merged,
+        range,
+    } = writable(&dir);
+    let hs = handshake();
     let r = in_child(
         || {
             let side = hs.take().map(maps::Handshake::child);
@@ -265,6 +323,9 @@ fn container_root_run(with_userns: bool) -> ([i32; 6], TestDir, IdRange) {
                 nix::unistd::setgroups(&[nix::unistd::Gid::from_raw(0)]),
                 "setgroups",
             )?;
+            // As the launcher's child has: the kernel drops it when the ids change.
+            // SAFETY: prctl with integer arguments.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
             private_mounts()?;
             overlay(&lower, &upper, &work, &merged)?;
             // As the launcher does: the user namespace comes after pivot_root (unshare of a
@@ -288,12 +349,12 @@ fn container_root_run(with_userns: bool) -> ([i32; 6], TestDir, IdRange) {
                 errno_of(fs::read(merged.join("secret"))),
                 errno_of(fs::write(merged.join("tmp/x"), b"x")),
                 errno_of(fs::read(merged.join("group-secret"))),
+                pdeath_signal(),
             ])
         },
         |pid| {
-            let parent = hs.take().map(maps::Handshake::parent);
             if with_userns {
-                parent.unwrap().map(pid, &range).unwrap();
+                map_child(&hs, &range)(pid);
             }
         },
     );
@@ -302,7 +363,7 @@ fn container_root_run(with_userns: bool) -> ([i32; 6], TestDir, IdRange) {
 
 #[test]
 fn container_root_is_the_range_and_cannot_read_host_root_files() {
-    let ([uid, gid, created, secret, tmp, group], dir, range) = container_root_run(true);
+    let ([uid, gid, created, secret, tmp, group, pdeath], dir, range) = container_root_run(true);
     assert_eq!((uid, gid), (0, 0), "root inside the user namespace");
     assert_eq!(created, 0, "container root writes its own root dir");
     assert_eq!(
@@ -314,6 +375,11 @@ fn container_root_is_the_range_and_cannot_read_host_root_files() {
         group,
         libc::EACCES,
         "host root's groups must not come along"
+    );
+    assert_eq!(
+        pdeath,
+        libc::SIGKILL,
+        "the parent-death signal survives becoming root"
     );
     assert_eq!(
         tmp, 0,
@@ -331,7 +397,7 @@ fn container_root_is_the_range_and_cannot_read_host_root_files() {
 
 #[test]
 fn without_the_user_namespace_the_same_read_succeeds() {
-    let ([uid, _, created, secret, _, group], dir, _) = container_root_run(false);
+    let ([uid, _, created, secret, _, group, _], dir, _) = container_root_run(false);
     assert_eq!(uid, 0);
     assert_eq!(created, 0);
     assert_eq!(
@@ -353,18 +419,13 @@ fn rootfs_run(idmapped: bool) -> [i32; 2] {
         .allocate("idmap")
         .unwrap();
     let userns = maps::userns_fd(&range).unwrap();
-    let hs = std::cell::Cell::new(Some(maps::Handshake::new().unwrap()));
+    let hs = handshake();
     in_child(
         || {
-            let side = hs
-                .take()
-                .map(maps::Handshake::child)
-                .ok_or("no handshake")?;
+            let side = child_side(&hs)?;
             private_mounts()?;
             if idmapped {
-                let tree = idmap::idmapped_tree(&rootfs, userns.as_fd(), false)
-                    .map_err(|e| e.to_string())?;
-                idmap::attach_tree(tree, &mnt).map_err(|e| e.to_string())?;
+                mount_idmapped(&rootfs, &userns, &mnt)?;
             } else {
                 sys(
                     nix::mount::mount(
@@ -384,10 +445,7 @@ fn rootfs_run(idmapped: bool) -> [i32; 2] {
                 errno_of(fs::OpenOptions::new().write(true).open(&f)),
             ])
         },
-        |pid| {
-            let parent = hs.take().map(maps::Handshake::parent).unwrap();
-            parent.map(pid, &range).unwrap();
-        },
+        map_child(&hs, &range),
     )
 }
 
@@ -417,23 +475,17 @@ fn overlay_on_an_idmapped_rootfs_copies_up_as_container_root() {
     let rootfs = dir.sub("rootfs", 0o755);
     root_file(&rootfs.join("owned"), 0o644);
     let staging = dir.sub("lower", 0o755);
-    let (upper, work, merged) = (
-        dir.sub("upper", 0o755),
-        dir.sub("work", 0o700),
-        dir.sub("merged", 0o755),
-    );
-    let range = Allocator::new(dir.0.join("state"), builtin_pool())
-        .allocate("ovl")
-        .unwrap();
-    idmap::chown_writable(&[&upper, &work], &range).unwrap();
+    let Writable {
+        upper,
+        work,
+        merged,
+        range,
+    } = writable(&dir);
     let userns = maps::userns_fd(&range).unwrap();
-    let hs = std::cell::Cell::new(Some(maps::Handshake::new().unwrap()));
+    let hs = handshake();
     let [uid, write] = in_child(
         || {
-            let side = hs
-                .take()
-                .map(maps::Handshake::child)
-                .ok_or("no handshake")?;
+            let side = child_side(&hs)?;
             private_mounts()?;
             let tree =
                 idmap::idmapped_tree(&rootfs, userns.as_fd(), false).map_err(|e| e.to_string())?;
@@ -446,10 +498,7 @@ fn overlay_on_an_idmapped_rootfs_copies_up_as_container_root() {
                 errno_of(fs::write(&f, b"edited\n")),
             ])
         },
-        |pid| {
-            let parent = hs.take().map(maps::Handshake::parent).unwrap();
-            parent.map(pid, &range).unwrap();
-        },
+        map_child(&hs, &range),
     );
     assert_eq!((uid, write), (0, 0));
     let up = fs::metadata(upper.join("owned")).unwrap();
@@ -472,13 +521,10 @@ fn idmap_where_the_filesystem_cannot_is_a_clear_error() {
 /// binding port 80, errno of opening an ICMP echo socket].
 fn net_run(grant: bool) -> [i32; 2] {
     let range = builtin_pool().slots[0];
-    let hs = std::cell::Cell::new(Some(maps::Handshake::new().unwrap()));
+    let hs = handshake();
     in_child(
         || {
-            let side = hs
-                .take()
-                .map(maps::Handshake::child)
-                .ok_or("no handshake")?;
+            let side = child_side(&hs)?;
             sys(
                 nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET),
                 "unshare(CLONE_NEWNET)",
@@ -498,10 +544,7 @@ fn net_run(grant: bool) -> [i32; 2] {
             });
             Ok([errno_of(std::net::TcpListener::bind("0.0.0.0:80")), ping])
         },
-        |pid| {
-            let parent = hs.take().map(maps::Handshake::parent).unwrap();
-            parent.map(pid, &range).unwrap();
-        },
+        map_child(&hs, &range),
     )
 }
 

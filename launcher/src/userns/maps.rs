@@ -134,8 +134,12 @@ impl ChildSide {
     /// the new namespace (host ids = range start) with no supplementary groups: host root's
     /// groups (gid 0) would otherwise still open root-group files. Must run where unshare of a
     /// user namespace is allowed: single-threaded, and not chrooted (pivot_root is fine).
-    /// Allocation-free unless it fails.
+    /// Allocation-free unless it fails. A parent-death signal set before is set again: the
+    /// kernel clears it when the effective ids change, which becoming root here does.
     pub fn enter(self) -> Result<(), UsernsError> {
+        let mut pdeath: libc::c_int = 0;
+        // SAFETY: PR_GET_PDEATHSIG writes one int through the pointer.
+        unsafe { libc::prctl(libc::PR_GET_PDEATHSIG, &mut pdeath as *mut libc::c_int) };
         // SAFETY: unshare with a flag constant.
         if unsafe { libc::unshare(libc::CLONE_NEWUSER) } != 0 {
             return Err(UsernsError::sys("unshare(CLONE_NEWUSER)"));
@@ -156,6 +160,9 @@ impl ChildSide {
             }
             if libc::setresuid(0, 0, 0) != 0 {
                 return Err(UsernsError::sys("setresuid(0)"));
+            }
+            if pdeath != 0 && libc::prctl(libc::PR_SET_PDEATHSIG, pdeath as libc::c_ulong) != 0 {
+                return Err(UsernsError::sys("prctl(PR_SET_PDEATHSIG)"));
             }
         }
         Ok(())
