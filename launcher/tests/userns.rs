@@ -229,11 +229,18 @@ fn concurrent_allocations_are_disjoint_and_free_returns_the_range() {
     let dir = TestDir::new("alloc");
     let state = dir.0.join("state");
     let pool = builtin_pool();
+    const N: usize = 16;
+    // All start at once, so without the lock they would read the same records.
+    let start = std::sync::Barrier::new(N);
     let ranges: Vec<IdRange> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..8)
+        let hs: Vec<_> = (0..N)
             .map(|i| {
-                let (state, pool) = (state.clone(), pool.clone());
-                s.spawn(move || Allocator::new(state, pool).allocate(&format!("c{i}")))
+                let (state, pool, start) = (state.clone(), pool.clone(), &start);
+                s.spawn(move || {
+                    let alloc = Allocator::new(state, pool);
+                    start.wait();
+                    alloc.allocate(&format!("c{i}"))
+                })
             })
             .collect();
         hs.into_iter().map(|h| h.join().unwrap().unwrap()).collect()
@@ -562,4 +569,30 @@ fn container_root_gets_low_ports_and_ping_in_its_net_namespace() {
         host,
         "the host's own setting is untouched"
     );
+}
+
+#[test]
+fn pool_loads_the_owner_by_name_or_uid_and_falls_back_to_the_builtin_range() {
+    let dir = TestDir::new("pool");
+    let (u, g) = (dir.0.join("subuid"), dir.0.join("subgid"));
+    // root is uid 0 everywhere: its numeric key must match too.
+    fs::write(
+        &u,
+        "root:100000:65536\n0:300000:65536\nother:500000:65536\n",
+    )
+    .unwrap();
+    fs::write(&g, "root:200000:131072\n").unwrap();
+    let pool = Pool::load("root", &u, &g).unwrap();
+    let uids: Vec<u32> = pool.slots.iter().map(|s| s.uid).collect();
+    let gids: Vec<u32> = pool.slots.iter().map(|s| s.gid).collect();
+    assert_eq!((uids, gids), (vec![100000, 300000], vec![200000, 265536]));
+
+    let missing = dir.0.join("absent");
+    assert_eq!(
+        Pool::load("root", &missing, &missing).unwrap(),
+        builtin_pool()
+    );
+    fs::write(&u, "root:100000\n").unwrap();
+    let err = Pool::load("root", &u, &g).unwrap_err().to_string();
+    assert!(err.contains("subuid: line 1"), "{err}");
 }
