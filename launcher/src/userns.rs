@@ -31,6 +31,20 @@
 //!
 //! Supervisor, after fork: `handshake.parent().map(child_pid, &range)?` (blocks until step 7
 //! has unshared). On container removal: `allocator.free(id)`.
+//!
+//! # What follows from this order
+//!
+//! - Every other namespace belongs to host root; container root's capabilities reach only its
+//!   own user namespace and files whose ids it maps. Docker's default set loses nothing it
+//!   could use but low ports and raw/ICMP sockets, which [`net`] gives back per namespace.
+//! - Joining (`cgsight exec`): setns into the other namespaces as host root first, then
+//!   [`maps::join`]`(/proc/PID/ns/user)` last (after it, host root's privileges over them are
+//!   gone).
+//! - Becoming root inside makes the process non-dumpable until exec (the kernel does so on
+//!   any id change); a process that never execs (an init) may want PR_SET_DUMPABLE back.
+//! - Not chosen: mounting the overlay inside the user namespace. Its copy-up then runs as
+//!   container root, which cannot recreate an unmapped owner: writing under host `/tmp`
+//!   fails with EOVERFLOW (measured on 6.18).
 
 pub mod alloc;
 pub mod idmap;

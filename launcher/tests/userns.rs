@@ -2,7 +2,7 @@
 //! the parent, host-root files staying unreadable, idmapped trees. Needs root.
 
 use std::fs;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -595,4 +595,31 @@ fn pool_loads_the_owner_by_name_or_uid_and_falls_back_to_the_builtin_range() {
     fs::write(&u, "root:100000\n").unwrap();
     let err = Pool::load("root", &u, &g).unwrap_err().to_string();
     assert!(err.contains("subuid: line 1"), "{err}");
+}
+
+/// Joining (`cgsight exec`) gives root of the range, and setns into the host-root-owned
+/// namespaces works before it, not after: so the user namespace is joined last.
+#[test]
+fn joining_makes_root_of_the_range_and_must_come_last() {
+    let range = builtin_pool().slots[7];
+    let userns = maps::userns_fd(&range).unwrap();
+    let mnt = fs::File::open("/proc/self/ns/mnt").unwrap();
+    let setns_mnt = || {
+        // SAFETY: setns on an open namespace fd.
+        errno_of(
+            match unsafe { libc::setns(mnt.as_raw_fd(), libc::CLONE_NEWNS) } {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            },
+        )
+    };
+    let r = in_child(
+        || {
+            let before = setns_mnt();
+            maps::join(userns.as_fd()).map_err(|e| e.to_string())?;
+            Ok([before, nix::unistd::getuid().as_raw() as i32, setns_mnt()])
+        },
+        |_| {},
+    );
+    assert_eq!(r, [0, 0, libc::EPERM]);
 }

@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use super::{IdRange, UsernsError};
 
@@ -131,15 +131,11 @@ impl ParentSide {
 
 impl ChildSide {
     /// In the child: unshare(CLONE_NEWUSER), wait for the parent's maps, then become root of
-    /// the new namespace (host ids = range start) with no supplementary groups: host root's
-    /// groups (gid 0) would otherwise still open root-group files. Must run where unshare of a
-    /// user namespace is allowed: single-threaded, and not chrooted (pivot_root is fine).
-    /// Allocation-free unless it fails. A parent-death signal set before is set again: the
-    /// kernel clears it when the effective ids change, which becoming root here does.
+    /// the new namespace (host ids = range start) with no supplementary groups, keeping the
+    /// parent-death signal. Must run where unshare of a user namespace is allowed:
+    /// single-threaded, and not chrooted (pivot_root is fine). Allocation-free unless it fails.
     pub fn enter(self) -> Result<(), UsernsError> {
-        let mut pdeath: libc::c_int = 0;
-        // SAFETY: PR_GET_PDEATHSIG writes one int through the pointer.
-        unsafe { libc::prctl(libc::PR_GET_PDEATHSIG, &mut pdeath as *mut libc::c_int) };
+        let pdeath = pdeath_signal();
         // SAFETY: unshare with a flag constant.
         if unsafe { libc::unshare(libc::CLONE_NEWUSER) } != 0 {
             return Err(UsernsError::sys("unshare(CLONE_NEWUSER)"));
@@ -150,23 +146,50 @@ impl ChildSide {
                 source: std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
             });
         }
-        // SAFETY: plain syscalls with integer arguments (a null list of zero groups).
-        unsafe {
-            if libc::setgroups(0, std::ptr::null()) != 0 {
-                return Err(UsernsError::sys("setgroups([])"));
-            }
-            if libc::setresgid(0, 0, 0) != 0 {
-                return Err(UsernsError::sys("setresgid(0)"));
-            }
-            if libc::setresuid(0, 0, 0) != 0 {
-                return Err(UsernsError::sys("setresuid(0)"));
-            }
-            if pdeath != 0 && libc::prctl(libc::PR_SET_PDEATHSIG, pdeath as libc::c_ulong) != 0 {
-                return Err(UsernsError::sys("prctl(PR_SET_PDEATHSIG)"));
-            }
-        }
-        Ok(())
+        become_root(pdeath)
     }
+}
+
+/// For joining a running container (`cgsight exec`): enters the user namespace `userns`
+/// (its `/proc/PID/ns/user`) and becomes its root, as [`ChildSide::enter`] does. Call it after
+/// every other setns: the other namespaces belong to host root, whose privileges over them
+/// end here. Single-threaded callers only (a kernel rule for setns into a user namespace).
+pub fn join(userns: BorrowedFd<'_>) -> Result<(), UsernsError> {
+    let pdeath = pdeath_signal();
+    // SAFETY: setns on a borrowed, open namespace fd.
+    if unsafe { libc::setns(userns.as_raw_fd(), libc::CLONE_NEWUSER) } != 0 {
+        return Err(UsernsError::sys("setns(CLONE_NEWUSER)"));
+    }
+    become_root(pdeath)
+}
+
+fn pdeath_signal() -> libc::c_int {
+    let mut sig: libc::c_int = 0;
+    // SAFETY: PR_GET_PDEATHSIG writes one int through the pointer.
+    unsafe { libc::prctl(libc::PR_GET_PDEATHSIG, &mut sig as *mut libc::c_int) };
+    sig
+}
+
+/// Inside a freshly entered user namespace: uid/gid 0 with no supplementary groups (host
+/// root's gid 0 would otherwise still open root-group files), then the parent-death signal
+/// `pdeath` again (the kernel clears it when the effective ids change).
+fn become_root(pdeath: libc::c_int) -> Result<(), UsernsError> {
+    // SAFETY: plain syscalls with integer arguments (a null list of zero groups).
+    unsafe {
+        if libc::setgroups(0, std::ptr::null()) != 0 {
+            return Err(UsernsError::sys("setgroups([])"));
+        }
+        if libc::setresgid(0, 0, 0) != 0 {
+            return Err(UsernsError::sys("setresgid(0)"));
+        }
+        if libc::setresuid(0, 0, 0) != 0 {
+            return Err(UsernsError::sys("setresuid(0)"));
+        }
+        if pdeath != 0 && libc::prctl(libc::PR_SET_PDEATHSIG, pdeath as libc::c_ulong) != 0 {
+            return Err(UsernsError::sys("prctl(PR_SET_PDEATHSIG)"));
+        }
+    }
+    Ok(())
 }
 
 /// A user namespace with `range`'s maps and no process in it, as an fd: what

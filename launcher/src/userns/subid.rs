@@ -1,5 +1,5 @@
 //! Subordinate id ranges: which host ids `--userns auto` may hand out, cut into
-//! [`RANGE_SIZE`](super::RANGE_SIZE) slots. Parsing is pure; [`Pool::load`] reads the files.
+//! [`RANGE_SIZE`] slots. Parsing is pure; [`Pool::load`] reads the files.
 
 use std::path::Path;
 
