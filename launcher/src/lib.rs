@@ -6,6 +6,7 @@
 //! - [`caps`]: docker's default capability set, no_new_privs, rlimits.
 //! - [`process`]: the supervisor, the container init, signals, the pty, exit codes.
 //! - [`exec`]: joining a running container.
+//! - [`userns`]: `--userns auto`: id ranges, uid/gid maps, idmapped mounts.
 
 pub mod caps;
 pub mod exec;
@@ -14,6 +15,7 @@ pub mod process;
 pub mod spec;
 pub mod state;
 mod sys;
+pub mod userns;
 
 pub use spec::{ContainerSpec, SpecError};
 pub use state::{State, Status, Store};
