@@ -3,7 +3,9 @@
 //!
 //! - [`discover`]: which cgroups, and which runtime owns them (pure path classification);
 //! - [`labels`]: names and images from the runtimes' state files;
-//! - [`collect`]: one scrape: read accounting files, encode families;
+//! - [`collect`]: one scrape: discovery, the per-cgroup cache, reading accounting files;
+//! - [`families`]: every exported family as a table row, and the pure encoder over plain rows;
+//! - [`host`]: host facts (CPUs, memory, boot time, root device, netns, block device names);
 //! - [`exposition`]: the text encoder and the OpenMetrics conversion;
 //! - [`netdev`]: `/proc/<pid>/net/dev` parsing;
 //! - [`webconfig`]: exporter-toolkit `--web-config` (TLS, basic auth);
@@ -12,6 +14,8 @@
 pub mod collect;
 pub mod discover;
 pub mod exposition;
+pub mod families;
+pub mod host;
 pub mod labels;
 pub mod netdev;
 pub mod server;
