@@ -17,6 +17,7 @@ use crate::families::{self, Agent, RootFs, Row, Scrape, Stats};
 use crate::host::{self, Host};
 use crate::labels::Labeler;
 use crate::netdev::{self, Iface};
+use crate::process;
 
 /// Error kinds of `cgsight_scrape_errors_total`, all exported from the start at 0.
 pub const ERROR_KINDS: &[&str] = &[
@@ -213,12 +214,21 @@ impl Collector {
                 root_fs,
             },
         );
+        let duration = t0.elapsed().as_secs_f64();
+        let process = match process::read_self(self.host.boot_time) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::debug!("agent process metrics: {e}");
+                None
+            }
+        };
         families::encode_agent(
             out,
             &Agent {
-                duration: t0.elapsed().as_secs_f64(),
+                duration,
                 errors: &self.errors,
                 version: self.version,
+                process: process.as_ref(),
             },
         );
     }

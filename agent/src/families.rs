@@ -16,6 +16,7 @@ use cgsight_cgroup::pressure::Pressure;
 
 use crate::exposition::{Enc, Type, Val};
 use crate::netdev::Iface;
+use crate::process::Process;
 
 mod agent;
 mod container;
@@ -79,6 +80,8 @@ pub struct Agent<'a> {
     pub duration: f64,
     pub errors: &'a BTreeMap<&'static str, u64>,
     pub version: &'a str,
+    /// The agent process itself; None when /proc/self/stat is unreadable.
+    pub process: Option<&'a Process>,
 }
 
 /// Receives one sample: the values of the family's labels (in table order) and the value.

@@ -7,6 +7,7 @@
 //! - [`families`]: every exported family as a table row, and the pure encoder over plain rows;
 //! - [`host`]: host facts (CPUs, memory, boot time, root device, netns, block device names);
 //! - [`exposition`]: the text encoder and the OpenMetrics conversion;
+//! - [`process`]: the agent's own process (`process_*`) from /proc/self;
 //! - [`netdev`]: `/proc/<pid>/net/dev` parsing;
 //! - [`webconfig`]: exporter-toolkit `--web-config` (TLS, basic auth);
 //! - [`server`]: axum server, graceful shutdown.
@@ -18,6 +19,7 @@ pub mod families;
 pub mod host;
 pub mod labels;
 pub mod netdev;
+pub mod process;
 pub mod server;
 pub mod webconfig;
 

@@ -13,6 +13,7 @@ use cgsight_cgroup::Version;
 
 use super::*;
 use crate::exposition::label_prefix;
+use crate::process::Process;
 
 /// (name, type, unit, labels after the container labels) of every family, in output order.
 const EXPECTED: &[(&str, &str, &str, &[&str])] = &[
@@ -185,6 +186,12 @@ const EXPECTED: &[(&str, &str, &str, &[&str])] = &[
     ("cgsight_scrape_duration_seconds", "gauge", "seconds", &[]),
     ("cgsight_scrape_errors_total", "counter", "", &["kind"]),
     ("cgsight_build_info", "gauge", "", &["version"]),
+    ("process_cpu_seconds_total", "counter", "seconds", &[]),
+    ("process_open_fds", "gauge", "", &[]),
+    ("process_max_fds", "gauge", "", &[]),
+    ("process_virtual_memory_bytes", "gauge", "bytes", &[]),
+    ("process_resident_memory_bytes", "gauge", "bytes", &[]),
+    ("process_start_time_seconds", "gauge", "seconds", &[]),
 ];
 
 /// Families whose series carry no container labels.
@@ -450,6 +457,14 @@ fn golden_body() -> String {
             duration: 0.5,
             errors: &errors,
             version: "9.9.9",
+            process: Some(&Process {
+                cpu_seconds: 1.25,
+                resident_bytes: 20 << 20,
+                virtual_bytes: 1 << 30,
+                start_time: 1_700_000_100.5,
+                open_fds: Some(12),
+                max_fds: Some(1024.0),
+            }),
         },
     );
     out
@@ -458,7 +473,8 @@ fn golden_body() -> String {
 #[test]
 fn fixed_rows_encode_to_the_golden_exposition() {
     let got = golden_body();
-    // CGSIGHT_BLESS=1 rewrites the golden file after a deliberate change (review the diff).
+    // CGSIGHT_BLESS=1 rewrites the golden file after a deliberate change (review the diff, then
+    // rerun: this run still compares against the compiled-in old file).
     if std::env::var_os("CGSIGHT_BLESS").is_some() {
         let p = concat!(env!("CARGO_MANIFEST_DIR"), "/src/families/golden.prom");
         std::fs::write(p, &got).unwrap();
@@ -467,7 +483,8 @@ fn fixed_rows_encode_to_the_golden_exposition() {
     for (i, (g, w)) in got.lines().zip(want.lines()).enumerate() {
         assert_eq!(g, w, "line {}", i + 1);
     }
-    assert_eq!(got, want);
+    assert_eq!(got.lines().count(), want.lines().count(), "line count");
+    assert!(got == want, "line endings differ");
 }
 
 /// Every family of the table has samples in the golden body, each with exactly the container
