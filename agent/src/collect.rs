@@ -19,6 +19,11 @@ use crate::labels::Labeler;
 use crate::netdev::{self, Iface};
 use crate::process;
 
+/// The scrape's deadline passed before it was done; its partial output is to be discarded.
+#[derive(Debug, thiserror::Error)]
+#[error("the scrape deadline passed")]
+pub struct DeadlinePassed;
+
 /// Error kinds of `cgsight_scrape_errors_total`, all exported from the start at 0.
 pub const ERROR_KINDS: &[&str] = &[
     "discovery",
@@ -104,6 +109,17 @@ impl Collector {
 
     /// Collects everything and appends the exposition to `out`.
     pub fn scrape(&mut self, out: &mut String) {
+        // Without a deadline the scrape always finishes.
+        let _ = self.scrape_until(out, None);
+    }
+
+    /// As [`Self::scrape`], but stops reading cgroups once `deadline` passes and returns
+    /// [`DeadlinePassed`], leaving `out` partial.
+    pub fn scrape_until(
+        &mut self,
+        out: &mut String,
+        deadline: Option<Instant>,
+    ) -> Result<(), DeadlinePassed> {
         let t0 = Instant::now();
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -142,6 +158,9 @@ impl Collector {
         let mut netns_cache: HashMap<u64, Option<Rc<Vec<Iface>>>> = HashMap::new();
         let mut rows: Vec<(String, Stats)> = Vec::with_capacity(order.len());
         for path in order {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(DeadlinePassed);
+            }
             let Some(e) = self.entries.get(&path) else {
                 continue;
             };
@@ -231,6 +250,7 @@ impl Collector {
                 process: process.as_ref(),
             },
         );
+        Ok(())
     }
 
     fn new_entry(&mut self, path: &str, kind: Kind) -> Option<Entry> {

@@ -9,9 +9,13 @@
 //! - [`exposition`]: the text encoder and the OpenMetrics conversion;
 //! - [`process`]: the agent's own process (`process_*`) from /proc/self;
 //! - [`netdev`]: `/proc/<pid>/net/dev` parsing;
-//! - [`webconfig`]: exporter-toolkit `--web-config` (TLS, basic auth);
-//! - [`server`]: axum server, graceful shutdown.
+//! - [`webconfig`]: exporter-toolkit `--web-config` (TLS, basic-auth users);
+//! - [`auth`]: basic-auth checks off the request path (verifier thread, bounded queue, cache);
+//! - [`accept`]: closing connections that never send a complete request header;
+//! - [`server`]: axum server, scrape timeouts, graceful shutdown.
 
+pub mod accept;
+pub mod auth;
 pub mod collect;
 pub mod discover;
 pub mod exposition;
