@@ -14,8 +14,10 @@ use hyper_util::rt::TokioTimer;
 use hyper_util::server::conn::auto::Builder;
 use tokio::net::TcpStream;
 
-/// How long a client has to send a complete request header (also the idle keep-alive limit).
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client has to send a complete request header; also how long a keep-alive
+/// connection may idle between requests, so it outlasts the common 15 s scrape interval and
+/// Prometheus keeps reusing its connection (no TLS handshake per scrape).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(20);
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 

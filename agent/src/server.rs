@@ -272,6 +272,15 @@ pub async fn serve(
             source,
         })?;
     let local = listener.local_addr().unwrap_or(cfg.listen);
+    // Poll the shutdown future once before announcing the address: `termination` installs its
+    // signal handlers on first poll, and a SIGTERM sent as soon as the log line appears must
+    // shut down gracefully, not kill the process.
+    let mut shutdown = std::pin::pin!(shutdown);
+    tokio::select! {
+        biased;
+        _ = &mut shutdown => return Ok(()),
+        _ = std::future::ready(()) => {}
+    }
     tracing::info!(
         "cgsight agent listening on {}://{local}/metrics",
         if tls.is_some() { "https" } else { "http" }
@@ -299,7 +308,7 @@ pub async fn serve(
     let mut server = std::pin::pin!(server);
     let r = tokio::select! {
         r = &mut server => r,
-        _ = shutdown => {
+        _ = &mut shutdown => {
             tracing::info!("shutting down");
             handle.graceful_shutdown(Some(Duration::from_secs(5)));
             server.await
