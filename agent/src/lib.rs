@@ -3,17 +3,27 @@
 //!
 //! - [`discover`]: which cgroups, and which runtime owns them (pure path classification);
 //! - [`labels`]: names and images from the runtimes' state files;
-//! - [`collect`]: one scrape: read accounting files, encode families;
+//! - [`collect`]: one scrape: discovery, the per-cgroup cache, reading accounting files;
+//! - [`families`]: every exported family as a table row, and the pure encoder over plain rows;
+//! - [`host`]: host facts (CPUs, memory, boot time, root device, netns, block device names);
 //! - [`exposition`]: the text encoder and the OpenMetrics conversion;
+//! - [`process`]: the agent's own process (`process_*`) from /proc/self;
 //! - [`netdev`]: `/proc/<pid>/net/dev` parsing;
-//! - [`webconfig`]: exporter-toolkit `--web-config` (TLS, basic auth);
-//! - [`server`]: axum server, graceful shutdown.
+//! - [`webconfig`]: exporter-toolkit `--web-config` (TLS, basic-auth users);
+//! - [`auth`]: basic-auth checks off the request path (verifier thread, bounded queue, cache);
+//! - [`accept`]: closing connections that never send a complete request header;
+//! - [`server`]: axum server, scrape timeouts, graceful shutdown.
 
+pub mod accept;
+pub mod auth;
 pub mod collect;
 pub mod discover;
 pub mod exposition;
+pub mod families;
+pub mod host;
 pub mod labels;
 pub mod netdev;
+pub mod process;
 pub mod server;
 pub mod webconfig;
 

@@ -1,6 +1,13 @@
 //! The HTTP side: `/metrics`, `/healthz`, `/`; TLS and basic auth from `--web-config`;
 //! graceful shutdown on SIGTERM/SIGINT. Collection runs on the blocking pool; scrapes that
 //! arrive while one is being collected share the next result instead of queueing collections.
+//!
+//! A scrape that carries Prometheus's `X-Prometheus-Scrape-Timeout-Seconds` is answered before
+//! that deadline: if the body is not ready by then, the collection stops at its next cgroup and
+//! the answer is a 503 naming the timeout. Not a partial body: a scrape missing some containers
+//! would end their series (staleness markers, broken `rate()`) as if they had stopped, and not
+//! an older body, whose gauges would be stored with the new scrape's timestamp. A failed scrape
+//! shows as `up == 0` with the reason on Prometheus's targets page.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -16,9 +23,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use crate::collect::Collector;
+use crate::accept::{self, RequestStarted};
+use crate::auth::{BasicAuth, Verdict};
+use crate::collect::{Collector, DeadlinePassed};
 use crate::exposition::{self, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
-use crate::webconfig::{BasicAuth, WebConfig};
+use crate::webconfig::WebConfig;
 use crate::{Error, Producer};
 
 /// How the agent is run.
@@ -40,8 +49,13 @@ struct Shared {
 }
 
 impl Shared {
-    /// A body at least as fresh as `asked` (the request's arrival time).
-    fn body(&self, asked: Instant) -> Arc<String> {
+    /// A body at least as fresh as `asked` (the request's arrival time), unless `deadline`
+    /// passes first.
+    fn body(
+        &self,
+        asked: Instant,
+        deadline: Option<Instant>,
+    ) -> Result<Arc<String>, DeadlinePassed> {
         let mut c = match self.collector.lock() {
             Ok(c) => c,
             Err(p) => p.into_inner(),
@@ -49,9 +63,13 @@ impl Shared {
         if let Ok(last) = self.last.lock() {
             if let Some((started, body)) = last.as_ref() {
                 if *started >= asked {
-                    return body.clone();
+                    return Ok(body.clone());
                 }
             }
+        }
+        // Waiting for the lock may have used up the time.
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(DeadlinePassed);
         }
         let started = Instant::now();
         let cap = self
@@ -61,7 +79,7 @@ impl Shared {
             .and_then(|l| l.as_ref().map(|(_, b)| b.len() + b.len() / 8))
             .unwrap_or(64 * 1024);
         let mut out = String::with_capacity(cap);
-        c.scrape(&mut out);
+        c.scrape_until(&mut out, deadline)?;
         for p in &self.extra {
             p(&mut out);
         }
@@ -69,7 +87,7 @@ impl Shared {
         if let Ok(mut last) = self.last.lock() {
             *last = Some((started, body.clone()));
         }
-        body
+        Ok(body)
     }
 }
 
@@ -84,26 +102,29 @@ fn router(shared: Arc<Shared>) -> Router {
 }
 
 async fn auth(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
-    if s.auth.is_some() {
+    if let Some(a) = &s.auth {
         let h = req
             .headers()
             .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let s2 = s.clone();
-        // bcrypt verification is CPU-heavy: keep it off the async workers.
-        let ok = tokio::task::spawn_blocking(move || {
-            s2.auth.as_ref().is_some_and(|a| a.check(h.as_deref()))
-        })
-        .await
-        .unwrap_or(false);
-        if !ok {
-            return (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Basic realm=\"cgsight\"")],
-                "Unauthorized\n",
-            )
-                .into_response();
+            .and_then(|v| v.to_str().ok());
+        match a.check(h).await {
+            Verdict::Allowed => {}
+            Verdict::Denied => {
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Basic realm=\"cgsight\"")],
+                    "Unauthorized\n",
+                )
+                    .into_response()
+            }
+            Verdict::Busy => {
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::RETRY_AFTER, "1")],
+                    "Too many password checks in progress; retry shortly.\n",
+                )
+                    .into_response()
+            }
         }
     }
     next.run(req).await
@@ -130,8 +151,13 @@ async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
         .get(header::ACCEPT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .is_some_and(accepts_gzip);
-    let r = tokio::task::spawn_blocking(move || {
-        let body = s.body(asked);
+    let timeout = scrape_timeout(&headers);
+    // A tenth of the timeout is left for compressing and sending.
+    let deadline = timeout.map(|t| asked + t.mul_f64(0.9));
+    let work = tokio::task::spawn_blocking(move || {
+        let Ok(body) = s.body(asked, deadline) else {
+            return Ok(None);
+        };
         let text: std::borrow::Cow<str> = if om {
             exposition::to_openmetrics(&body).into()
         } else {
@@ -144,14 +170,26 @@ async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
             );
             e.write_all(text.as_bytes())
                 .and_then(|_| e.finish())
-                .map(|b| (b, true))
+                .map(|b| Some((b, true)))
         } else {
-            Ok((text.into_owned().into_bytes(), false))
+            Ok(Some((text.into_owned().into_bytes(), false)))
         }
-    })
-    .await;
+    });
+    let r = match deadline {
+        Some(d) => tokio::time::timeout_at(d.into(), work).await,
+        None => Ok(work.await),
+    };
+    let late = || {
+        let t = timeout.map_or(0.0, |t| t.as_secs_f64());
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("collection did not finish within the scrape timeout ({t} s)\n"),
+        )
+            .into_response()
+    };
     match r {
-        Ok(Ok((bytes, gz))) => {
+        Err(_) | Ok(Ok(Ok(None))) => late(),
+        Ok(Ok(Ok(Some((bytes, gz))))) => {
             let mut resp = Response::new(Body::from(bytes));
             let ct = if om {
                 OPENMETRICS_CONTENT_TYPE
@@ -166,17 +204,29 @@ async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
             }
             resp
         }
-        Ok(Err(e)) => (
+        Ok(Ok(Err(e))) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("compressing: {e}\n"),
         )
             .into_response(),
-        Err(e) => (
+        Ok(Err(e)) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("collector failed: {e}\n"),
         )
             .into_response(),
     }
+}
+
+/// Prometheus's scrape timeout, when the header holds a usable number of seconds.
+fn scrape_timeout(h: &HeaderMap) -> Option<Duration> {
+    let v: f64 = h
+        .get("x-prometheus-scrape-timeout-seconds")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    (v > 0.0).then(|| Duration::try_from_secs_f64(v).ok())?
 }
 
 fn accepts_gzip(v: &str) -> bool {
@@ -222,6 +272,15 @@ pub async fn serve(
             source,
         })?;
     let local = listener.local_addr().unwrap_or(cfg.listen);
+    // Poll the shutdown future once before announcing the address: `termination` installs its
+    // signal handlers on first poll, and a SIGTERM sent as soon as the log line appears must
+    // shut down gracefully, not kill the process.
+    let mut shutdown = std::pin::pin!(shutdown);
+    tokio::select! {
+        biased;
+        _ = &mut shutdown => return Ok(()),
+        _ = std::future::ready(()) => {}
+    }
     tracing::info!(
         "cgsight agent listening on {}://{local}/metrics",
         if tls.is_some() { "https" } else { "http" }
@@ -232,18 +291,24 @@ pub async fn serve(
         match tls {
             Some(t) => {
                 let rc = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(t));
-                axum_server::from_tcp_rustls(listener, rc)
-                    .handle(h2)
-                    .serve(svc)
-                    .await
+                let tls = axum_server::tls_rustls::RustlsAcceptor::new(rc).acceptor(RequestStarted);
+                let mut server = axum_server::from_tcp(listener).acceptor(tls).handle(h2);
+                accept::configure(server.http_builder());
+                server.serve(svc).await
             }
-            None => axum_server::from_tcp(listener).handle(h2).serve(svc).await,
+            None => {
+                let mut server = axum_server::from_tcp(listener)
+                    .acceptor(RequestStarted)
+                    .handle(h2);
+                accept::configure(server.http_builder());
+                server.serve(svc).await
+            }
         }
     };
     let mut server = std::pin::pin!(server);
     let r = tokio::select! {
         r = &mut server => r,
-        _ = shutdown => {
+        _ = &mut shutdown => {
             tracing::info!("shutting down");
             handle.graceful_shutdown(Some(Duration::from_secs(5)));
             server.await

@@ -626,3 +626,200 @@ fn prometheus_scrapes_the_agent() {
     });
     assert_eq!(up.len(), 1);
 }
+
+/// Value of an unlabelled family (the agent's own `process_*` ones).
+fn plain(text: &str, family: &str) -> Option<f64> {
+    samples(text)
+        .into_iter()
+        .find(|(s, _)| s == family)
+        .map(|(_, v)| v)
+}
+
+#[test]
+fn process_families_are_served_and_move() {
+    require_root!();
+    let agent = start_agent(&[]);
+    let s1 = scrape(agent.port);
+    for f in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+    ] {
+        assert!(s1.contains(&format!("# TYPE {f} ")), "{f} not declared");
+        // CPU time counts in clock ticks and may still be 0 this early.
+        let min = if f == "process_cpu_seconds_total" {
+            0.0
+        } else {
+            1.0
+        };
+        assert!(plain(&s1, f).is_some_and(|v| v >= min), "{f} missing or 0");
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let start = plain(&s1, "process_start_time_seconds").unwrap();
+    // Started before this scrape, and not before the machine's boot year.
+    assert!(start <= now + 1.0 && start > 1.6e9, "start time {start}");
+    let rss = plain(&s1, "process_resident_memory_bytes").unwrap();
+    assert!(plain(&s1, "process_virtual_memory_bytes").unwrap() >= rss);
+    assert!(plain(&s1, "process_max_fds").unwrap() >= plain(&s1, "process_open_fds").unwrap());
+    // Scraping is work: the agent's CPU time grows while it is scraped.
+    let c1 = plain(&s1, "process_cpu_seconds_total").unwrap();
+    wait_for("agent CPU time to grow", Duration::from_secs(120), || {
+        let c = plain(&scrape(agent.port), "process_cpu_seconds_total")?;
+        (c > c1).then_some(())
+    });
+}
+
+/// Standard base64 of `s` (for Authorization headers).
+fn b64(s: &str) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in s.as_bytes().chunks(3) {
+        let n = c
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn wrong_password_hammer_does_not_stall_an_authenticated_scrape() {
+    require_root!();
+    assert_eq!(
+        b64("prom:cgsight-test-pass"),
+        "cHJvbTpjZ3NpZ2h0LXRlc3QtcGFzcw=="
+    );
+    let tmp = TempDir::new("agent-auth-hammer");
+    let cfg = tmp.path().join("web.yml");
+    std::fs::write(&cfg, format!("basic_auth_users:\n  prom: {HASH}\n")).unwrap();
+    let agent = start_agent(&["--web-config", cfg.to_str().unwrap()]);
+    let good = format!("Basic {}", b64("prom:cgsight-test-pass"));
+    let status = |auth: &str| get(agent.port, "/metrics", &[("Authorization", auth)]).0;
+    // Prometheus has scraped before the attack starts.
+    assert_eq!(status(&good), 200);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let port = agent.port;
+    let hammers: Vec<_> = (0..16)
+        .map(|i| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                let mut admitted = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    n += 1;
+                    // A new password each time: nothing is answered from the cache.
+                    let auth = format!("Basic {}", b64(&format!("prom:wrong-{i}-{n}")));
+                    let st = get(port, "/metrics", &[("Authorization", &auth)]).0;
+                    assert!(st == 401 || st == 503, "wrong password answered {st}");
+                    admitted += usize::from(st == 200);
+                    if st == 503 {
+                        // Keeps the queue full without spinning (other tests share the CPUs).
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+                (n, admitted)
+            })
+        })
+        .collect();
+    // Under the hammer: wrong passwords are refused (401, or 503 while the checks queue is
+    // full) and the authenticated scrape succeeds.
+    let unknown = format!("Basic {}", b64("nobody:cgsight-test-pass"));
+    for _ in 0..3 {
+        let st = status(&format!("Basic {}", b64("prom:still-wrong")));
+        assert!(st == 401 || st == 503, "wrong password answered {st}");
+        let st = status(&unknown);
+        assert!(st == 401 || st == 503, "unknown user answered {st}");
+        assert_eq!(status(&good), 200);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for h in hammers {
+        let (n, admitted) = h.join().expect("hammer thread");
+        assert!(n > 0);
+        assert_eq!(admitted, 0);
+    }
+    // Once the queue drains, a wrong password gets its 401.
+    wait_for(
+        "a plain 401 after the hammer",
+        Duration::from_secs(120),
+        || (status(&format!("Basic {}", b64("prom:after"))) == 401).then_some(()),
+    );
+}
+
+#[test]
+fn scrape_timeout_header_is_honoured() {
+    require_root!();
+    let agent = start_agent(&[]);
+    // A deadline that has passed by the time collection could start: a 503 naming the timeout.
+    let (st, _, body) = get(
+        agent.port,
+        "/metrics",
+        &[("X-Prometheus-Scrape-Timeout-Seconds", "0.000001")],
+    );
+    assert_eq!(st, 503);
+    assert!(String::from_utf8_lossy(&body).contains("scrape timeout"));
+    // A workable timeout gets the body; a garbage header is ignored.
+    for t in ["30", "garbage"] {
+        let (st, _, body) = get(
+            agent.port,
+            "/metrics",
+            &[("X-Prometheus-Scrape-Timeout-Seconds", t)],
+        );
+        assert_eq!(st, 200, "timeout header {t:?}");
+        assert!(String::from_utf8_lossy(&body).contains("container_cpu_usage_seconds_total"));
+    }
+}
+
+#[test]
+fn connections_without_a_complete_request_are_closed() {
+    require_root!();
+    let agent = start_agent(&[]);
+    // Nothing at all; half a header; half an HTTP/2 preface.
+    let starts: [&[u8]; 3] = [
+        b"",
+        b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n",
+        b"PRI * HTTP/2.0\r\n",
+    ];
+    let port = agent.port;
+    let waiters: Vec<_> = starts
+        .iter()
+        .map(|start| {
+            let start = start.to_vec();
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+                s.write_all(&start).expect("send");
+                // Generous: the server's limit is far shorter; a read timing out fails below.
+                s.set_read_timeout(Some(Duration::from_secs(120))).ok();
+                // Until EOF: whatever the server says first, it must then close.
+                let mut buf = Vec::new();
+                let r = s.read_to_end(&mut buf);
+                (String::from_utf8_lossy(&start).into_owned(), r)
+            })
+        })
+        .collect();
+    for w in waiters {
+        let (start, r) = w.join().expect("waiter");
+        match r {
+            Ok(_) => {}
+            Err(e) => assert_eq!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset,
+                "{start:?}: {e}"
+            ),
+        }
+    }
+    // The server still serves.
+    assert!(scrape(agent.port).contains("machine_cpu_cores"));
+}
