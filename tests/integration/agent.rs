@@ -3,7 +3,7 @@
 //! Each test starts its own agent on a free 127.0.0.1 port as a guarded child.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -707,7 +707,7 @@ fn wrong_password_hammer_does_not_stall_an_authenticated_scrape() {
     std::fs::write(&cfg, format!("basic_auth_users:\n  prom: {HASH}\n")).unwrap();
     let agent = start_agent(&["--web-config", cfg.to_str().unwrap()]);
     let good = format!("Basic {}", b64("prom:cgsight-test-pass"));
-    let status = |auth: &str| get(agent.port, "/metrics", &[("Authorization", auth)]).0;
+    let status = |auth: &str| get(agent.port, "/metrics", &[("Authorization", auth)]).status;
     // Prometheus has scraped before the attack starts.
     assert_eq!(status(&good), 200);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -722,7 +722,7 @@ fn wrong_password_hammer_does_not_stall_an_authenticated_scrape() {
                     n += 1;
                     // A new password each time: nothing is answered from the cache.
                     let auth = format!("Basic {}", b64(&format!("prom:wrong-{i}-{n}")));
-                    let st = get(port, "/metrics", &[("Authorization", &auth)]).0;
+                    let st = get(port, "/metrics", &[("Authorization", &auth)]).status;
                     assert!(st == 401 || st == 503, "wrong password answered {st}");
                     admitted += usize::from(st == 200);
                     if st == 503 {
@@ -763,22 +763,22 @@ fn scrape_timeout_header_is_honoured() {
     require_root!();
     let agent = start_agent(&[]);
     // A deadline that has passed by the time collection could start: a 503 naming the timeout.
-    let (st, _, body) = get(
+    let r = get(
         agent.port,
         "/metrics",
         &[("X-Prometheus-Scrape-Timeout-Seconds", "0.000001")],
     );
-    assert_eq!(st, 503);
-    assert!(String::from_utf8_lossy(&body).contains("scrape timeout"));
+    assert_eq!(r.status, 503);
+    assert!(r.text().contains("scrape timeout"));
     // A workable timeout gets the body; a garbage header is ignored.
     for t in ["30", "garbage"] {
-        let (st, _, body) = get(
+        let r = get(
             agent.port,
             "/metrics",
             &[("X-Prometheus-Scrape-Timeout-Seconds", t)],
         );
-        assert_eq!(st, 200, "timeout header {t:?}");
-        assert!(String::from_utf8_lossy(&body).contains("container_cpu_usage_seconds_total"));
+        assert_eq!(r.status, 200, "timeout header {t:?}");
+        assert!(r.text().contains("container_cpu_usage_seconds_total"));
     }
 }
 
