@@ -6,19 +6,21 @@ use crate::spec::SpecError;
 use crate::state::StateError;
 use crate::EXIT_LAUNCHER;
 
+/// Causes are part of each message rather than `source`s, so anyhow's `{:#}` in the binary
+/// does not print them twice.
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
-    #[error("{what}: {source}")]
+    #[error("{what}: {error}")]
     Sys {
         what: &'static str,
-        source: nix::Error,
+        error: nix::Error,
     },
-    #[error("{what}: {source}")]
-    Io { what: String, source: io::Error },
-    #[error("{what}: {source}")]
+    #[error("{what}: {error}")]
+    Io { what: String, error: io::Error },
+    #[error("{what}: {error}")]
     Cgroup {
         what: &'static str,
-        source: cgsight_cgroup::Error,
+        error: cgsight_cgroup::Error,
     },
     #[error(transparent)]
     State(#[from] StateError),
@@ -54,16 +56,16 @@ impl LaunchError {
     }
 
     pub(crate) fn sys(what: &'static str) -> impl FnOnce(nix::Error) -> Self {
-        move |source| LaunchError::Sys { what, source }
+        move |error| LaunchError::Sys { what, error }
     }
 
     pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(io::Error) -> Self {
         let what = what.into();
-        move |source| LaunchError::Io { what, source }
+        move |error| LaunchError::Io { what, error }
     }
 
     pub(crate) fn cgroup(what: &'static str) -> impl FnOnce(cgsight_cgroup::Error) -> Self {
-        move |source| LaunchError::Cgroup { what, source }
+        move |error| LaunchError::Cgroup { what, error }
     }
 
     /// Decodes a child's report: one exit-code byte, then the message.

@@ -4,21 +4,22 @@
 
 use std::fs;
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::spec::{ContainerSpec, Limits};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("{op} {path}: {source}")]
+    // The cause is part of the message, not a `source` (anyhow's `{:#}` would repeat it).
+    #[error("{op} {path}: {error}")]
     Io {
         op: &'static str,
         path: PathBuf,
-        source: io::Error,
+        error: io::Error,
     },
     #[error("the name {0:?} is already in use by container {1}")]
     NameInUse(String, String),
@@ -26,10 +27,10 @@ pub enum StateError {
     NotFound(String),
     #[error("container prefix {0:?} is ambiguous: it matches {1}")]
     Ambiguous(String, String),
-    #[error("bad state file {path}: {source}")]
+    #[error("bad state file {path}: {error}")]
     Parse {
         path: PathBuf,
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
     #[error("bad state file {path}: {what}")]
     Invalid { path: PathBuf, what: String },
@@ -37,7 +38,7 @@ pub enum StateError {
 
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StateError {
     let path = path.to_path_buf();
-    move |source| StateError::Io { op, path, source }
+    move |error| StateError::Io { op, path, error }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,7 +180,7 @@ impl Store {
         self.container_dir(id).join("log")
     }
 
-    fn lock(&self) -> Result<fs::File, StateError> {
+    fn lock(&self) -> Result<Flock<fs::File>, StateError> {
         fs::create_dir_all(&self.state_dir).map_err(io_err("creating", &self.state_dir))?;
         let p = self.state_dir.join(".lock");
         let f = fs::OpenOptions::new()
@@ -188,11 +189,8 @@ impl Store {
             .write(true)
             .open(&p)
             .map_err(io_err("opening", &p))?;
-        // SAFETY: flock on a valid fd; released when the file is closed.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(io_err("locking", &p)(io::Error::last_os_error()));
-        }
-        Ok(f)
+        // Released when the returned guard is dropped.
+        Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| io_err("locking", &p)(e.into()))
     }
 
     /// Registers a new container: the name check and the directory creation happen under one
@@ -217,9 +215,9 @@ impl Store {
         let d = self.state_path(&st.id);
         let tmp = d.join(".state.json.tmp");
         let fin = d.join("state.json");
-        let body = serde_json::to_vec_pretty(st).map_err(|source| StateError::Parse {
+        let body = serde_json::to_vec_pretty(st).map_err(|error| StateError::Parse {
             path: fin.clone(),
-            source,
+            error,
         })?;
         let mut f = fs::File::create(&tmp).map_err(io_err("writing", &tmp))?;
         f.write_all(&body).map_err(io_err("writing", &tmp))?;
@@ -236,9 +234,9 @@ impl Store {
             }
             Err(e) => return Err(io_err("reading", &p)(e)),
         };
-        let mut st: State = serde_json::from_slice(&data).map_err(|source| StateError::Parse {
+        let mut st: State = serde_json::from_slice(&data).map_err(|error| StateError::Parse {
             path: p.clone(),
-            source,
+            error,
         })?;
         st.check(id)
             .map_err(|what| StateError::Invalid { path: p, what })?;
