@@ -41,6 +41,7 @@ pub(crate) struct ChildPlan {
     pub env: Vec<CString>,
     pub path_var: String,
     pub argv: Vec<CString>,
+    pub preserve_fds: u32,
 }
 
 /// The child's ends of the supervisor's pipes.
@@ -139,6 +140,7 @@ fn container_child(plan: &ChildPlan, fds: &mut ChildFds) -> Result<Never, ChildE
     nix::unistd::chdir(&plan.workdir)
         .map_err(|e| lerr(format!("chdir {}: {e}", plan.workdir.display())))?;
     caps::restrict(last).map_err(lerr)?;
+    sys::close_inherited_fds(plan.preserve_fds).map_err(lerr)?;
     let first = plan.argv.first().ok_or_else(|| lerr("no command given"))?;
     let prog = resolve(first, &plan.path_var)?;
     if plan.init {
@@ -237,6 +239,7 @@ fn run_init(plan: &ChildPlan, prog: &CString, fds: &mut ChildFds) -> Result<Neve
         }
         ForkResult::Parent { child } => {
             drop(fds.err.take());
+            sys::close_fds_except(signals.fd.as_raw_fd());
             let code = wait::wait_loop(child, &signals.fd, None);
             // SAFETY: exit pid 1 with the command's status.
             unsafe { libc::_exit(code as i32) }

@@ -21,6 +21,8 @@ pub struct ExecRequest {
     pub interactive: bool,
     pub env: Vec<(String, String)>,
     pub workdir: Option<PathBuf>,
+    /// Descriptors 3..3+N passed to the command (every other one is closed).
+    pub preserve_fds: u32,
 }
 
 /// The namespaces joined, in order (the mount namespace last: /proc changes with it).
@@ -94,6 +96,7 @@ pub fn exec(st: &State, req: &ExecRequest) -> Result<u8, LaunchError> {
                     pty::devnull_stdin().map_err(lerr)?;
                 }
                 caps::restrict(last).map_err(lerr)?;
+                sys::close_inherited_fds(req.preserve_fds).map_err(lerr)?;
                 let prog = resolve(&arg0, &path_var)?;
                 match do_exec(&prog, &argv, &envc)? {}
             })();

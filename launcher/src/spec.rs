@@ -70,6 +70,8 @@ pub struct RawSpec {
     pub rm: bool,
     pub detach: bool,
     pub no_proc_views: bool,
+    /// Descriptors 3..3+N passed to the command (every other one is closed).
+    pub preserve_fds: u32,
     pub command: Vec<String>,
 }
 
@@ -106,6 +108,9 @@ pub struct ContainerSpec {
     pub detach: bool,
     pub proc_views: bool,
     pub limits: Limits,
+    /// Descriptors 3..3+N passed to the command (every other one is closed).
+    #[serde(default)]
+    pub preserve_fds: u32,
 }
 
 impl ContainerSpec {
@@ -495,6 +500,7 @@ pub fn build(
         detach: raw.detach,
         proc_views: !raw.no_proc_views,
         limits,
+        preserve_fds: raw.preserve_fds,
     })
 }
 

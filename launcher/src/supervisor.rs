@@ -191,6 +191,7 @@ fn child_plan(spec: &ContainerSpec, p: &Prepared, m: &Managed) -> Result<ChildPl
         env: sys::cstrings(env.iter().map(|(k, v)| format!("{k}={v}")))?,
         path_var,
         argv: sys::cstrings(&spec.command)?,
+        preserve_fds: spec.preserve_fds,
     })
 }
 

@@ -108,3 +108,40 @@ impl Drop for BlockedSignals {
         let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&self.old), None);
     }
 }
+
+/// close_range(2)'s flag (linux/close_range.h; not in the libc crate).
+const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+
+/// Only stdio and descriptors 3..3+`preserve` reach what we exec: everything above is
+/// marked close-on-exec (our own pipes still work until exec), the preserved ones are
+/// cleared of it. A descriptor the caller leaked (`exec 8</`) would otherwise let the
+/// container reach the host's filesystem through /proc/self/fd/8.
+pub fn close_inherited_fds(preserve: u32) -> ChildResult<()> {
+    let first = 3u32.saturating_add(preserve);
+    // SAFETY: close_range only changes descriptor flags.
+    if unsafe { libc::close_range(first, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC as i32) } != 0 {
+        return Err(format!("close_range: {}", std::io::Error::last_os_error()));
+    }
+    for fd in 3..first {
+        // SAFETY: F_SETFD on a number that may or may not be open; EBADF is ignored.
+        let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd as i32) };
+        let _ = nix::fcntl::fcntl(
+            b,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+        );
+    }
+    Ok(())
+}
+
+/// Closes every descriptor from 3 up except `keep` (the `--init` pid 1, which never execs,
+/// must not hold what the caller leaked either).
+pub fn close_fds_except(keep: std::os::fd::RawFd) {
+    let keep = keep.max(0) as libc::c_uint;
+    // SAFETY: closing descriptor ranges that nothing in this process uses any more.
+    unsafe {
+        if keep > 3 {
+            libc::close_range(3, keep - 1, 0);
+        }
+        libc::close_range(keep.max(2) + 1, libc::c_uint::MAX, 0);
+    }
+}

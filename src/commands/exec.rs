@@ -19,6 +19,9 @@ pub struct Args {
     /// Working directory inside the container.
     #[arg(short = 'w', long)]
     workdir: Option<PathBuf>,
+    /// Pass descriptors 3..3+N to the command (all others are closed).
+    #[arg(long, default_value_t = 0)]
+    preserve_fds: u32,
     /// Container id (or unique prefix) or name.
     container: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
@@ -50,6 +53,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         interactive: a.interactive,
         env,
         workdir: a.workdir,
+        preserve_fds: a.preserve_fds,
     };
     Ok(match cgsight_launcher::exec::exec(&st, &req) {
         Ok(c) => c,

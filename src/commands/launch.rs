@@ -70,6 +70,9 @@ pub struct LaunchArgs {
     /// Do not bind the cgsight fs views over /proc and /sys/devices/system/cpu.
     #[arg(long)]
     no_proc_views: bool,
+    /// Pass descriptors 3..3+N to the command (all others are closed).
+    #[arg(long, default_value_t = 0)]
+    preserve_fds: u32,
     /// The command and its arguments.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
     command: Vec<String>,
@@ -104,6 +107,7 @@ pub fn run(a: LaunchArgs) -> anyhow::Result<u8> {
         rm: a.rm,
         detach: a.detach,
         no_proc_views: a.no_proc_views,
+        preserve_fds: a.preserve_fds,
         command: a.command,
     };
     let id = spec::new_id().context("generating an id")?;

@@ -1,0 +1,103 @@
+//! Containment: what a container must not reach on the host (issue 12). Each attack is also
+//! run with the protection switched off where the launcher allows it, so the test can fail.
+
+mod launch_common;
+
+use std::process::{Command, Output};
+
+use cgsight_testkit::{require_root, unique_name, TempDir};
+use launch_common::*;
+
+/// Runs `cgsight ARGS` from a shell that first opens `dir` as descriptor 8 without
+/// close-on-exec (as `exec 8</dir` in a user's shell would).
+fn with_fd8(dir: &std::path::Path, args: &[&str]) -> Output {
+    let mut line = format!("exec 8<'{}'; exec '{BIN}'", dir.display());
+    for a in args {
+        line.push_str(&format!(" '{a}'"));
+    }
+    Command::new("sh")
+        .args(["-c", &line])
+        .env("CGSIGHT_FS_MOUNTPOINT", views_mountpoint())
+        .output()
+        .expect("running sh")
+}
+
+/// Writes through the leaked descriptor: it names a host directory, whatever the container's
+/// mount namespace.
+const ESCAPE: &str = "echo escaped > /proc/self/fd/8/escaped";
+
+#[test]
+fn launch_closes_inherited_descriptors() {
+    require_root!();
+    let host = TempDir::new("fd-launch");
+    let n = unique_name("fd");
+    let args = [
+        "launch",
+        "--rm",
+        "--no-proc-views",
+        "--name",
+        &n,
+        "--",
+        "sh",
+        "-c",
+        ESCAPE,
+    ];
+    let o = with_fd8(&host.path, &args);
+    assert_ne!(o.status.code(), Some(0), "the write through fd 8 worked");
+    assert!(!host.path.join("escaped").exists(), "{}", stderr(&o));
+
+    // --preserve-fds 6 passes 3..=8: the same attack now succeeds.
+    let n = unique_name("fd");
+    let args = [
+        "launch",
+        "--rm",
+        "--no-proc-views",
+        "--preserve-fds",
+        "6",
+        "--name",
+        &n,
+        "--",
+        "sh",
+        "-c",
+        ESCAPE,
+    ];
+    let o = with_fd8(&host.path, &args);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(host.path.join("escaped").exists());
+}
+
+#[test]
+fn init_and_exec_close_inherited_descriptors() {
+    require_root!();
+    let host = TempDir::new("fd-exec");
+    let n = unique_name("fd-init");
+    // --init: neither the command nor pid 1 (which never execs) keeps fd 8.
+    let args = [
+        "launch",
+        "--rm",
+        "--init",
+        "--no-proc-views",
+        "--name",
+        &n,
+        "--",
+        "sh",
+        "-c",
+        "ls /proc/1/fd/8 || echo escaped > /proc/self/fd/8/escaped",
+    ];
+    let o = with_fd8(&host.path, &args);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(!host.path.join("escaped").exists(), "{}", stderr(&o));
+
+    let n = unique_name("fd-exec");
+    let _g = Ctr(n.clone());
+    launch_detached(&n, &["sleep", "300"]);
+    let o = with_fd8(&host.path, &["exec", &n, "sh", "-c", ESCAPE]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(!host.path.join("escaped").exists(), "{}", stderr(&o));
+    let o = with_fd8(
+        &host.path,
+        &["exec", "--preserve-fds", "6", &n, "sh", "-c", ESCAPE],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(host.path.join("escaped").exists());
+}
