@@ -101,3 +101,83 @@ fn init_and_exec_close_inherited_descriptors() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(host.path.join("escaped").exists());
 }
+
+#[test]
+fn volume_targets_resolve_inside_the_root() {
+    require_root!();
+    let d = TempDir::new("vol-link");
+    let src = d.path.join("src");
+    std::fs::write(&src, "from-the-volume\n").unwrap();
+    // A dangling absolute link: inside the container it names <root>/<d>/real, on the host
+    // <d>/real. Creating the bind target must happen in the container's root.
+    let link = d.path.join("link");
+    let real = d.path.join("real");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let n = unique_name("vol");
+    let vol = format!("{}:{}:ro", src.display(), link.display());
+    let o = cgsight(&[
+        "launch",
+        "--rm",
+        "--no-proc-views",
+        "--name",
+        &n,
+        "-v",
+        &vol,
+        "--",
+        "cat",
+        &link.to_string_lossy(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "from-the-volume\n");
+    assert!(
+        !real.exists(),
+        "the launcher created a file on the host through the link"
+    );
+
+    // /etc/localtime is a symlink in most roots: the volume shows at the link's target in
+    // the root, so reading /etc/localtime gives the volume.
+    if std::fs::symlink_metadata("/etc/localtime").is_ok_and(|m| m.file_type().is_symlink()) {
+        let n = unique_name("vol-tz");
+        let vol = format!("{}:/etc/localtime:ro", src.display());
+        let o = cgsight(&[
+            "launch",
+            "--rm",
+            "--no-proc-views",
+            "--name",
+            &n,
+            "-v",
+            &vol,
+            "--",
+            "cat",
+            "/etc/localtime",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert_eq!(stdout(&o), "from-the-volume\n");
+    }
+}
+
+#[test]
+fn volumes_on_proc_or_sys_and_bad_cpu_lists_are_refused() {
+    require_root!();
+    let d = TempDir::new("vol-proc");
+    // Lexically, and through a link that resolves there inside the root.
+    let plink = d.path.join("plink");
+    std::os::unix::fs::symlink("/proc/sys/kernel", &plink).unwrap();
+    let via_link = format!("/tmp:{}", plink.display());
+    for args in [
+        vec!["-v", "/tmp:/proc/sys/kernel"],
+        vec!["-v", "/tmp:/sys/kernel"],
+        vec!["-v", via_link.as_str()],
+        vec!["--cpuset-cpus", "0,,1"],
+    ] {
+        let n = unique_name("refuse");
+        let mut all = vec!["launch", "--rm", "--no-proc-views", "--name", &n];
+        all.extend(&args);
+        all.extend(["--", "true"]);
+        let o = cgsight(&all);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(125), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: one line: {err}");
+        no_container_named(&n);
+    }
+}

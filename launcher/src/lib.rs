@@ -5,6 +5,7 @@
 //! - [`supervisor`]: `launch`: prepare, fork the container, wait, record the exit.
 //! - [`child`]: the container's pid 1 between fork and exec (and `--init`).
 //! - [`mounts`]: the container's root: overlay, runtime-default mounts, views, pivot_root.
+//! - [`volumes`]: `-v` targets resolved inside the container's root, then bound.
 //! - [`caps`]: docker's default capability set, no_new_privs, rlimits.
 //! - [`exec`]: joining a running container.
 //! - [`lifecycle`]: stop, kill, remove, waiting for an exit.
@@ -30,6 +31,7 @@ pub mod supervisor;
 mod sys;
 mod tty;
 pub mod views;
+pub mod volumes;
 mod wait;
 
 pub use error::LaunchError;

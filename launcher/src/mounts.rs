@@ -208,16 +208,7 @@ pub fn build_root(p: &RootPlan) -> ChildResult<()> {
     }
 
     for v in &p.volumes {
-        let t = inside(r, &v.container.to_string_lossy());
-        if v.host.is_dir() {
-            mkdir_p(&t)?;
-        } else if !t.exists() {
-            if let Some(parent) = t.parent() {
-                mkdir_p(parent)?;
-            }
-            fs::File::create(&t).map_err(|e| format!("creating {}: {e}", t.display()))?;
-        }
-        bind(&v.host, &t, v.readonly, true)?;
+        crate::volumes::mount_volume(r, v)?;
     }
 
     pivot(r)
