@@ -181,3 +181,31 @@ fn volumes_on_proc_or_sys_and_bad_cpu_lists_are_refused() {
         no_container_named(&n);
     }
 }
+
+#[test]
+fn firmware_and_powercap_are_masked() {
+    require_root!();
+    // Only paths the host has can be checked (powercap is absent on many VMs).
+    let masked: Vec<&str> = ["/sys/firmware", "/sys/devices/virtual/powercap"]
+        .into_iter()
+        .filter(|p| std::fs::read_dir(p).is_ok_and(|mut d| d.next().is_some()))
+        .collect();
+    if masked.is_empty() {
+        eprintln!("skipped: the host has neither /sys/firmware nor powercap entries");
+        return;
+    }
+    let script: String = masked
+        .iter()
+        .map(|p| format!("echo {p}=$(ls -A {p} | wc -l);"))
+        .collect();
+    let n = unique_name("mask");
+    let o = launch_rm(&n, &["sh", "-c", &script]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    for p in masked {
+        assert!(
+            stdout(&o).contains(&format!("{p}=0")),
+            "{p} is visible: {}",
+            stdout(&o)
+        );
+    }
+}

@@ -22,7 +22,9 @@ pub const PROC_VIEWS: [&str; 7] = [
     "diskstats",
     "swaps",
 ];
-const MASKED: [&str; 10] = [
+/// Masked as docker does (an empty read-only tmpfs on directories, /dev/null on files);
+/// powercap exposes RAPL energy counters, a known side channel.
+const MASKED: [&str; 11] = [
     "/proc/acpi",
     "/proc/asound",
     "/proc/kcore",
@@ -33,6 +35,7 @@ const MASKED: [&str; 10] = [
     "/proc/sched_debug",
     "/proc/scsi",
     "/sys/firmware",
+    "/sys/devices/virtual/powercap",
 ];
 const READONLY: [&str; 5] = [
     "/proc/bus",
