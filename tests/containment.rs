@@ -4,6 +4,7 @@
 mod launch_common;
 
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use cgsight_testkit::{require_root, unique_name, TempDir};
 use launch_common::*;
@@ -208,4 +209,47 @@ fn firmware_and_powercap_are_masked() {
             stdout(&o)
         );
     }
+}
+
+#[test]
+fn host_root_containers_cannot_read_each_others_layers() {
+    require_root!();
+    let a = unique_name("layers-a");
+    let _ga = Ctr(a.clone());
+    launch_detached(
+        &a,
+        &["sh", "-c", "echo secret-of-a > /secret; exec sleep 300"],
+    );
+    let upper = inspect(&a).expect("inspect a")["paths"]["upper"]
+        .as_str()
+        .expect("upper path")
+        .to_owned();
+    let secret = format!("{upper}/secret");
+    cgsight_testkit::wait_for(
+        "a's secret in its upper layer",
+        Duration::from_secs(30),
+        || std::path::Path::new(&secret).exists().then_some(()),
+    );
+    let state_dir = std::path::Path::new(&upper)
+        .ancestors()
+        .nth(2)
+        .expect("the layers' root")
+        .to_string_lossy()
+        .into_owned();
+    let b = unique_name("layers-b");
+    let script = format!(
+        "cat {secret}; test -e {state_dir} && echo store-visible; ls -A /var/lib/cgsight | wc -l"
+    );
+    let o = launch_rm(&b, &["sh", "-c", &script]);
+    let out = stdout(&o);
+    assert!(
+        !out.contains("secret-of-a"),
+        "b read a's upper layer: {out}"
+    );
+    assert_eq!(
+        out.trim(),
+        "0",
+        "b lists the layer store: {out} {}",
+        stderr(&o)
+    );
 }

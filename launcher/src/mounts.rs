@@ -45,6 +45,22 @@ const READONLY: [&str; 5] = [
     "/proc/sysrq-trigger",
 ];
 
+/// Runtime state a host-root container must not read: ours (other containers' layers and
+/// states) and other runtimes' well-known directories. Hidden when present in the root.
+pub const HOST_STATE_DIRS: [&str; 11] = [
+    "/var/lib/cgsight",
+    "/run/cgsight",
+    "/var/lib/docker",
+    "/run/docker",
+    "/var/lib/containerd",
+    "/run/containerd",
+    "/var/lib/containers",
+    "/run/containers",
+    "/run/runc",
+    "/run/crun",
+    "/var/lib/kubelet",
+];
+
 /// How the container's own cgroup appears at /sys/fs/cgroup.
 #[derive(Clone, Debug)]
 pub enum CgroupView {
@@ -64,6 +80,9 @@ pub struct RootPlan {
     /// The FUSE views' mountpoint, when they are in use.
     pub views: Option<PathBuf>,
     pub cgroup: CgroupView,
+    /// Directories covered by an empty read-only tmpfs (host-root mode: see
+    /// [`HOST_STATE_DIRS`]).
+    pub hide: Vec<PathBuf>,
 }
 
 fn inside(root: &Path, p: &str) -> PathBuf {
@@ -200,6 +219,19 @@ pub fn build_root(p: &RootPlan) -> ChildResult<()> {
                 Some("nr_blocks=1,nr_inodes=1"),
             )?,
             Ok(_) => bind(&inside(r, "/dev/null"), &t, false, false)?,
+        }
+    }
+    for h in &p.hide {
+        let t = inside(r, &h.to_string_lossy());
+        // Only real directories: a symlink (/var/run) would take the mount elsewhere.
+        if fs::symlink_metadata(&t).is_ok_and(|m| m.is_dir()) {
+            do_mount(
+                Some(Path::new("tmpfs")),
+                &t,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY | nsx,
+                Some("mode=755,nr_blocks=1,nr_inodes=1"),
+            )?;
         }
     }
     for ro in READONLY {

@@ -24,7 +24,7 @@ use nix::unistd::ForkResult;
 use tracing::{debug, warn};
 
 use crate::child::{self, container_env, ChildFds, ChildPlan};
-use crate::mounts::{CgroupView, RootPlan};
+use crate::mounts::{CgroupView, RootPlan, HOST_STATE_DIRS};
 use crate::spec::{ContainerSpec, Net};
 use crate::state::{now, State, StateLimits, Status, Store};
 use crate::sys;
@@ -169,6 +169,22 @@ fn time_namespace() {
     }
 }
 
+/// With the host's / as the lower layer, the container would see every other container's
+/// layers and state, and other runtimes' too: those directories are covered (our store's,
+/// wherever CGSIGHT_STATE_DIR / CGSIGHT_ROOT_DIR put it, included).
+fn hidden_dirs(spec: &ContainerSpec, store: &Store) -> Vec<PathBuf> {
+    if spec.rootfs.is_some() {
+        return Vec::new();
+    }
+    let mut dirs: Vec<PathBuf> = HOST_STATE_DIRS.iter().map(PathBuf::from).collect();
+    for d in [&store.state_dir, &store.root_dir] {
+        if !dirs.iter().any(|h| d.starts_with(h)) {
+            dirs.push(d.clone());
+        }
+    }
+    dirs
+}
+
 fn child_plan(spec: &ContainerSpec, p: &Prepared, m: &Managed) -> Result<ChildPlan, LaunchError> {
     let dir = p.store.container_dir(&spec.id);
     let (env, path_var) = container_env(&spec.hostname, spec.tty, &spec.env);
@@ -181,6 +197,7 @@ fn child_plan(spec: &ContainerSpec, p: &Prepared, m: &Managed) -> Result<ChildPl
             volumes: spec.volumes.clone(),
             views: p.views.clone(),
             cgroup: cgroup_view(&p.hier, m),
+            hide: hidden_dirs(spec, &p.store),
         },
         hostname: spec.hostname.clone(),
         net_none: spec.net == Net::None,
