@@ -3,6 +3,7 @@
 
 mod launch_common;
 
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use launch_common::*;
 
 /// Runs `cgsight ARGS` from a shell that first opens `dir` as descriptor 8 without
 /// close-on-exec (as `exec 8</dir` in a user's shell would).
-fn with_fd8(dir: &std::path::Path, args: &[&str]) -> Output {
+fn with_fd8(dir: &Path, args: &[&str]) -> Output {
     let mut line = format!("exec 8<'{}'; exec '{BIN}'", dir.display());
     for a in args {
         line.push_str(&format!(" '{a}'"));
@@ -23,84 +24,70 @@ fn with_fd8(dir: &std::path::Path, args: &[&str]) -> Output {
         .expect("running sh")
 }
 
+/// `launch --rm --no-proc-views FLAGS --name NAME -- sh -c SCRIPT`.
+fn launch_sh(name: &str, flags: &[&str], script: &str) -> Vec<String> {
+    let mut v: Vec<String> = ["launch", "--rm", "--no-proc-views"]
+        .map(String::from)
+        .into();
+    v.extend(flags.iter().map(|f| f.to_string()));
+    v.extend(["--name".into(), name.to_owned(), "--".into()]);
+    v.extend(["sh", "-c", script].map(String::from));
+    v
+}
+
 /// Writes through the leaked descriptor: it names a host directory, whatever the container's
 /// mount namespace.
 const ESCAPE: &str = "echo escaped > /proc/self/fd/8/escaped";
 
+/// Runs `args` with fd 8 open on a fresh host directory; true if the container wrote into it
+/// (and then the command must have succeeded).
+fn run(args: &[String]) -> Output {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    cgsight(&args)
+}
+
+fn escapes(tag: &str, args: &[String]) -> bool {
+    let host = TempDir::new(tag);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = with_fd8(&host.path, &args);
+    let escaped = host.path.join("escaped").exists();
+    assert_eq!(escaped, o.status.success(), "{args:?}: {}", stderr(&o));
+    escaped
+}
+
 #[test]
 fn launch_closes_inherited_descriptors() {
     require_root!();
-    let host = TempDir::new("fd-launch");
-    let n = unique_name("fd");
-    let args = [
-        "launch",
-        "--rm",
-        "--no-proc-views",
-        "--name",
-        &n,
-        "--",
-        "sh",
-        "-c",
-        ESCAPE,
-    ];
-    let o = with_fd8(&host.path, &args);
-    assert_ne!(o.status.code(), Some(0), "the write through fd 8 worked");
-    assert!(!host.path.join("escaped").exists(), "{}", stderr(&o));
-
+    assert!(!escapes(
+        "fd-launch",
+        &launch_sh(&unique_name("fd"), &[], ESCAPE)
+    ));
     // --preserve-fds 6 passes 3..=8: the same attack now succeeds.
-    let n = unique_name("fd");
-    let args = [
-        "launch",
-        "--rm",
-        "--no-proc-views",
-        "--preserve-fds",
-        "6",
-        "--name",
-        &n,
-        "--",
-        "sh",
-        "-c",
-        ESCAPE,
-    ];
-    let o = with_fd8(&host.path, &args);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert!(host.path.join("escaped").exists());
+    let keep = launch_sh(&unique_name("fd"), &["--preserve-fds", "6"], ESCAPE);
+    assert!(escapes("fd-launch", &keep));
 }
 
 #[test]
 fn init_and_exec_close_inherited_descriptors() {
     require_root!();
-    let host = TempDir::new("fd-exec");
-    let n = unique_name("fd-init");
     // --init: neither the command nor pid 1 (which never execs) keeps fd 8.
-    let args = [
-        "launch",
-        "--rm",
-        "--init",
-        "--no-proc-views",
-        "--name",
-        &n,
-        "--",
-        "sh",
-        "-c",
-        "ls /proc/1/fd/8 || echo escaped > /proc/self/fd/8/escaped",
-    ];
-    let o = with_fd8(&host.path, &args);
-    assert_ne!(o.status.code(), Some(0));
-    assert!(!host.path.join("escaped").exists(), "{}", stderr(&o));
+    let via_init = "ls /proc/1/fd/8 || echo escaped > /proc/self/fd/8/escaped";
+    assert!(!escapes(
+        "fd-init",
+        &launch_sh(&unique_name("fd-init"), &["--init"], via_init)
+    ));
 
     let n = unique_name("fd-exec");
     let _g = Ctr(n.clone());
     launch_detached(&n, &["sleep", "300"]);
-    let o = with_fd8(&host.path, &["exec", &n, "sh", "-c", ESCAPE]);
-    assert_ne!(o.status.code(), Some(0));
-    assert!(!host.path.join("escaped").exists(), "{}", stderr(&o));
-    let o = with_fd8(
-        &host.path,
-        &["exec", "--preserve-fds", "6", &n, "sh", "-c", ESCAPE],
-    );
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert!(host.path.join("escaped").exists());
+    let exec = |flags: &[&str]| -> Vec<String> {
+        let mut v = vec!["exec".to_string()];
+        v.extend(flags.iter().map(|f| f.to_string()));
+        v.extend([n.clone(), "sh".into(), "-c".into(), ESCAPE.into()]);
+        v
+    };
+    assert!(!escapes("fd-exec", &exec(&[])));
+    assert!(escapes("fd-exec", &exec(&["--preserve-fds", "6"])));
 }
 
 #[test]
@@ -114,20 +101,9 @@ fn volume_targets_resolve_inside_the_root() {
     let link = d.path.join("link");
     let real = d.path.join("real");
     std::os::unix::fs::symlink(&real, &link).unwrap();
-    let n = unique_name("vol");
     let vol = format!("{}:{}:ro", src.display(), link.display());
-    let o = cgsight(&[
-        "launch",
-        "--rm",
-        "--no-proc-views",
-        "--name",
-        &n,
-        "-v",
-        &vol,
-        "--",
-        "cat",
-        &link.to_string_lossy(),
-    ]);
+    let cat = format!("cat {}", link.display());
+    let o = run(&launch_sh(&unique_name("vol"), &["-v", &vol], &cat));
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stdout(&o), "from-the-volume\n");
     assert!(
@@ -138,20 +114,9 @@ fn volume_targets_resolve_inside_the_root() {
     // /etc/localtime is a symlink in most roots: the volume shows at the link's target in
     // the root, so reading /etc/localtime gives the volume.
     if std::fs::symlink_metadata("/etc/localtime").is_ok_and(|m| m.file_type().is_symlink()) {
-        let n = unique_name("vol-tz");
         let vol = format!("{}:/etc/localtime:ro", src.display());
-        let o = cgsight(&[
-            "launch",
-            "--rm",
-            "--no-proc-views",
-            "--name",
-            &n,
-            "-v",
-            &vol,
-            "--",
-            "cat",
-            "/etc/localtime",
-        ]);
+        let cat = "cat /etc/localtime";
+        let o = run(&launch_sh(&unique_name("vol-tz"), &["-v", &vol], cat));
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
         assert_eq!(stdout(&o), "from-the-volume\n");
     }
@@ -172,10 +137,7 @@ fn volumes_on_proc_or_sys_and_bad_cpu_lists_are_refused() {
         vec!["--cpuset-cpus", "0,,1"],
     ] {
         let n = unique_name("refuse");
-        let mut all = vec!["launch", "--rm", "--no-proc-views", "--name", &n];
-        all.extend(&args);
-        all.extend(["--", "true"]);
-        let o = cgsight(&all);
+        let o = run(&launch_sh(&n, &args, "true"));
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(125), "{args:?}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: one line: {err}");
