@@ -8,12 +8,13 @@
 //! the caller passed instead.
 
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use cgsight_fusefs::{CpuView, FsConfig, IoUringMode, DEFAULT_MOUNTPOINT};
 use cgsight_launcher::startup::{self, Detach, Forked, Notifier, Report};
+use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{SigSet, Signal};
 
 const EXIT_ALREADY: u8 = 3;
@@ -206,8 +207,8 @@ fn serve(a: &Args, notify: &mut Notifier) -> Result<u8, (u8, anyhow::Error)> {
         .open(&pidfile)
         .with_context(|| format!("opening {}", pidfile.display()))
         .map_err(fail)?;
-    // SAFETY: flock on a file descriptor we own.
-    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    // Held until this function returns (the daemon's whole life).
+    let Ok(lock) = Flock::lock(lock, FlockArg::LockExclusiveNonblock) else {
         let holder = std::fs::read_to_string(&pidfile).unwrap_or_default();
         return Err((
             EXIT_ALREADY,
@@ -218,7 +219,7 @@ fn serve(a: &Args, notify: &mut Notifier) -> Result<u8, (u8, anyhow::Error)> {
                 a.views.mountpoint.display()
             ),
         ));
-    }
+    };
     if cgsight_fusefs::is_serving(&a.views.mountpoint) {
         return Err((
             EXIT_ALREADY,
@@ -229,7 +230,7 @@ fn serve(a: &Args, notify: &mut Notifier) -> Result<u8, (u8, anyhow::Error)> {
         ));
     }
     let _ = lock.set_len(0);
-    let _ = (&lock).write_all(format!("{}\n", std::process::id()).as_bytes());
+    let _ = (&*lock).write_all(format!("{}\n", std::process::id()).as_bytes());
 
     // Signals go to a waiting thread only: block them before any thread starts.
     let mut sigs = SigSet::empty();
