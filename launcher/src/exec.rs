@@ -42,7 +42,9 @@ pub fn exec(st: &State, req: &ExecRequest) -> Result<u8, LaunchError> {
         (Status::Running, Some(p)) => p,
         _ => return Err(LaunchError::NotRunning(st.name.clone())),
     };
-    let first = req.command.first().ok_or(LaunchError::NoCommand)?;
+    if req.command.is_empty() {
+        return Err(LaunchError::NoCommand);
+    }
     // Open every namespace first: after joining the mount ns, /proc is the container's.
     let mut nss = Vec::new();
     for (k, flag) in NAMESPACES {
@@ -77,7 +79,7 @@ pub fn exec(st: &State, req: &ExecRequest) -> Result<u8, LaunchError> {
     );
     let envc = sys::cstrings(env.iter().map(|(k, v)| format!("{k}={v}")))?;
     let argv = sys::cstrings(&req.command)?;
-    let arg0 = sys::cstrings([first])?.remove(0);
+    let arg0 = argv.first().ok_or(LaunchError::NoCommand)?.clone();
 
     // The pty comes from the container's devpts (we are in its mount namespace now).
     let pty = if req.tty { Some(pty::open()?) } else { None };

@@ -197,3 +197,25 @@ pub fn spawn_reporting(argv: &[std::ffi::CString], io: &Detach<'_>) -> Result<Re
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Report;
+
+    #[test]
+    fn reports_round_trip_and_garbage_is_no_report() {
+        for r in [
+            Report::Ready,
+            Report::AlreadyServing("pid 7 serves /x".into()),
+            Report::Failed {
+                code: 125,
+                msg: "no: \u{e9}".into(),
+            },
+        ] {
+            assert_eq!(Report::decode(&r.encode()), r);
+        }
+        for junk in [&b""[..], b"F", b"?x", b"\xff"] {
+            assert_eq!(Report::decode(junk), Report::Silent, "{junk:?}");
+        }
+    }
+}

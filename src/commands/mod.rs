@@ -1,16 +1,28 @@
 //! One module per verb; the work is in the library crates, these map flags and exit codes.
 
+/// `agent`: the metrics server.
 pub mod agent;
+/// `cgroup`: layout, cgroups, limits and usage of a process or path.
 pub mod cgroup;
+/// `daemon`: views and agent in one process.
 pub mod daemon;
+/// `exec`: a command in a running container.
 pub mod exec;
+/// `fs`: mount and serve the /proc and /sys views.
 pub mod fs;
+/// `inspect`: a container as JSON.
 pub mod inspect;
+/// `kill`: a signal to a container's init.
 pub mod kill;
+/// `launch` (`run`): start a container.
 pub mod launch;
+/// `logs`: a detached container's output.
 pub mod logs;
+/// `ps`: list containers.
 pub mod ps;
+/// `rm`: remove containers.
 pub mod rm;
+/// `stop`: SIGTERM, then SIGKILL.
 pub mod stop;
 
 use cgsight_launcher::{LaunchError, State, Store};
