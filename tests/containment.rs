@@ -65,6 +65,30 @@ fn launch_closes_inherited_descriptors() {
     // --preserve-fds 6 passes 3..=8: the same attack now succeeds.
     let keep = launch_sh(&unique_name("fd"), &["--preserve-fds", "6"], ESCAPE);
     assert!(escapes("fd-launch", &keep));
+    // Numbers the caller has not open are not filled with the launcher's own pipes (the
+    // error pipe leaking into the command would hang this launch).
+    // Below 3+40 the command sees exactly the descriptors the same command run here sees.
+    let script = "ls /proc/self/fd";
+    let below_43 = |o: &Output| -> Vec<u32> {
+        let mut v: Vec<u32> = stdout(o)
+            .split_whitespace()
+            .filter_map(|f| f.parse().ok())
+            .filter(|&f| f < 43)
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    let here = Command::new("sh")
+        .args(["-c", script])
+        .output()
+        .expect("sh");
+    let o = run(&launch_sh(
+        &unique_name("fd"),
+        &["--preserve-fds", "40"],
+        script,
+    ));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(below_43(&o), below_43(&here), "{}", stderr(&o));
 }
 
 #[test]

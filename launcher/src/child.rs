@@ -41,7 +41,8 @@ pub(crate) struct ChildPlan {
     pub env: Vec<CString>,
     pub path_var: String,
     pub argv: Vec<CString>,
-    pub preserve_fds: u32,
+    /// The caller's descriptors passed to the command.
+    pub preserve_fds: Vec<i32>,
 }
 
 /// The child's ends of the supervisor's pipes.
@@ -140,7 +141,7 @@ fn container_child(plan: &ChildPlan, fds: &mut ChildFds) -> Result<Never, ChildE
     nix::unistd::chdir(&plan.workdir)
         .map_err(|e| lerr(format!("chdir {}: {e}", plan.workdir.display())))?;
     caps::restrict(last).map_err(lerr)?;
-    sys::close_inherited_fds(plan.preserve_fds).map_err(lerr)?;
+    sys::close_inherited_fds(&plan.preserve_fds).map_err(lerr)?;
     let first = plan.argv.first().ok_or_else(|| lerr("no command given"))?;
     let prog = resolve(first, &plan.path_var)?;
     if plan.init {

@@ -38,6 +38,8 @@ const NAMESPACES: [(&str, CloneFlags); 7] = [
 ];
 
 pub fn exec(st: &State, req: &ExecRequest) -> Result<u8, LaunchError> {
+    // First, before we open descriptors of our own.
+    let preserved = sys::preserved_fds(req.preserve_fds);
     let pid = match (st.status, st.pid) {
         (Status::Running, Some(p)) => p,
         _ => return Err(LaunchError::NotRunning(st.name.clone())),
@@ -98,7 +100,7 @@ pub fn exec(st: &State, req: &ExecRequest) -> Result<u8, LaunchError> {
                     pty::devnull_stdin().map_err(lerr)?;
                 }
                 caps::restrict(last).map_err(lerr)?;
-                sys::close_inherited_fds(req.preserve_fds).map_err(lerr)?;
+                sys::close_inherited_fds(&preserved).map_err(lerr)?;
                 let prog = resolve(&arg0, &path_var)?;
                 match do_exec(&prog, &argv, &envc)? {}
             })();

@@ -173,7 +173,7 @@ pub fn spawn_reporting(argv: &[std::ffi::CString], io: &Detach<'_>) -> Result<Re
         Forked::Parent { report, .. } => Ok(report),
         Forked::Child(mut n) => {
             // The daemon keeps none of our caller's descriptors, only the report pipe.
-            let _ = sys::close_inherited_fds(0);
+            let _ = sys::close_inherited_fds(&[]);
             let err = match n.inheritable_fd() {
                 Some(fd) => {
                     let mut full = argv.to_vec();

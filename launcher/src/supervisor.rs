@@ -41,9 +41,13 @@ pub struct Prepared {
     pub hier: Hierarchies,
     pub views: Option<PathBuf>,
     pub state: State,
+    /// The caller's descriptors passed to the command (`--preserve-fds`).
+    pub preserved_fds: Vec<i32>,
 }
 
 pub fn prepare(spec: ContainerSpec, store: Store, exe: &Path) -> Result<Prepared, LaunchError> {
+    // First, before we open descriptors of our own.
+    let preserved_fds = sys::preserved_fds(spec.preserve_fds);
     let hier = Hierarchies::detect().map_err(LaunchError::cgroup("cgroup layout"))?;
     let me = std::process::id() as i32;
     let state = State {
@@ -86,6 +90,7 @@ pub fn prepare(spec: ContainerSpec, store: Store, exe: &Path) -> Result<Prepared
         hier,
         views,
         state,
+        preserved_fds,
     })
 }
 
@@ -208,7 +213,7 @@ fn child_plan(spec: &ContainerSpec, p: &Prepared, m: &Managed) -> Result<ChildPl
         env: sys::cstrings(env.iter().map(|(k, v)| format!("{k}={v}")))?,
         path_var,
         argv: sys::cstrings(&spec.command)?,
-        preserve_fds: spec.preserve_fds,
+        preserve_fds: p.preserved_fds.clone(),
     })
 }
 

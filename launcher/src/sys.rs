@@ -112,19 +112,18 @@ impl Drop for BlockedSignals {
 /// close_range(2)'s flag (linux/close_range.h; not in the libc crate).
 const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
 
-/// Only stdio and descriptors 3..3+`preserve` reach what we exec: everything above is
+/// Only stdio and `preserve` (see [`preserved_fds`]) reach what we exec: everything else is
 /// marked close-on-exec (our own pipes still work until exec), the preserved ones are
 /// cleared of it. A descriptor the caller leaked (`exec 8</`) would otherwise let the
 /// container reach the host's filesystem through /proc/self/fd/8.
-pub fn close_inherited_fds(preserve: u32) -> ChildResult<()> {
-    let first = 3u32.saturating_add(preserve);
+pub fn close_inherited_fds(preserve: &[i32]) -> ChildResult<()> {
     // SAFETY: close_range only changes descriptor flags.
-    if unsafe { libc::close_range(first, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC as i32) } != 0 {
+    if unsafe { libc::close_range(3, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC as i32) } != 0 {
         return Err(format!("close_range: {}", std::io::Error::last_os_error()));
     }
-    for fd in 3..first {
-        // SAFETY: F_SETFD on a number that may or may not be open; EBADF is ignored.
-        let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd as i32) };
+    for &fd in preserve {
+        // SAFETY: F_SETFD on a descriptor that was open when we started.
+        let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
         let _ = nix::fcntl::fcntl(
             b,
             nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
@@ -144,4 +143,18 @@ pub fn close_fds_except(keep: std::os::fd::RawFd) {
         }
         libc::close_range(keep.max(2) + 1, libc::c_uint::MAX, 0);
     }
+}
+
+/// `--preserve-fds N`: those of descriptors 3..3+N that are open now, when nothing of ours
+/// is. A number that is not open would later be taken by one of our own pipes; passing that
+/// on would leak it (and hang the supervisor waiting for the pipe's end of file).
+pub fn preserved_fds(n: u32) -> Vec<i32> {
+    (3..3u32.saturating_add(n))
+        .map(|fd| fd as i32)
+        .filter(|&fd| {
+            // SAFETY: F_GETFD only asks whether the number is an open descriptor.
+            let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            nix::fcntl::fcntl(b, nix::fcntl::FcntlArg::F_GETFD).is_ok()
+        })
+        .collect()
 }
