@@ -39,21 +39,19 @@ enum Command {
     #[command(alias = "run")]
     Launch(Box<commands::launch::LaunchArgs>),
     /// List containers.
-    Ps(commands::launch::PsArgs),
+    Ps(commands::ps::Args),
     /// Run a command in a running container.
-    Exec(commands::launch::ExecArgs),
+    Exec(commands::exec::Args),
     /// Stop a container (SIGTERM, then SIGKILL after a grace period).
-    Stop(commands::launch::StopArgs),
+    Stop(commands::stop::Args),
     /// Send a signal to a container's init.
-    Kill(commands::launch::KillArgs),
+    Kill(commands::kill::Args),
     /// Remove a stopped container (with -f, a running one).
-    Rm(commands::launch::RmArgs),
+    Rm(commands::rm::Args),
     /// Show a container's spec, limits, state and paths as JSON.
-    Inspect(commands::launch::InspectArgs),
+    Inspect(commands::inspect::Args),
     /// Show the output of a detached container.
-    Logs(commands::launch::LogsArgs),
-    #[command(hide = true, name = "__init")]
-    Init(commands::launch::InitArgs),
+    Logs(commands::logs::Args),
 }
 
 fn main() -> ExitCode {
@@ -64,15 +62,14 @@ fn main() -> ExitCode {
         Command::Fs(a) => commands::fs::run(a),
         Command::Agent(a) => commands::agent::run(a),
         Command::Daemon(a) => commands::daemon::run(a),
-        Command::Launch(a) => commands::launch::launch(*a),
-        Command::Ps(a) => commands::launch::ps(a),
-        Command::Exec(a) => commands::launch::exec(a),
-        Command::Stop(a) => commands::launch::stop(a),
-        Command::Kill(a) => commands::launch::kill(a),
-        Command::Rm(a) => commands::launch::rm(a),
-        Command::Inspect(a) => commands::launch::inspect(a),
-        Command::Logs(a) => commands::launch::logs(a),
-        Command::Init(a) => commands::launch::init(a),
+        Command::Launch(a) => commands::launch::run(*a),
+        Command::Ps(a) => commands::ps::run(a),
+        Command::Exec(a) => commands::exec::run(a),
+        Command::Stop(a) => commands::stop::run(a),
+        Command::Kill(a) => commands::kill::run(a),
+        Command::Rm(a) => commands::rm::run(a),
+        Command::Inspect(a) => commands::inspect::run(a),
+        Command::Logs(a) => commands::logs::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -32,6 +32,9 @@ use fuser::{Config, MountOption, Session, SessionACL, SessionUnmounter};
 
 pub use metrics::FsMetrics;
 
+/// Where `cgsight fs` mounts the views unless told otherwise.
+pub const DEFAULT_MOUNTPOINT: &str = "/var/lib/cgsight/fs";
+
 /// How many CPUs a container sees.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum CpuView {

@@ -86,27 +86,13 @@ pub fn drop_to(mask: u64, last: u32) -> ChildResult<()> {
 }
 
 pub fn no_new_privs() -> ChildResult<()> {
-    // SAFETY: prctl with integer arguments.
-    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(format!("no_new_privs: {}", std::io::Error::last_os_error()));
-    }
-    Ok(())
+    nix::sys::prctl::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))
 }
 
 /// RLIMIT_NOFILE soft = hard = 1024, the OCI spec default (runc, crun, youki).
 pub fn rlimit_nofile(n: u64) -> ChildResult<()> {
-    let lim = libc::rlimit {
-        rlim_cur: n,
-        rlim_max: n,
-    };
-    // SAFETY: setrlimit with a valid struct.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-        return Err(format!(
-            "setrlimit NOFILE: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(())
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, n, n)
+        .map_err(|e| format!("setrlimit NOFILE: {e}"))
 }
 
 /// All of it, in runc's order (caps last but one, nnp last).

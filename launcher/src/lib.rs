@@ -2,21 +2,41 @@
 //!
 //! - [`spec`]: command-line values -> a validated [`spec::ContainerSpec`] (pure).
 //! - [`state`]: the registry under `/run/cgsight/containers/<id>/state.json`.
+//! - [`supervisor`]: `launch`: prepare, fork the container, wait, record the exit.
+//! - [`child`]: the container's pid 1 between fork and exec (and `--init`).
 //! - [`mounts`]: the container's root: overlay, runtime-default mounts, views, pivot_root.
+//! - [`volumes`]: `-v` targets resolved inside the container's root, then bound.
 //! - [`caps`]: docker's default capability set, no_new_privs, rlimits.
-//! - [`process`]: the supervisor, the container init, signals, the pty, exit codes.
 //! - [`exec`]: joining a running container.
+//! - [`lifecycle`]: stop, kill, remove, waiting for an exit.
+//! - [`startup`]: the one daemonize + ready-or-error handshake (`launch -d`, `cgsight fs`).
+//! - [`views`]: where the /proc views are served, and starting them.
+//! - [`pty`]: opening a pty and making it a child's terminal.
+//! - [`tty`]: the supervisor's side of the pty (raw mode, resize, EOF).
+//! - [`wait`]: waiting for the command: signals forwarded, orphans reaped, pty proxied.
+//! - [`error`]: [`LaunchError`] and its exit codes.
 //! - [`userns`]: `--userns auto`: id ranges, uid/gid maps, idmapped mounts.
+//! - `sys`: small syscall helpers (pipes, fd I/O, blocking signals, mounts).
 
 pub mod caps;
+mod child;
+pub mod error;
 pub mod exec;
+pub mod lifecycle;
 pub mod mounts;
-pub mod process;
+mod pty;
 pub mod spec;
+pub mod startup;
 pub mod state;
+pub mod supervisor;
 mod sys;
+mod tty;
 pub mod userns;
+pub mod views;
+pub mod volumes;
+mod wait;
 
+pub use error::LaunchError;
 pub use spec::{ContainerSpec, SpecError};
 pub use state::{State, Status, Store};
 

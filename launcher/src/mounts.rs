@@ -22,7 +22,9 @@ pub const PROC_VIEWS: [&str; 7] = [
     "diskstats",
     "swaps",
 ];
-const MASKED: [&str; 10] = [
+/// Masked as docker does (an empty read-only tmpfs on directories, /dev/null on files);
+/// powercap exposes RAPL energy counters, a known side channel.
+const MASKED: [&str; 11] = [
     "/proc/acpi",
     "/proc/asound",
     "/proc/kcore",
@@ -33,6 +35,7 @@ const MASKED: [&str; 10] = [
     "/proc/sched_debug",
     "/proc/scsi",
     "/sys/firmware",
+    "/sys/devices/virtual/powercap",
 ];
 const READONLY: [&str; 5] = [
     "/proc/bus",
@@ -40,6 +43,22 @@ const READONLY: [&str; 5] = [
     "/proc/irq",
     "/proc/sys",
     "/proc/sysrq-trigger",
+];
+
+/// Runtime state a host-root container must not read: ours (other containers' layers and
+/// states) and other runtimes' well-known directories. Hidden when present in the root.
+pub const HOST_STATE_DIRS: [&str; 11] = [
+    "/var/lib/cgsight",
+    "/run/cgsight",
+    "/var/lib/docker",
+    "/run/docker",
+    "/var/lib/containerd",
+    "/run/containerd",
+    "/var/lib/containers",
+    "/run/containers",
+    "/run/runc",
+    "/run/crun",
+    "/var/lib/kubelet",
 ];
 
 /// How the container's own cgroup appears at /sys/fs/cgroup.
@@ -61,6 +80,9 @@ pub struct RootPlan {
     /// The FUSE views' mountpoint, when they are in use.
     pub views: Option<PathBuf>,
     pub cgroup: CgroupView,
+    /// Directories covered by an empty read-only tmpfs (host-root mode: see
+    /// [`HOST_STATE_DIRS`]).
+    pub hide: Vec<PathBuf>,
 }
 
 fn inside(root: &Path, p: &str) -> PathBuf {
@@ -199,6 +221,19 @@ pub fn build_root(p: &RootPlan) -> ChildResult<()> {
             Ok(_) => bind(&inside(r, "/dev/null"), &t, false, false)?,
         }
     }
+    for h in &p.hide {
+        let t = inside(r, &h.to_string_lossy());
+        // Only real directories: a symlink (/var/run) would take the mount elsewhere.
+        if fs::symlink_metadata(&t).is_ok_and(|m| m.is_dir()) {
+            do_mount(
+                Some(Path::new("tmpfs")),
+                &t,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY | nsx,
+                Some("mode=755,nr_blocks=1,nr_inodes=1"),
+            )?;
+        }
+    }
     for ro in READONLY {
         let t = inside(r, ro);
         if t.exists() {
@@ -208,16 +243,7 @@ pub fn build_root(p: &RootPlan) -> ChildResult<()> {
     }
 
     for v in &p.volumes {
-        let t = inside(r, &v.container.to_string_lossy());
-        if v.host.is_dir() {
-            mkdir_p(&t)?;
-        } else if !t.exists() {
-            if let Some(parent) = t.parent() {
-                mkdir_p(parent)?;
-            }
-            fs::File::create(&t).map_err(|e| format!("creating {}: {e}", t.display()))?;
-        }
-        bind(&v.host, &t, v.readonly, true)?;
+        crate::volumes::mount_volume(r, v)?;
     }
 
     pivot(r)

@@ -70,6 +70,8 @@ pub struct RawSpec {
     pub rm: bool,
     pub detach: bool,
     pub no_proc_views: bool,
+    /// Descriptors 3..3+N passed to the command (every other one is closed).
+    pub preserve_fds: u32,
     pub command: Vec<String>,
 }
 
@@ -106,6 +108,9 @@ pub struct ContainerSpec {
     pub detach: bool,
     pub proc_views: bool,
     pub limits: Limits,
+    /// Descriptors 3..3+N passed to the command (every other one is closed).
+    #[serde(default)]
+    pub preserve_fds: u32,
 }
 
 impl ContainerSpec {
@@ -252,6 +257,15 @@ fn clean_abs(flag: &'static str, raw: &str, p: &str) -> Result<PathBuf, SpecErro
     Ok(path.to_path_buf())
 }
 
+/// /proc and /sys hold the kernel's controls: a volume there could replace a masked file or
+/// a read-only directory (runc's checkProcMount refuses the same).
+pub fn under_proc_or_sys(container_path: &Path) -> bool {
+    let mut c = container_path
+        .components()
+        .filter(|c| !matches!(c, Component::RootDir | Component::CurDir));
+    matches!(c.next(), Some(Component::Normal(n)) if n == "proc" || n == "sys")
+}
+
 pub fn parse_volume(s: &str) -> Result<Volume, SpecError> {
     let parts: Vec<&str> = s.split(':').collect();
     let (host, ctr, mode) = match parts.as_slice() {
@@ -274,6 +288,9 @@ pub fn parse_volume(s: &str) -> Result<Volume, SpecError> {
     let container = clean_abs("-v", s, ctr)?;
     if container == Path::new("/") {
         return Err(invalid("-v", s, "cannot bind over the container's /"));
+    }
+    if under_proc_or_sys(&container) {
+        return Err(invalid("-v", s, "cannot mount on or under /proc or /sys"));
     }
     if !host.exists() {
         return Err(invalid(
@@ -403,6 +420,11 @@ pub fn build(
         limits.cpu_shares = Some(v);
     }
     if let Some(s) = &raw.cpuset_cpus {
+        // The kernel's list parser is lenient about empty items; a typo must not silently
+        // become a different set.
+        if s.split(',').any(|item| item.trim().is_empty()) {
+            return Err(invalid("--cpuset-cpus", s, "an item of the list is empty"));
+        }
         let l = CpuList::parse(s)
             .ok_or_else(|| invalid("--cpuset-cpus", s, "expected a CPU list such as 0-1 or 0,2"))?;
         if l.is_empty() {
@@ -495,11 +517,30 @@ pub fn build(
         detach: raw.detach,
         proc_views: !raw.no_proc_views,
         limits,
+        preserve_fds: raw.preserve_fds,
     })
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn volumes_on_proc_and_sys_and_empty_cpu_items_are_refused() {
+        for v in [
+            "/tmp:/proc",
+            "/tmp:/proc/sys/x",
+            "/tmp:/sys",
+            "/tmp:/sys/fs/cgroup:ro",
+        ] {
+            assert!(super::parse_volume(v).is_err(), "{v}");
+        }
+        assert!(super::parse_volume("/tmp:/procx").is_ok());
+        for c in ["0,,1", ",0", "0,", " "] {
+            let mut r = raw(&["true"]);
+            r.cpuset_cpus = Some(c.into());
+            assert!(super::build(&r, "id", &cpus2(), |_| None).is_err(), "{c:?}");
+        }
+    }
+
     use super::*;
 
     fn cpus2() -> CpuList {

@@ -4,21 +4,22 @@
 
 use std::fs;
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::spec::{ContainerSpec, Limits};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("{op} {path}: {source}")]
+    // The cause is part of the message, not a `source` (anyhow's `{:#}` would repeat it).
+    #[error("{op} {path}: {error}")]
     Io {
         op: &'static str,
         path: PathBuf,
-        source: io::Error,
+        error: io::Error,
     },
     #[error("the name {0:?} is already in use by container {1}")]
     NameInUse(String, String),
@@ -26,16 +27,18 @@ pub enum StateError {
     NotFound(String),
     #[error("container prefix {0:?} is ambiguous: it matches {1}")]
     Ambiguous(String, String),
-    #[error("bad state file {path}: {source}")]
+    #[error("bad state file {path}: {error}")]
     Parse {
         path: PathBuf,
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
+    #[error("bad state file {path}: {what}")]
+    Invalid { path: PathBuf, what: String },
 }
 
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StateError {
     let path = path.to_path_buf();
-    move |source| StateError::Io { op, path, source }
+    move |error| StateError::Io { op, path, error }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,6 +113,36 @@ pub struct State {
     pub spec: ContainerSpec,
 }
 
+impl State {
+    /// The 12-character id shown by `ps` (the whole id if a bad file has a shorter one).
+    pub fn short_id(&self) -> &str {
+        short(&self.id)
+    }
+
+    /// What the file must satisfy beyond its JSON shape before anything acts on it: its id
+    /// is its directory's name, and the cgroup it names is that container's own (so `rm`
+    /// never removes someone else's cgroup or layers).
+    fn check(&self, dir_name: &str) -> Result<(), String> {
+        if self.id != dir_name || self.spec.id != self.id {
+            return Err(format!(
+                "its id {:?} is not its directory's {dir_name:?}",
+                self.id
+            ));
+        }
+        if self.cgroup_path != self.spec.cgroup_path() {
+            return Err(format!(
+                "its cgroup {:?} is not the container's own",
+                self.cgroup_path
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
 pub fn now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -147,7 +180,7 @@ impl Store {
         self.container_dir(id).join("log")
     }
 
-    fn lock(&self) -> Result<fs::File, StateError> {
+    fn lock(&self) -> Result<Flock<fs::File>, StateError> {
         fs::create_dir_all(&self.state_dir).map_err(io_err("creating", &self.state_dir))?;
         let p = self.state_dir.join(".lock");
         let f = fs::OpenOptions::new()
@@ -156,11 +189,8 @@ impl Store {
             .write(true)
             .open(&p)
             .map_err(io_err("opening", &p))?;
-        // SAFETY: flock on a valid fd; released when the file is closed.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(io_err("locking", &p)(io::Error::last_os_error()));
-        }
-        Ok(f)
+        // Released when the returned guard is dropped.
+        Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| io_err("locking", &p)(e.into()))
     }
 
     /// Registers a new container: the name check and the directory creation happen under one
@@ -171,7 +201,7 @@ impl Store {
             if other.name == st.name {
                 return Err(StateError::NameInUse(
                     st.name.clone(),
-                    other.id[..12].to_owned(),
+                    other.short_id().to_owned(),
                 ));
             }
         }
@@ -185,9 +215,9 @@ impl Store {
         let d = self.state_path(&st.id);
         let tmp = d.join(".state.json.tmp");
         let fin = d.join("state.json");
-        let body = serde_json::to_vec_pretty(st).map_err(|source| StateError::Parse {
+        let body = serde_json::to_vec_pretty(st).map_err(|error| StateError::Parse {
             path: fin.clone(),
-            source,
+            error,
         })?;
         let mut f = fs::File::create(&tmp).map_err(io_err("writing", &tmp))?;
         f.write_all(&body).map_err(io_err("writing", &tmp))?;
@@ -204,8 +234,12 @@ impl Store {
             }
             Err(e) => return Err(io_err("reading", &p)(e)),
         };
-        let mut st: State = serde_json::from_slice(&data)
-            .map_err(|source| StateError::Parse { path: p, source })?;
+        let mut st: State = serde_json::from_slice(&data).map_err(|error| StateError::Parse {
+            path: p.clone(),
+            error,
+        })?;
+        st.check(id)
+            .map_err(|what| StateError::Invalid { path: p, what })?;
         reconcile(&mut st);
         Ok(st)
     }
@@ -230,6 +264,14 @@ impl Store {
 
     /// By exact name, exact id or unique id prefix.
     pub fn find(&self, query: &str) -> Result<State, StateError> {
+        // An exact id whose file is unreadable says why, rather than "no such container".
+        if Path::new(query).file_name() == Some(query.as_ref()) && self.state_path(query).is_dir() {
+            if let Err(e) = self.load(query) {
+                if !matches!(e, StateError::NotFound(_)) {
+                    return Err(e);
+                }
+            }
+        }
         let all = self.list_raw();
         if let Some(s) = all.iter().find(|s| s.name == query || s.id == query) {
             return Ok(s.clone());
@@ -245,7 +287,7 @@ impl Store {
             many => Err(StateError::Ambiguous(
                 query.to_owned(),
                 many.iter()
-                    .map(|s| &s.id[..12])
+                    .map(|s| s.short_id())
                     .collect::<Vec<_>>()
                     .join(", "),
             )),
@@ -271,5 +313,128 @@ fn reconcile(st: &mut State) {
     if st.status != Status::Exited && !alive(st.supervisor_pid, st.supervisor_start) {
         st.status = Status::Exited;
         st.supervisor_dead = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::{now, State, StateError, StateLimits, Status, Store};
+    use crate::spec::{self, RawSpec};
+
+    /// A store in a fresh temporary directory, removed on drop.
+    struct TmpStore(Store, PathBuf);
+
+    impl TmpStore {
+        fn new(tag: &str) -> Self {
+            let base = std::env::temp_dir()
+                .join(format!("cgsight-test-state-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&base);
+            let store = Store {
+                state_dir: base.join("state"),
+                root_dir: base.join("root"),
+            };
+            TmpStore(store, base)
+        }
+    }
+
+    impl Drop for TmpStore {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.1);
+        }
+    }
+
+    fn state(id: &str, name: &str) -> State {
+        let raw = RawSpec {
+            name: Some(name.into()),
+            command: vec!["true".into()],
+            ..RawSpec::default()
+        };
+        let cpus = cgsight_cgroup::CpuList::parse("0").unwrap_or_default();
+        let spec = spec::build(&raw, id, &cpus, |_| None).expect("a valid spec");
+        State {
+            id: id.into(),
+            name: name.into(),
+            image: spec.image(),
+            cgroup_path: spec.cgroup_path(),
+            pid: None,
+            status: Status::Exited,
+            created: now(),
+            started: None,
+            exit_code: Some(0),
+            oom_killed: false,
+            limits: StateLimits::default(),
+            command: spec.command.clone(),
+            supervisor_pid: 0,
+            supervisor_start: 0,
+            finished: None,
+            supervisor_dead: false,
+            spec,
+        }
+    }
+
+    const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn write_raw(s: &Store, dir: &str, body: &[u8]) {
+        let d = s.state_path(dir);
+        std::fs::create_dir_all(&d).expect("mkdir");
+        std::fs::write(d.join("state.json"), body).expect("write");
+    }
+
+    #[test]
+    fn truncated_state_files_are_errors_not_panics() {
+        let t = TmpStore::new("trunc");
+        let good = serde_json::to_vec_pretty(&state(ID, "good")).expect("json");
+        for cut in [0, 1, 10, good.len() / 2, good.len() - 1] {
+            write_raw(&t.0, ID, good.get(..cut).unwrap_or_default());
+            let e = t.0.load(ID).expect_err("a truncated file must not load");
+            let msg = e.to_string();
+            assert!(matches!(e, StateError::Parse { .. }), "{msg}");
+            assert!(!msg.contains('\n'), "one line: {msg:?}");
+            // Found by exact id: the reason, not "no such container".
+            let e = t.0.find(ID).expect_err("find");
+            assert!(e.to_string().contains("bad state file"), "{e}");
+            // ps-style listing skips it.
+            assert!(t.0.list().is_empty());
+        }
+        write_raw(&t.0, ID, &good);
+        assert_eq!(t.0.load(ID).expect("whole file").name, "good");
+    }
+
+    #[test]
+    fn garbage_and_mismatched_state_files_are_refused() {
+        let t = TmpStore::new("garbage");
+        write_raw(&t.0, ID, b"\xff\xfe not json {{{");
+        assert!(matches!(t.0.load(ID), Err(StateError::Parse { .. })));
+        // Valid JSON of another container (short, non-ASCII id): refused, no slicing panic.
+        let other = state("é", "x");
+        write_raw(&t.0, ID, &serde_json::to_vec(&other).expect("json"));
+        let e = t.0.load(ID).expect_err("mismatched id");
+        assert!(matches!(e, StateError::Invalid { .. }), "{e}");
+        // A cgroup that is not the container's own would let rm remove a foreign cgroup.
+        let mut bad = state(ID, "y");
+        bad.cgroup_path = "/".into();
+        write_raw(&t.0, ID, &serde_json::to_vec(&bad).expect("json"));
+        assert!(matches!(t.0.load(ID), Err(StateError::Invalid { .. })));
+    }
+
+    #[test]
+    fn short_ids_never_panic() {
+        let t = TmpStore::new("short");
+        let mut a = state(ID, "a");
+        a.id = "abc".into();
+        assert_eq!(a.short_id(), "abc");
+        a.id = "ééééééé".into();
+        assert_eq!(a.short_id(), "éééééé");
+        // Byte 12 inside a character: the whole id rather than a panic.
+        a.id = "aééééééé".into();
+        assert_eq!(a.short_id(), "aééééééé");
+        // A name clash reports the other container's short id.
+        t.0.create(&state(ID, "same")).expect("create");
+        let mut b = state(&ID.replace('0', "f"), "same");
+        b.spec.id = b.id.clone();
+        let e = t.0.create(&b).expect_err("name in use");
+        assert!(e.to_string().contains("0123456789ab"), "{e}");
     }
 }

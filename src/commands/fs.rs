@@ -1,19 +1,22 @@
 //! `cgsight fs`: mount and serve the /proc and /sys views.
 //!
-//! Without `--foreground` it daemonizes (fork + setsid) and the parent exits 0 only once the
-//! mount is serving, so a caller can bind the files right after. A second instance for the
-//! same mount point refuses with exit code 3 (pidfile lock, and a serving-mount check); a stale
-//! mount left by a killed server is detached and replaced. SIGTERM/SIGINT unmount cleanly.
+//! Without `--foreground` it daemonizes through the launcher's start-up handshake and the
+//! parent exits 0 only once the mount is serving, so a caller can bind the files right after.
+//! A second instance for the same mount point refuses with exit code 3 (pidfile lock, and a
+//! serving-mount check); a stale mount left by a killed server is detached and replaced.
+//! SIGTERM/SIGINT unmount cleanly. `--startup-fd` (used by `launch`) reports on a descriptor
+//! the caller passed instead.
 
-use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
+use std::io::Write;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use cgsight_fusefs::{CpuView, FsConfig, IoUringMode};
+use cgsight_fusefs::{CpuView, FsConfig, IoUringMode, DEFAULT_MOUNTPOINT};
+use cgsight_launcher::startup::{self, Detach, Forked, Notifier, Report};
+use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{SigSet, Signal};
 
-pub const DEFAULT_MOUNTPOINT: &str = "/var/lib/cgsight/fs";
 const EXIT_ALREADY: u8 = 3;
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -34,6 +37,15 @@ pub enum IoUringArg {
     Off,
 }
 
+impl From<CpuViewArg> for CpuView {
+    fn from(a: CpuViewArg) -> Self {
+        match a {
+            CpuViewArg::Quota => CpuView::Quota,
+            CpuViewArg::Cpuset => CpuView::Cpuset,
+        }
+    }
+}
+
 impl From<IoUringArg> for IoUringMode {
     fn from(a: IoUringArg) -> Self {
         match a {
@@ -44,24 +56,46 @@ impl From<IoUringArg> for IoUringMode {
     }
 }
 
+/// The views' flags, shared with `cgsight daemon`.
 #[derive(clap::Args)]
-pub struct Args {
+#[group(skip)]
+pub struct ViewArgs {
     /// Where to mount the views (lxcfs layout: proc/meminfo, sys/devices/system/cpu/online, …).
     #[arg(long, default_value = DEFAULT_MOUNTPOINT)]
     pub mountpoint: PathBuf,
     /// How many CPUs a container sees.
     #[arg(long, value_enum, default_value = "quota")]
     pub cpu_view: CpuViewArg,
+    /// Serve FUSE over io_uring, one queue per CPU: the caller, the server thread and the
+    /// reply stay on one CPU (about 2x faster per read on a 2-vCPU VM; see the README).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub io_uring: IoUringArg,
+}
+
+impl ViewArgs {
+    pub fn config(&self, threads: usize) -> FsConfig {
+        FsConfig {
+            mountpoint: self.mountpoint.clone(),
+            cpu_view: self.cpu_view.into(),
+            threads: threads.max(1),
+            io_uring: self.io_uring.into(),
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub views: ViewArgs,
     /// Stay in the foreground (logs on stderr).
     #[arg(long)]
     pub foreground: bool,
     /// FUSE worker threads.
     #[arg(long, default_value_t = 4)]
     pub threads: usize,
-    /// Serve FUSE over io_uring, one queue per CPU: the caller, the server thread and the
-    /// reply stay on one CPU (about 2x faster per read on a 2-vCPU VM; see the README).
-    #[arg(long, value_enum, default_value = "auto")]
-    pub io_uring: IoUringArg,
+    /// Report start-up on this inherited descriptor (set by `cgsight launch`).
+    #[arg(long, hide = true)]
+    pub startup_fd: Option<i32>,
     /// Lock and pid file (default: /run/cgsight/fs.pid for the default mount point, else one
     /// named after the mount point).
     #[arg(long)]
@@ -72,10 +106,11 @@ fn pidfile_for(a: &Args) -> PathBuf {
     if let Some(p) = &a.pidfile {
         return p.clone();
     }
-    if a.mountpoint == Path::new(DEFAULT_MOUNTPOINT) {
+    if a.views.mountpoint == Path::new(DEFAULT_MOUNTPOINT) {
         return PathBuf::from("/run/cgsight/fs.pid");
     }
     let name: String = a
+        .views
         .mountpoint
         .to_string_lossy()
         .chars()
@@ -84,48 +119,29 @@ fn pidfile_for(a: &Args) -> PathBuf {
     PathBuf::from(format!("/run/cgsight/fs{name}.pid"))
 }
 
-/// Reports start-up success or failure to the waiting parent (or nobody, in the foreground).
-struct Notify(Option<std::fs::File>);
-
-impl Notify {
-    fn send(&mut self, code: u8, msg: &str) {
-        if let Some(mut f) = self.0.take() {
-            let _ = write!(f, "{code}:{msg}");
-        }
-    }
-}
-
 pub fn run(a: Args) -> anyhow::Result<u8> {
-    let mut notify = Notify(None);
-    if !a.foreground {
-        let (rd, wr) = nix::unistd::pipe().context("pipe")?;
-        // SAFETY: no other threads exist yet (nothing has been spawned), so fork is sound.
-        match unsafe { nix::unistd::fork() }.context("fork")? {
-            nix::unistd::ForkResult::Parent { .. } => {
-                drop(wr);
-                let mut msg = String::new();
-                let _ = std::fs::File::from(rd).read_to_string(&mut msg);
-                let (code, text) = msg
-                    .split_once(':')
-                    .unwrap_or(("1", "the daemon exited during start-up"));
-                let code: u8 = code.parse().unwrap_or(1);
-                if code != 0 {
-                    eprintln!("cgsight fs: {text}");
-                }
-                return Ok(code);
-            }
-            nix::unistd::ForkResult::Child => {
-                drop(rd);
-                notify.0 = Some(std::fs::File::from(wr));
-                nix::unistd::setsid().context("setsid")?;
-                daemon_stdio(&a)?;
-            }
-        }
+    let mut notify = match a.startup_fd {
+        Some(fd) => Notifier::inherited(fd)?,
+        None if a.foreground => Notifier::none(),
+        None => match daemonize(&a)? {
+            Forked::Parent { report, .. } => return Ok(exit_code(report)),
+            Forked::Child(n) => n,
+        },
+    };
+    if !a.foreground || a.startup_fd.is_some() {
+        let _ = std::env::set_current_dir("/");
     }
     match serve(&a, &mut notify) {
         Ok(code) => Ok(code),
         Err((code, e)) => {
-            notify.send(code, &format!("{e:#}"));
+            notify.send(&if code == EXIT_ALREADY {
+                Report::AlreadyServing(format!("{e:#}"))
+            } else {
+                Report::Failed {
+                    code,
+                    msg: format!("{e:#}"),
+                }
+            });
             if a.foreground {
                 eprintln!("cgsight fs: {e:#}");
             } else {
@@ -136,12 +152,9 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     }
 }
 
-/// stdin/stdout to /dev/null, stderr (the log) to a file next to the pidfile.
-fn daemon_stdio(a: &Args) -> anyhow::Result<()> {
-    let null = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")?;
+/// Forks the daemon: stdin/stdout to /dev/null, stderr (the log) to a file next to the
+/// pidfile.
+fn daemonize(a: &Args) -> anyhow::Result<Forked> {
     let log_path = pidfile_for(a).with_extension("log");
     if let Some(d) = log_path.parent() {
         let _ = std::fs::create_dir_all(d);
@@ -150,16 +163,35 @@ fn daemon_stdio(a: &Args) -> anyhow::Result<()> {
         .create(true)
         .append(true)
         .open(&log_path)
-        .unwrap_or_else(|_| null.try_clone().expect("dup /dev/null"));
-    for (src, dst) in [(&null, 0), (&null, 1), (&log, 2)] {
-        // SAFETY: dup2 onto the standard descriptors; both fds are valid.
-        unsafe { libc::dup2(src.as_raw_fd(), dst) };
-    }
-    let _ = std::env::set_current_dir("/");
-    Ok(())
+        .ok();
+    let io = Detach {
+        stdout: None,
+        stderr: log.as_ref().map(AsFd::as_fd),
+        timeout: None,
+    };
+    Ok(startup::daemonize(&io)?)
 }
 
-fn serve(a: &Args, notify: &mut Notify) -> Result<u8, (u8, anyhow::Error)> {
+/// The parent's exit code: 0 once serving, 3 when another instance serves, else the error's.
+fn exit_code(r: Report) -> u8 {
+    match r {
+        Report::Ready => 0,
+        Report::AlreadyServing(msg) => {
+            eprintln!("cgsight fs: {msg}");
+            EXIT_ALREADY
+        }
+        Report::Failed { code, msg } => {
+            eprintln!("cgsight fs: {msg}");
+            code
+        }
+        Report::Silent | Report::TimedOut => {
+            eprintln!("cgsight fs: the daemon exited during start-up");
+            1
+        }
+    }
+}
+
+fn serve(a: &Args, notify: &mut Notifier) -> Result<u8, (u8, anyhow::Error)> {
     let fail = |e: anyhow::Error| (1u8, e);
     let pidfile = pidfile_for(a);
     if let Some(d) = pidfile.parent() {
@@ -175,8 +207,8 @@ fn serve(a: &Args, notify: &mut Notify) -> Result<u8, (u8, anyhow::Error)> {
         .open(&pidfile)
         .with_context(|| format!("opening {}", pidfile.display()))
         .map_err(fail)?;
-    // SAFETY: flock on a file descriptor we own.
-    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    // Held until this function returns (the daemon's whole life).
+    let Ok(lock) = Flock::lock(lock, FlockArg::LockExclusiveNonblock) else {
         let holder = std::fs::read_to_string(&pidfile).unwrap_or_default();
         return Err((
             EXIT_ALREADY,
@@ -184,18 +216,21 @@ fn serve(a: &Args, notify: &mut Notify) -> Result<u8, (u8, anyhow::Error)> {
                 "another cgsight fs (pid {}) holds {}: it serves {} already",
                 holder.trim(),
                 pidfile.display(),
-                a.mountpoint.display()
+                a.views.mountpoint.display()
+            ),
+        ));
+    };
+    if cgsight_fusefs::is_serving(&a.views.mountpoint) {
+        return Err((
+            EXIT_ALREADY,
+            anyhow::anyhow!(
+                "{} is already mounted and serving",
+                a.views.mountpoint.display()
             ),
         ));
     }
-    if cgsight_fusefs::is_serving(&a.mountpoint) {
-        return Err((
-            EXIT_ALREADY,
-            anyhow::anyhow!("{} is already mounted and serving", a.mountpoint.display()),
-        ));
-    }
     let _ = lock.set_len(0);
-    let _ = (&lock).write_all(format!("{}\n", std::process::id()).as_bytes());
+    let _ = (&*lock).write_all(format!("{}\n", std::process::id()).as_bytes());
 
     // Signals go to a waiting thread only: block them before any thread starts.
     let mut sigs = SigSet::empty();
@@ -206,16 +241,7 @@ fn serve(a: &Args, notify: &mut Notify) -> Result<u8, (u8, anyhow::Error)> {
         .context("blocking signals")
         .map_err(fail)?;
 
-    let cfg = FsConfig {
-        mountpoint: a.mountpoint.clone(),
-        cpu_view: match a.cpu_view {
-            CpuViewArg::Quota => CpuView::Quota,
-            CpuViewArg::Cpuset => CpuView::Cpuset,
-        },
-        threads: a.threads.max(1),
-        io_uring: a.io_uring.into(),
-    };
-    let handle = match cgsight_fusefs::spawn(cfg) {
+    let handle = match cgsight_fusefs::spawn(a.views.config(a.threads)) {
         Ok(h) => h,
         Err(cgsight_fusefs::Error::AlreadyServing(p)) => {
             return Err((
@@ -225,7 +251,7 @@ fn serve(a: &Args, notify: &mut Notify) -> Result<u8, (u8, anyhow::Error)> {
         }
         Err(e) => return Err(fail(e.into())),
     };
-    notify.send(0, "serving");
+    notify.send(&Report::Ready);
     let sig = sigs.wait().unwrap_or(Signal::SIGTERM);
     tracing::info!(signal = %sig, "unmounting");
     handle.unmount();

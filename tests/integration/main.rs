@@ -4,6 +4,7 @@
 //!
 //! - `support`: helpers for driving the `cgsight` binary (views server, containers, inspect).
 //! - `agent`: `cgsight agent` against real cgroups, promtool, TLS/basic auth, Prometheus.
+//! - `containment`: what a default container must not reach (fds, volumes, other containers).
 //! - `dashboards`: `cgsight daemon` under load scraped by Prometheus; rules and dashboards.
 //! - `fs_views`: `cgsight fs` views read by procps, glibc and Python in a container.
 //! - `launch_basic`: `cgsight launch` limits, namespaces, exit codes, volumes, exec, cleanup.
@@ -12,6 +13,7 @@
 mod support;
 
 mod agent;
+mod containment;
 mod dashboards;
 mod fs_views;
 mod launch_basic;

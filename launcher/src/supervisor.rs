@@ -1,0 +1,364 @@
+//! The supervisor (`cgsight launch`, foreground or detached).
+//!
+//! Order (runc's, compressed into one fork): the supervisor creates `/cgsight/<id>` and writes
+//! the limits, unshares the pid and time namespaces *for its children* (writing the boottime
+//! offset before any process enters the time namespace), forks the child (pid 1 of the new
+//! pid namespace) which blocks on a pipe, attaches it to the cgroup, releases it. The child
+//! then unshares mount/uts/ipc/net and the cgroup namespace (now rooted at its own cgroup),
+//! builds its root, drops privileges and execs; exec failures come back over a CLOEXEC pipe.
+
+use std::fs;
+use std::io::IoSliceMut;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use cgsight_cgroup::{Controller, Hierarchies, Layout, Managed, Version};
+use nix::sched::CloneFlags;
+use nix::sys::signal::Signal;
+use nix::sys::socket::{
+    recvmsg, socketpair, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType,
+};
+use nix::sys::wait::waitpid;
+use nix::time::{clock_gettime, ClockId};
+use nix::unistd::ForkResult;
+use tracing::{debug, warn};
+
+use crate::child::{self, container_env, ChildFds, ChildPlan};
+use crate::mounts::{CgroupView, RootPlan, HOST_STATE_DIRS};
+use crate::spec::{ContainerSpec, Net};
+use crate::state::{now, State, StateLimits, Status, Store};
+use crate::sys;
+use crate::tty::TtyProxy;
+use crate::views::ensure_views;
+use crate::wait::wait_loop;
+use crate::LaunchError;
+
+/// Everything done before the supervisor forks away (and before a detached launch returns):
+/// validation against the registry, directories, the views daemon.
+pub struct Prepared {
+    pub spec: ContainerSpec,
+    pub store: Store,
+    pub hier: Hierarchies,
+    pub views: Option<PathBuf>,
+    pub state: State,
+    /// The caller's descriptors passed to the command (`--preserve-fds`).
+    pub preserved_fds: Vec<i32>,
+}
+
+pub fn prepare(spec: ContainerSpec, store: Store, exe: &Path) -> Result<Prepared, LaunchError> {
+    // First, before we open descriptors of our own.
+    let preserved_fds = sys::preserved_fds(spec.preserve_fds);
+    let hier = Hierarchies::detect().map_err(LaunchError::cgroup("cgroup layout"))?;
+    let me = std::process::id() as i32;
+    let state = State {
+        id: spec.id.clone(),
+        name: spec.name.clone(),
+        image: spec.image(),
+        cgroup_path: spec.cgroup_path(),
+        pid: None,
+        status: Status::Created,
+        created: now(),
+        started: None,
+        exit_code: None,
+        oom_killed: false,
+        limits: StateLimits::from_applied(&spec.limits, spec.limits.memory_swap),
+        command: spec.command.clone(),
+        supervisor_pid: me,
+        supervisor_start: cgsight_cgroup::start_ticks(me).unwrap_or(0),
+        finished: None,
+        supervisor_dead: false,
+        spec: spec.clone(),
+    };
+    store.create(&state)?;
+    let dir = store.container_dir(&spec.id);
+    let mk = ["upper", "work", "merged"]
+        .iter()
+        .try_for_each(|d| fs::create_dir_all(dir.join(d)));
+    if let Err(e) = mk {
+        let _ = fs::remove_dir_all(&dir);
+        let _ = store.remove_state(&spec.id);
+        return Err(LaunchError::io(format!("creating {}", dir.display()))(e));
+    }
+    let views = if spec.proc_views {
+        ensure_views(exe)
+    } else {
+        None
+    };
+    Ok(Prepared {
+        spec,
+        store,
+        hier,
+        views,
+        state,
+        preserved_fds,
+    })
+}
+
+/// Removes what a container left: its cgroup (killing anything in it), and unless `keep`,
+/// its layers and state. Runs on every supervisor exit path.
+struct Cleanup {
+    store: Store,
+    id: String,
+    managed: Option<Managed>,
+    keep: bool,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(m) = self.managed.take() {
+            if let Err(e) = m.kill_and_remove() {
+                warn!("removing cgroup of {}: {e}", self.id);
+            }
+        }
+        if !self.keep {
+            let d = self.store.container_dir(&self.id);
+            if let Err(e) = fs::remove_dir_all(&d) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    warn!("removing {}: {e}", d.display());
+                }
+            }
+            let _ = self.store.remove_state(&self.id);
+        }
+    }
+}
+
+fn swap_accounting(m: &Managed) -> bool {
+    m.cgroup()
+        .dir(Controller::Memory)
+        .is_some_and(|d| match d.version {
+            Version::V1 => d.dir.join("memory.memsw.limit_in_bytes").exists(),
+            Version::V2 => d.dir.join("memory.swap.max").exists(),
+        })
+}
+
+fn cgroup_view(h: &Hierarchies, m: &Managed) -> CgroupView {
+    if h.layout == Layout::Unified {
+        return CgroupView::Cgroup2;
+    }
+    let name_of = |mp: &Path| {
+        mp.file_name()
+            .map_or_else(|| "unified".into(), |n| n.to_string_lossy().into_owned())
+    };
+    let mut binds: Vec<(String, PathBuf)> = Vec::new();
+    for d in m.cgroup().dirs.values() {
+        if !binds.iter().any(|(_, p)| *p == d.dir) {
+            binds.push((name_of(&d.mount_point), d.dir.clone()));
+        }
+    }
+    if let (Some(u), Some(mp)) = (&m.cgroup().unified, h.unified()) {
+        if !binds.iter().any(|(_, p)| p == u) {
+            binds.push((name_of(&mp.mount_point), u.clone()));
+        }
+    }
+    CgroupView::Binds(binds)
+}
+
+/// Unshares the time namespace for our children and writes the boottime offset so the
+/// container's uptime starts at ~0. Must run before any process enters the namespace.
+fn time_namespace() {
+    // nix has no CLONE_NEWTIME constant; the kernel's value is passed through.
+    if let Err(e) = nix::sched::unshare(CloneFlags::from_bits_retain(libc::CLONE_NEWTIME)) {
+        warn!("no time namespace (kernel < 5.6?): the container's uptime will be the host's: {e}");
+        return;
+    }
+    let Ok(ts) = clock_gettime(ClockId::CLOCK_BOOTTIME) else {
+        return;
+    };
+    let (s, ns) = if ts.tv_nsec() > 0 {
+        (-ts.tv_sec() - 1, 1_000_000_000 - ts.tv_nsec())
+    } else {
+        (-ts.tv_sec(), 0)
+    };
+    if let Err(e) = fs::write("/proc/self/timens_offsets", format!("boottime {s} {ns}\n")) {
+        warn!("cannot set the container's boottime offset: {e}");
+    }
+}
+
+/// With the host's / as the lower layer, the container would see every other container's
+/// layers and state, and other runtimes' too: those directories are covered (our store's,
+/// wherever CGSIGHT_STATE_DIR / CGSIGHT_ROOT_DIR put it, included).
+fn hidden_dirs(spec: &ContainerSpec, store: &Store) -> Vec<PathBuf> {
+    if spec.rootfs.is_some() {
+        return Vec::new();
+    }
+    let mut dirs: Vec<PathBuf> = HOST_STATE_DIRS.iter().map(PathBuf::from).collect();
+    for d in [&store.state_dir, &store.root_dir] {
+        if !dirs.iter().any(|h| d.starts_with(h)) {
+            dirs.push(d.clone());
+        }
+    }
+    dirs
+}
+
+fn child_plan(spec: &ContainerSpec, p: &Prepared, m: &Managed) -> Result<ChildPlan, LaunchError> {
+    let dir = p.store.container_dir(&spec.id);
+    let (env, path_var) = container_env(&spec.hostname, spec.tty, &spec.env);
+    Ok(ChildPlan {
+        root: RootPlan {
+            lower: spec.rootfs.clone().unwrap_or_else(|| PathBuf::from("/")),
+            upper: dir.join("upper"),
+            work: dir.join("work"),
+            merged: dir.join("merged"),
+            volumes: spec.volumes.clone(),
+            views: p.views.clone(),
+            cgroup: cgroup_view(&p.hier, m),
+            hide: hidden_dirs(spec, &p.store),
+        },
+        hostname: spec.hostname.clone(),
+        net_none: spec.net == Net::None,
+        tty: spec.tty,
+        interactive: spec.interactive,
+        init: spec.init,
+        workdir: spec.workdir.clone().unwrap_or_else(|| PathBuf::from("/")),
+        env: sys::cstrings(env.iter().map(|(k, v)| format!("{k}={v}")))?,
+        path_var,
+        argv: sys::cstrings(&spec.command)?,
+        preserve_fds: p.preserved_fds.clone(),
+    })
+}
+
+/// Runs the container to completion. `started` is called once the command runs (or with the
+/// error that stopped it), before waiting: a detached launch reports back through it.
+pub fn supervise(
+    p: Prepared,
+    started: &mut dyn FnMut(Result<&State, &LaunchError>),
+) -> Result<u8, LaunchError> {
+    let r = supervise_inner(p, started);
+    if let Err(e) = &r {
+        started(Err(e));
+    }
+    r
+}
+
+fn supervise_inner(
+    p: Prepared,
+    started: &mut dyn FnMut(Result<&State, &LaunchError>),
+) -> Result<u8, LaunchError> {
+    let spec = p.spec.clone();
+    let mut state = p.state.clone();
+    // A detached launch runs this in a forked process: the supervisor is whoever runs it.
+    let me = std::process::id() as i32;
+    state.supervisor_pid = me;
+    state.supervisor_start = cgsight_cgroup::start_ticks(me).unwrap_or(0);
+    let mut cleanup = Cleanup {
+        store: p.store.clone(),
+        id: spec.id.clone(),
+        managed: None,
+        keep: false,
+    };
+    let managed = Managed::create(
+        &p.hier,
+        &spec.cgroup_path(),
+        &cgsight_cgroup::Resources::default().controllers(),
+    )
+    .map_err(LaunchError::cgroup("creating cgroup"))?;
+    cleanup.managed = Some(managed.clone());
+    let res = spec.resources(swap_accounting(&managed));
+    managed
+        .apply(&res)
+        .map_err(LaunchError::cgroup("setting limits"))?;
+    state.limits = StateLimits::from_applied(&spec.limits, res.memory_swap);
+    let plan = child_plan(&spec, &p, &managed)?;
+
+    // All signals go through a signalfd from here on (the child restores its mask).
+    let signals = sys::block_all_signals().map_err(LaunchError::sys("blocking signals"))?;
+    time_namespace();
+    // Affects only the children forked from now on.
+    nix::sched::unshare(CloneFlags::CLONE_NEWPID)
+        .map_err(LaunchError::sys("unshare(CLONE_NEWPID)"))?;
+    let (go_r, go_w) = sys::pipe_cloexec()?;
+    let (err_r, err_w) = sys::pipe_cloexec()?;
+    let (sock_parent, sock_child) = if plan.tty {
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(LaunchError::sys("socketpair"))?;
+        (Some(a), Some(b))
+    } else {
+        (None, None)
+    };
+
+    // SAFETY: the supervisor is single-threaded here; the child only runs our own code.
+    let child = match unsafe { nix::unistd::fork() }.map_err(LaunchError::sys("fork"))? {
+        ForkResult::Child => {
+            drop((go_w, err_r, sock_parent));
+            child::run(
+                &plan,
+                ChildFds {
+                    go: Some(go_r),
+                    err: Some(err_w),
+                    sock: sock_child,
+                },
+            )
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop((go_r, err_w, sock_child));
+    debug!("container child {child}");
+
+    let kill_child = |e: LaunchError| {
+        let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+        let _ = waitpid(child, None);
+        e
+    };
+    if let Err(e) = managed.attach(child.as_raw()) {
+        drop(go_w);
+        return Err(kill_child(LaunchError::cgroup("joining cgroup")(e)));
+    }
+    sys::write_all_fd(&go_w, b"g");
+    drop(go_w);
+
+    let master = sock_parent.and_then(|s| recv_fd(s.as_raw_fd()));
+    let err = sys::read_to_end_fd(&err_r);
+    drop(err_r);
+    if let Some(e) = LaunchError::from_child_report(&err) {
+        let _ = waitpid(child, None);
+        return Err(e);
+    }
+    if plan.tty && master.is_none() {
+        return Err(kill_child(LaunchError::NoPty));
+    }
+    state.pid = Some(child.as_raw());
+    state.status = Status::Running;
+    state.started = Some(now());
+    if let Err(e) = p.store.write(&state) {
+        warn!("writing state: {e}");
+    }
+    started(Ok(&state));
+
+    let tty = master.map(|m| TtyProxy::new(m, plan.interactive));
+    let code = wait_loop(child, &signals.fd, tty);
+    drop(signals);
+
+    state.oom_killed = managed.cgroup().oom().is_ok_and(|o| o.oom_kill > 0);
+    state.exit_code = Some(code as i32);
+    state.status = Status::Exited;
+    state.finished = Some(now());
+    if !spec.rm {
+        cleanup.keep = true;
+        if let Err(e) = p.store.write(&state) {
+            warn!("writing state: {e}");
+        }
+    }
+    drop(cleanup);
+    Ok(code)
+}
+
+/// The pty master the child sends (SCM_RIGHTS, received close-on-exec).
+fn recv_fd(sock: RawFd) -> Option<OwnedFd> {
+    let mut buf = [0u8; 1];
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC).ok()?;
+    let mut cmsgs = msg.cmsgs().ok()?;
+    cmsgs
+        .find_map(|c| match c {
+            ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+            _ => None,
+        })
+        // SAFETY: SCM_RIGHTS installed this descriptor in our table; we are its only owner.
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+}

@@ -1,0 +1,84 @@
+//! The /proc views a container sees: where `cgsight fs` serves them, and starting it when
+//! nothing serves there yet.
+
+use std::ffi::CString;
+use std::fs;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tracing::warn;
+
+use crate::startup::{self, Detach, Report};
+
+/// Where the views are served: `CGSIGHT_FS_MOUNTPOINT`, else the host-wide default. Tests point
+/// it at a private `cgsight fs` so they never leave a host daemon behind.
+pub fn views_mountpoint() -> PathBuf {
+    std::env::var_os("CGSIGHT_FS_MOUNTPOINT")
+        .filter(|v| !v.is_empty())
+        .map_or_else(
+            || PathBuf::from(cgsight_fusefs::DEFAULT_MOUNTPOINT),
+            PathBuf::from,
+        )
+}
+
+const LOG: &str = "/var/lib/cgsight/fs.log";
+
+/// Starts `cgsight fs` (the binary `exe`) if no live view is mounted. Returns the mountpoint,
+/// or None with a warning when the views cannot be served (the container then sees the
+/// host's files). Must be called while the process is single-threaded.
+pub fn ensure_views(exe: &Path) -> Option<PathBuf> {
+    let mp = views_mountpoint();
+    if cgsight_fusefs::is_serving(&mp) {
+        return Some(mp);
+    }
+    let off = "the /proc views are off for this container";
+    let _ = fs::create_dir_all("/var/lib/cgsight");
+    // The daemon outlives us: it must not hold our stdout/stderr (a caller reading our output
+    // to EOF would hang), so it logs to a file.
+    let log = fs::OpenOptions::new().create(true).append(true).open(LOG);
+    let argv: Result<Vec<CString>, _> = [
+        exe.as_os_str().as_bytes(),
+        b"fs",
+        b"--foreground",
+        b"--mountpoint",
+        mp.as_os_str().as_bytes(),
+    ]
+    .into_iter()
+    .map(|b| CString::new(b.to_vec()))
+    .collect();
+    let argv = match argv {
+        Ok(a) => a,
+        Err(e) => {
+            warn!("{off}: {e}");
+            return None;
+        }
+    };
+    let io = Detach {
+        stdout: None,
+        stderr: log.as_ref().ok().map(AsFd::as_fd),
+        // It reports once serving; do not wait forever on a daemon that never gets there.
+        timeout: Some(Duration::from_secs(10)),
+    };
+    match startup::spawn_reporting(&argv, &io) {
+        // Another launch may have started it meanwhile: that one serves us too.
+        Ok(Report::Ready | Report::AlreadyServing(_)) => Some(mp),
+        Ok(Report::Failed { msg, .. }) => {
+            warn!("{off}: `cgsight fs` failed: {msg} (see {LOG}); the container will see the host's /proc/meminfo, cpuinfo, ... (use --no-proc-views to silence)");
+            None
+        }
+        Ok(Report::TimedOut) => {
+            warn!("{off}: `cgsight fs` did not report serving within 10 s (see {LOG})");
+            None
+        }
+        Ok(Report::Silent) => {
+            warn!("{off}: `cgsight fs` exited during start-up (see {LOG})");
+            None
+        }
+        Err(e) => {
+            warn!("{off}: cannot start `cgsight fs`: {e}");
+            None
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! `cgsight inspect`: a container's spec, limits, state and paths as JSON.
+
+use cgsight_cgroup::{Hierarchies, Managed};
+use cgsight_launcher::Status;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+pub fn run(a: Args) -> anyhow::Result<u8> {
+    let h = Hierarchies::detect()?;
+    let mut out = Vec::new();
+    let rc = super::for_each_container(&a.containers, |store, st| {
+        let m = Managed::open(&h, &st.cgroup_path);
+        let dir = store.container_dir(&st.id);
+        let mut v = serde_json::to_value(&st)?;
+        // Docker's names too, for scripts written against `docker inspect`.
+        v["OOMKilled"] = st.oom_killed.into();
+        v["ExitCode"] = st.exit_code.into();
+        v["pids"] = serde_json::to_value(m.all_procs())?;
+        v["cgroup_dirs"] = serde_json::to_value(m.dirs())?;
+        v["paths"] = serde_json::json!({
+            "state": store.state_path(&st.id).join("state.json"),
+            "root": dir,
+            "upper": dir.join("upper"),
+            "work": dir.join("work"),
+            "merged": dir.join("merged"),
+            "log": store.log_path(&st.id),
+        });
+        if st.status == Status::Running {
+            if let Ok(mem) = m.cgroup().memory() {
+                v["memory_usage"] = mem.usage.into();
+            }
+        }
+        out.push(v);
+        Ok(0)
+    })?;
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(rc)
+}
