@@ -1,0 +1,181 @@
+//! Registry tests against Debian's docker-registry on 127.0.0.1 (never any other host): pull
+//! of a skopeo-pushed image, push/remove/pull round trip, and the failures that must give a
+//! one-line error and leave no partial layer.
+
+mod support;
+
+use cgsight_image::{commit, load, pull, push, ClientOptions, CommitOptions, Error, Phase, Store};
+use cgsight_testkit::{require_root, TempDir};
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use support::*;
+
+fn assert_clean(store: &Store) {
+    assert_eq!(
+        store.layers().count().unwrap(),
+        0,
+        "a partial layer was left"
+    );
+    assert_eq!(count(&store.root().join("tmp")), 0, "temp files were left");
+    assert!(store.images().unwrap().is_empty());
+}
+
+#[test]
+fn pull_of_a_skopeo_pushed_image_unpacks_into_the_merged_tree() {
+    require_root!();
+    let reg = Registry::start();
+    let oci = TempDir::new("img-oci-pull");
+    test_image(oci.path(), b"v1");
+    let name = format!("{}/test/pulled:v1", reg.addr);
+    skopeo_copy(
+        &format!("oci:{}:latest", oci.path().display()),
+        &format!("docker://{name}"),
+    );
+    let (_d, store) = temp_store("img-pull");
+    let mut phases = Vec::new();
+    let rec = pull(&store, &name, &ClientOptions::default(), &mut |p| {
+        phases.push((p.index, p.phase))
+    })
+    .unwrap();
+    assert_eq!(rec.reference, name);
+    assert_eq!(rec.layers.len(), 3);
+    assert!(phases.contains(&(2, Phase::Done)), "{phases:?}");
+    let ovl = mount_overlay(&store.lowerdir(&name).unwrap());
+    assert_eq!(walk(&ovl.merged), expected_tree());
+    // A second pull finds every layer in the store.
+    let mut again = Vec::new();
+    pull(&store, &name, &ClientOptions::default(), &mut |p| {
+        again.push(p.phase)
+    })
+    .unwrap();
+    assert_eq!(again, [Phase::Cached; 3]);
+    // By digest too.
+    let by_digest = format!("{}/test/pulled@{}", reg.addr, rec.manifest);
+    assert_eq!(
+        pull(&store, &by_digest, &ClientOptions::default(), &mut |_| {})
+            .unwrap()
+            .manifest,
+        rec.manifest
+    );
+}
+
+#[test]
+fn commit_push_remove_pull_gives_the_same_digest() {
+    require_root!();
+    let reg = Registry::start();
+    let (_d, store) = temp_store("img-roundtrip");
+    let oci = TempDir::new("img-oci-rt");
+    test_image(oci.path(), b"v1");
+    load(&store, oci.path(), Some("test/base"), &mut |_| {}).unwrap();
+    let ovl = mount_overlay(&store.lowerdir("test/base").unwrap());
+    fs::write(ovl.merged.join("added"), b"hello").unwrap();
+    fs::remove_file(ovl.merged.join("etc/hostname")).unwrap();
+    let c = commit(
+        &store,
+        &ovl.upper,
+        "test/base",
+        "test/committed",
+        &CommitOptions::default(),
+    )
+    .unwrap();
+    drop(ovl);
+    let target = format!("{}/test/rt:1", reg.addr);
+    let pushed = push(
+        &store,
+        "test/committed",
+        &target,
+        &ClientOptions::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(pushed, c.image.manifest);
+    // A second push finds every blob in the registry already.
+    let mut phases = Vec::new();
+    push(
+        &store,
+        "test/committed",
+        &target,
+        &ClientOptions::default(),
+        &mut |p| phases.push(p.phase),
+    )
+    .unwrap();
+    assert_eq!(phases, [Phase::Exists; 4]);
+    store.remove("test/committed", false, &|_| false).unwrap();
+    store.remove("test/base", false, &|_| false).unwrap();
+    assert_eq!(store.layers().count().unwrap(), 0);
+    let back = pull(&store, &target, &ClientOptions::default(), &mut |_| {}).unwrap();
+    assert_eq!(back.manifest, c.image.manifest);
+    let ovl = mount_overlay(&store.lowerdir(&target).unwrap());
+    let tree = walk(&ovl.merged);
+    assert_eq!(tree.get("added").map(String::as_str), Some("file:hello"));
+    assert!(!tree.contains_key("etc/hostname"));
+}
+
+#[test]
+fn missing_tag_and_closed_port_fail_in_one_line() {
+    require_root!();
+    let reg = Registry::start();
+    let (_d, store) = temp_store("img-fail");
+    let err = pull(
+        &store,
+        &format!("{}/test/none:nope", reg.addr),
+        &ClientOptions::default(),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    assert!(!err.to_string().contains('\n'));
+    let port = free_port();
+    let err = pull(
+        &store,
+        &format!("127.0.0.1:{port}/test/x:1"),
+        &ClientOptions::default(),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::Unreachable { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&format!("127.0.0.1:{port}")) && !err.to_string().contains('\n'),
+        "{err}"
+    );
+    assert_clean(&store);
+}
+
+/// A registry that refuses everyone: every request gets 401 with a Basic challenge.
+fn refusing_registry() -> (String, std::thread::JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let h = std::thread::spawn(move || {
+        // Two requests: the anonymous one and the retry with credentials.
+        for _ in 0..2 {
+            let Ok((mut s, _)) = l.accept() else { return };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"test\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (addr, h)
+}
+
+#[test]
+fn refusing_registry_is_a_clear_unauthorized_error() {
+    require_root!();
+    let (addr, h) = refusing_registry();
+    let (_d, store) = temp_store("img-401");
+    let opts = ClientOptions {
+        credentials: Some(cgsight_image::Credentials::parse("u:wrong").unwrap()),
+        ..Default::default()
+    };
+    let err = pull(&store, &format!("{addr}/test/x:1"), &opts, &mut |_| {}).unwrap_err();
+    assert!(
+        matches!(err, Error::Unauthorized { status: 401, .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("refused") && !err.to_string().contains('\n'),
+        "{err}"
+    );
+    h.join().unwrap();
+    assert_clean(&store);
+}
