@@ -79,6 +79,9 @@ impl<W: Write> HashWriter<W> {
             count: 0,
         }
     }
+    pub fn count(&self) -> u64 {
+        self.count
+    }
     pub fn finish(self) -> (W, Digest, u64) {
         (
             self.inner,

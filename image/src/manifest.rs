@@ -32,6 +32,7 @@ pub struct LayerDesc {
 #[derive(Clone, Debug)]
 pub struct ManifestInfo {
     pub config: Digest,
+    pub config_size: u64,
     pub layers: Vec<LayerDesc>,
 }
 
@@ -92,6 +93,7 @@ pub fn manifest_info(m: &ImageManifest) -> Result<ManifestInfo> {
         .collect::<Result<Vec<_>>>()?;
     Ok(ManifestInfo {
         config: digest_of(m.config().digest())?,
+        config_size: m.config().size(),
         layers,
     })
 }

@@ -276,10 +276,13 @@ impl RegistryClient {
         Ok((bytes, media, digest))
     }
 
-    /// Streams blob `digest` into `out`; returns its digest and size as received (the caller verifies).
+    /// Streams blob `digest` into `out`; returns its digest and size as received (the caller
+    /// verifies). More than `limit` bytes (the size the manifest gave) is an error, so a
+    /// misbehaving registry cannot fill the disk.
     pub fn get_blob(
         &self,
         digest: &Digest,
+        limit: Option<u64>,
         out: &mut dyn Write,
         progress: &mut dyn FnMut(u64),
     ) -> Result<(Digest, u64)> {
@@ -303,6 +306,15 @@ impl RegistryClient {
                 break;
             };
             w.write_all(chunk).map_err(io(format!("writing {what}")))?;
+            if limit.is_some_and(|l| w.count() > l) {
+                return Err(Error::Registry {
+                    registry: self.registry.clone(),
+                    why: format!(
+                        "{what} is larger than the {} bytes its manifest gives",
+                        limit.unwrap_or(0)
+                    ),
+                });
+            }
             progress(n as u64);
         }
         let (_, d, n) = w.finish();

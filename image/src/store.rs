@@ -64,7 +64,7 @@ impl Store {
         // holds the lock, i.e. nobody is working there now.
         if let Some(_l) = s.try_lock()? {
             for e in fs::read_dir(&s.tmp).map_err(io("reading tmp"))?.flatten() {
-                let _ = crate::temp::TempPath::new(e.path());
+                drop(crate::temp::TempPath::new(e.path())); // dropping removes it
             }
         }
         Ok(s)
@@ -172,7 +172,7 @@ impl Store {
         let manifest = self.blobs.put_bytes(manifest_bytes)?;
         if !self.blobs.has(&info.config) {
             self.blobs.put_verified(&info.config, "image config", |w| {
-                source.fetch(&info.config, 0, w, &mut |_| {})
+                source.fetch(&info.config, info.config_size, w, &mut |_| {})
             })?;
         }
         let cfg = config::parse(&self.blobs.read(&info.config)?)?;
@@ -238,15 +238,20 @@ impl Store {
         Ok(rec)
     }
 
-    /// Records an image in the index, dropping what an image it replaces no longer shares.
+    /// Records an image in the index. An image it displaces from its reference stays, untagged,
+    /// under its manifest digest (a container may still run on its layers) until removed.
     pub(crate) fn put_record(&self, rec: ImageRecord) -> Result<()> {
         let mut idx = self.index()?;
-        let old = idx.images.insert(rec.reference.clone(), rec);
-        idx.save(&self.index_path())?;
-        if let Some(old) = old {
-            self.collect(&idx, &old)?;
+        let manifest = rec.manifest.clone();
+        if let Some(mut old) = idx.images.insert(rec.reference.clone(), rec) {
+            let still_named = idx.images.values().any(|r| r.manifest == old.manifest);
+            if old.manifest != manifest && !still_named {
+                old.reference = old.manifest.to_string();
+                tracing::info!(image = %old.reference, "previous image of the reference kept untagged");
+                idx.images.insert(old.reference.clone(), old);
+            }
         }
-        Ok(())
+        idx.save(&self.index_path())
     }
 
     /// Removes an image unless `in_use` says a container uses it (then only with `force`).

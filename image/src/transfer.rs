@@ -16,12 +16,14 @@ impl BlobSource for RegistrySource<'_> {
     fn fetch(
         &mut self,
         digest: &Digest,
-        _size: u64,
+        size: u64,
         out: &mut dyn Write,
         progress: &mut dyn FnMut(u64),
     ) -> Result<()> {
         // The store verifies the digest of what was written; the client only streams.
-        self.0.get_blob(digest, out, progress).map(|_| ())
+        self.0
+            .get_blob(digest, (size > 0).then_some(size), out, progress)
+            .map(|_| ())
     }
 }
 

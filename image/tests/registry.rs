@@ -142,6 +142,114 @@ fn missing_tag_and_closed_port_fail_in_one_line() {
     assert_clean(&store);
 }
 
+#[test]
+fn corrupted_blob_from_the_registry_leaves_no_partial_layer() {
+    require_root!();
+    let reg = Registry::start();
+    let oci = TempDir::new("img-oci-corrupt");
+    test_image(oci.path(), b"v1");
+    let name = format!("{}/test/corrupt:v1", reg.addr);
+    skopeo_copy(
+        &format!("oci:{}:latest", oci.path().display()),
+        &format!("docker://{name}"),
+    );
+    // Flip a byte in the middle of the registry's copy of the biggest blob (the busybox layer).
+    let blobs = reg.data.join("docker/registry/v2/blobs/sha256");
+    let mut datas: Vec<_> = fs::read_dir(&blobs)
+        .unwrap()
+        .flat_map(|d| fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|e| e.unwrap().path().join("data"))
+        .collect();
+    datas.sort_by_key(|p| fs::metadata(p).unwrap().len());
+    let big = datas.last().unwrap();
+    let mut data = fs::read(big).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0xff;
+    fs::write(big, data).unwrap();
+    let (_d, store) = temp_store("img-corrupt-pull");
+    let err = pull(&store, &name, &ClientOptions::default(), &mut |_| {}).unwrap_err();
+    assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
+    assert!(!err.to_string().contains('\n'));
+    assert_clean(&store);
+}
+
+/// Answers HTTP requests on a loopback port with `answer(request head)`, `n` times; returns the
+/// address and a handle giving back the request heads it saw.
+fn fake_server(
+    n: usize,
+    answer: impl Fn(&str, &str) -> String + Send + 'static,
+) -> (String, std::thread::JoinHandle<Vec<String>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let a2 = addr.clone();
+    let h = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for _ in 0..n {
+            let Ok((mut s, _)) = l.accept() else { break };
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && s.read(&mut b).unwrap_or(0) == 1 {
+                head.push(b[0]);
+            }
+            let head = String::from_utf8_lossy(&head).into_owned();
+            let _ = s.write_all(answer(&a2, &head).as_bytes());
+            seen.push(head);
+        }
+        seen
+    });
+    (addr, h)
+}
+
+#[test]
+fn bearer_token_is_fetched_with_the_credentials_and_used() {
+    require_root!();
+    let (addr, h) = fake_server(3, |addr, head| {
+        let first = head.lines().next().unwrap_or_default();
+        let (status, extra, body) = if first.starts_with("GET /token") {
+            ("200 OK", String::new(), r#"{"token":"tok123"}"#)
+        } else if head.contains("Authorization: Bearer tok123")
+            || head.contains("authorization: Bearer tok123")
+        {
+            (
+                "404 Not Found",
+                String::new(),
+                r#"{"errors":[{"code":"MANIFEST_UNKNOWN"}]}"#,
+            )
+        } else {
+            let c = format!("WWW-Authenticate: Bearer realm=\"http://{addr}/token\",service=\"fake\",scope=\"repository:test/x:pull\"\r\n");
+            ("401 Unauthorized", c, "")
+        };
+        format!("HTTP/1.1 {status}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+    });
+    let (_d, store) = temp_store("img-bearer");
+    let opts = ClientOptions {
+        credentials: Some(cgsight_image::Credentials::parse("user:pw").unwrap()),
+        ..Default::default()
+    };
+    let err = pull(&store, &format!("{addr}/test/x:1"), &opts, &mut |_| {}).unwrap_err();
+    assert!(
+        matches!(err, Error::NotFound { .. }),
+        "the token was not used: {err}"
+    );
+    let seen = h.join().unwrap();
+    let token_req = seen
+        .iter()
+        .find(|r| r.starts_with("GET /token"))
+        .expect("no token request");
+    assert!(
+        token_req.contains("scope=repository:test/x:pull") && token_req.contains("service=fake"),
+        "{token_req}"
+    );
+    // base64("user:pw")
+    assert!(
+        token_req
+            .to_ascii_lowercase()
+            .contains("authorization: basic dxnlcjpwdw=="),
+        "{token_req}"
+    );
+    assert_clean(&store);
+}
+
 /// A registry that refuses everyone: every request gets 401 with a Basic challenge.
 fn refusing_registry() -> (String, std::thread::JoinHandle<()>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();

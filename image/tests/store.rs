@@ -250,7 +250,6 @@ fn wrong_diff_id_leaves_no_layer() {
     require_root!();
     let (_d, store) = temp_store("img-diffid");
     let oci = TempDir::new("img-oci-diffid");
-    // The config claims the diff_id of different content.
     write_oci_layout(oci.path(), &[top_layer(b"x")], "sh");
     let cfg_path = fs::read_dir(oci.path().join("blobs/sha256"))
         .unwrap()
@@ -264,7 +263,7 @@ fn wrong_diff_id_leaves_no_layer() {
     let _ = cfg_path;
     let layout2 = TempDir::new("img-oci-diffid2");
     write_oci_layout(layout2.path(), &[top_layer(b"y")], "sh");
-    // Serve layout2's config with layout's layer: rewrite layout's manifest to use layout2's config.
+    // Point the first layout's manifest at the second layout's config, whose diff_id is wrong.
     let m_of = |dir: &Path| -> serde_json::Value {
         let idx: serde_json::Value =
             serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
@@ -407,4 +406,24 @@ fn sixty_four_layers_mount_through_short_links() {
     let s = l.lowerdir(&ids).unwrap();
     assert!(s.len() < 4096 - "lowerdir=".len(), "{}", s.len());
     assert!(s.starts_with(&format!("/var/lib/cgsight/l/{}", &ids[126].hex()[..12])));
+}
+
+#[test]
+fn a_replaced_reference_keeps_the_old_image_untagged_until_removed() {
+    require_root!();
+    let (_d, store) = temp_store("img-replace");
+    let old = load_test_image(&store, "test/re", b"old");
+    let new = load_test_image(&store, "test/re", b"new!");
+    assert_ne!(old.manifest, new.manifest);
+    assert_eq!(store.image("test/re").unwrap().manifest, new.manifest);
+    // A container may still run on the old layers: they stay, reachable by digest.
+    let kept = store.image(old.manifest.as_str()).unwrap();
+    assert_eq!(kept.reference, old.manifest.to_string());
+    assert!(store.layers().has(&old.layers[2].diff_id));
+    assert_eq!(store.images().unwrap().len(), 2);
+    store
+        .remove(&old.manifest.hex()[..12], false, &|_| false)
+        .unwrap();
+    assert!(!store.layers().has(&old.layers[2].diff_id));
+    assert!(store.layers().has(&new.layers[0].diff_id));
 }

@@ -271,6 +271,8 @@ pub fn mount_overlay(lowerdir: &str) -> Overlay {
 /// Debian's docker-registry (distribution v2) on 127.0.0.1 and a free port, killed on drop.
 pub struct Registry {
     pub addr: String,
+    /// The registry's storage root (`docker/registry/v2/blobs/sha256/<2>/<hex>/data` under it).
+    pub data: PathBuf,
     _child: ChildGuard,
     _dir: TempDir,
 }
@@ -309,6 +311,7 @@ impl Registry {
         });
         Registry {
             addr,
+            data: dir.path().join("data"),
             _child: child,
             _dir: dir,
         }
