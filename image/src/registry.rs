@@ -202,6 +202,15 @@ impl RegistryClient {
         })
     }
 
+    /// A small body (manifest, token) read whole, refusing more than `limit` bytes.
+    fn read_body(&self, res: Response<Body>, limit: u64) -> Result<Vec<u8>> {
+        res.into_body()
+            .with_config()
+            .limit(limit)
+            .read_to_vec()
+            .map_err(|e| self.transport_error(e))
+    }
+
     /// Gets a Bearer token from the challenge's realm, with Basic credentials if we have them.
     fn fetch_token(&self, c: &Challenge) -> Result<String> {
         let realm = c.params.get("realm").ok_or_else(|| Error::Registry {
@@ -220,12 +229,7 @@ impl RegistryClient {
         if !res.status().is_success() {
             return Err(self.unauthorized("a token", res.status().as_u16()));
         }
-        let body = res
-            .into_body()
-            .with_config()
-            .limit(1 << 20)
-            .read_to_vec()
-            .map_err(|e| self.transport_error(e))?;
+        let body = self.read_body(res, 1 << 20)?;
         let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| Error::Registry {
             registry: self.registry.clone(),
             why: format!("token response: {e}"),
@@ -257,12 +261,7 @@ impl RegistryClient {
             .and_then(|h| h.to_str().ok())
             .unwrap_or_default()
             .to_string();
-        let bytes = res
-            .into_body()
-            .with_config()
-            .limit(4 << 20)
-            .read_to_vec()
-            .map_err(|e| self.transport_error(e))?;
+        let bytes = self.read_body(res, 4 << 20)?;
         let digest = Digest::of_bytes(&bytes);
         if let Ok(want) = Digest::parse(reference) {
             if want != digest {

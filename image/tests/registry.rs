@@ -4,34 +4,18 @@
 
 mod support;
 
-use cgsight_image::{commit, load, pull, push, ClientOptions, CommitOptions, Error, Phase, Store};
+use cgsight_image::{commit, load, pull, push, ClientOptions, CommitOptions, Error, Phase};
 use cgsight_testkit::{require_root, TempDir};
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use support::*;
 
-fn assert_clean(store: &Store) {
-    assert_eq!(
-        store.layers().count().unwrap(),
-        0,
-        "a partial layer was left"
-    );
-    assert_eq!(count(&store.root().join("tmp")), 0, "temp files were left");
-    assert!(store.images().unwrap().is_empty());
-}
-
 #[test]
 fn pull_of_a_skopeo_pushed_image_unpacks_into_the_merged_tree() {
     require_root!();
     let reg = Registry::start();
-    let oci = TempDir::new("img-oci-pull");
-    test_image(oci.path(), b"v1");
-    let name = format!("{}/test/pulled:v1", reg.addr);
-    skopeo_copy(
-        &format!("oci:{}:latest", oci.path().display()),
-        &format!("docker://{name}"),
-    );
+    let name = push_test_image(&reg, "test/pulled:v1");
     let (_d, store) = temp_store("img-pull");
     let mut phases = Vec::new();
     let rec = pull(&store, &name, &ClientOptions::default(), &mut |p| {
@@ -139,38 +123,27 @@ fn missing_tag_and_closed_port_fail_in_one_line() {
         err.to_string().contains(&format!("127.0.0.1:{port}")) && !err.to_string().contains('\n'),
         "{err}"
     );
-    assert_clean(&store);
+    assert_no_partial(&store);
 }
 
 #[test]
 fn corrupted_blob_from_the_registry_leaves_no_partial_layer() {
     require_root!();
     let reg = Registry::start();
-    let oci = TempDir::new("img-oci-corrupt");
-    test_image(oci.path(), b"v1");
-    let name = format!("{}/test/corrupt:v1", reg.addr);
-    skopeo_copy(
-        &format!("oci:{}:latest", oci.path().display()),
-        &format!("docker://{name}"),
-    );
-    // Flip a byte in the middle of the registry's copy of the biggest blob (the busybox layer).
+    let name = push_test_image(&reg, "test/corrupt:v1");
+    // Corrupt the registry's own copy of the biggest blob.
     let blobs = reg.data.join("docker/registry/v2/blobs/sha256");
-    let mut datas: Vec<_> = fs::read_dir(&blobs)
-        .unwrap()
-        .flat_map(|d| fs::read_dir(d.unwrap().path()).unwrap())
-        .map(|e| e.unwrap().path().join("data"))
-        .collect();
-    datas.sort_by_key(|p| fs::metadata(p).unwrap().len());
-    let big = datas.last().unwrap();
-    let mut data = fs::read(big).unwrap();
-    let mid = data.len() / 2;
-    data[mid] ^= 0xff;
-    fs::write(big, data).unwrap();
+    corrupt_largest(
+        fs::read_dir(&blobs)
+            .unwrap()
+            .flat_map(|d| fs::read_dir(d.unwrap().path()).unwrap())
+            .map(|e| e.unwrap().path().join("data")),
+    );
     let (_d, store) = temp_store("img-corrupt-pull");
     let err = pull(&store, &name, &ClientOptions::default(), &mut |_| {}).unwrap_err();
     assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
     assert!(!err.to_string().contains('\n'));
-    assert_clean(&store);
+    assert_no_partial(&store);
 }
 
 /// Answers HTTP requests on a loopback port with `answer(request head)`, `n` times; returns the
@@ -247,7 +220,7 @@ fn bearer_token_is_fetched_with_the_credentials_and_used() {
             .contains("authorization: basic dxnlcjpwdw=="),
         "{token_req}"
     );
-    assert_clean(&store);
+    assert_no_partial(&store);
 }
 
 /// A registry that refuses everyone: every request gets 401 with a Basic challenge.
@@ -285,5 +258,5 @@ fn refusing_registry_is_a_clear_unauthorized_error() {
         "{err}"
     );
     h.join().unwrap();
-    assert_clean(&store);
+    assert_no_partial(&store);
 }

@@ -207,33 +207,17 @@ impl Drop for TempPathFile {
     }
 }
 
-fn assert_nothing_partial(store: &Store) {
-    assert_eq!(
-        store.layers().count().unwrap(),
-        0,
-        "a partial layer was left"
-    );
-    assert_eq!(count(&store.root().join("tmp")), 0, "temp files were left");
-    assert_eq!(count(&store.root().join("l")), 0);
-}
-
 #[test]
 fn corrupted_blob_is_refused_and_leaves_nothing() {
     require_root!();
     let (_d, store) = temp_store("img-corrupt");
     let oci = TempDir::new("img-oci-bad");
     test_image(oci.path(), b"v1");
-    // Flip a byte of the biggest blob (the busybox layer) without changing its name.
-    let blobs = oci.path().join("blobs/sha256");
-    let big = fs::read_dir(&blobs)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .max_by_key(|p| fs::metadata(p).unwrap().len())
-        .unwrap();
-    let mut data = fs::read(&big).unwrap();
-    let mid = data.len() / 2;
-    data[mid] ^= 0xff;
-    fs::write(&big, data).unwrap();
+    corrupt_largest(
+        fs::read_dir(oci.path().join("blobs/sha256"))
+            .unwrap()
+            .map(|e| e.unwrap().path()),
+    );
     let err = load(&store, oci.path(), Some("test/bad"), &mut |_| {})
         .unwrap_err()
         .to_string();
@@ -241,7 +225,7 @@ fn corrupted_blob_is_refused_and_leaves_nothing() {
         err.contains("digest mismatch") && !err.contains('\n'),
         "{err}"
     );
-    assert_nothing_partial(&store);
+    assert_no_partial(&store);
     assert!(store.images().unwrap().is_empty());
 }
 
@@ -300,7 +284,7 @@ fn wrong_diff_id_leaves_no_layer() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("diff_id"), "{err}");
-    assert_nothing_partial(&store);
+    assert_no_partial(&store);
 }
 
 /// A tar entry written byte by byte: the tar crate refuses to write the names these tests need.

@@ -354,3 +354,38 @@ pub fn count(dir: &Path) -> usize {
 pub fn test_image(dir: &Path, top: &[u8]) -> Digest {
     write_oci_layout(dir, &[base_layer(), middle_layer(), top_layer(top)], "sh")
 }
+
+/// Builds the three-layer test image and pushes it with skopeo as `<registry>/<repo>`.
+pub fn push_test_image(reg: &Registry, repo: &str) -> String {
+    let oci = TempDir::new("img-oci-push");
+    test_image(oci.path(), b"v1");
+    let name = format!("{}/{repo}", reg.addr);
+    skopeo_copy(
+        &format!("oci:{}:latest", oci.path().display()),
+        &format!("docker://{name}"),
+    );
+    name
+}
+
+/// Flips the middle byte of the largest of `files` (the busybox layer), keeping its name.
+pub fn corrupt_largest(files: impl Iterator<Item = PathBuf>) {
+    let big = files
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut data = fs::read(&big).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0xff;
+    fs::write(&big, data).unwrap();
+}
+
+/// Nothing half-done is left in the store: no layer, no temp file, no link, no image.
+pub fn assert_no_partial(store: &cgsight_image::Store) {
+    assert_eq!(
+        store.layers().count().unwrap(),
+        0,
+        "a partial layer was left"
+    );
+    assert_eq!(count(&store.root().join("tmp")), 0, "temp files were left");
+    assert_eq!(count(&store.root().join("l")), 0, "a layer link was left");
+    assert!(store.images().unwrap().is_empty());
+}
