@@ -45,6 +45,53 @@ fn pull_of_a_skopeo_pushed_image_unpacks_into_the_merged_tree() {
 }
 
 #[test]
+fn pull_of_a_multi_platform_index_takes_linux_amd64() {
+    require_root!();
+    let reg = Registry::start();
+    let oci = TempDir::new("img-oci-index");
+    let (amd, amd_n) = write_oci_image(
+        oci.path(),
+        &[base_layer(), middle_layer(), top_layer(b"v1")],
+        "sh",
+        "amd64",
+    );
+    let (arm, arm_n) = write_oci_image(oci.path(), &[top_layer(b"arm")], "sh", "arm64");
+    let entry = |d: &cgsight_image::Digest, n: usize, arch: &str| {
+        serde_json::json!({"mediaType": OCI_MANIFEST, "digest": d, "size": n,
+                           "platform": {"architecture": arch, "os": "linux"}})
+    };
+    // arm64 first, so taking the first entry would be caught.
+    let index = serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX,
+                                   "manifests": [entry(&arm, arm_n, "arm64"), entry(&amd, amd_n, "amd64")]});
+    let (idx, idx_n) = put_blob(oci.path(), &serde_json::to_vec(&index).unwrap());
+    write_index_json(oci.path(), OCI_INDEX, &idx, idx_n);
+    let name = format!("{}/test/multi:v1", reg.addr);
+    let out = std::process::Command::new("skopeo")
+        .args([
+            "--insecure-policy",
+            "copy",
+            "--quiet",
+            "--all",
+            "--dest-tls-verify=false",
+        ])
+        .arg(format!("oci:{}:latest", oci.path().display()))
+        .arg(format!("docker://{name}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_d, store) = temp_store("img-index");
+    let rec = pull(&store, &name, &ClientOptions::default(), &mut |_| {}).unwrap();
+    assert_eq!(rec.manifest, amd);
+    assert_eq!(store.inspect(&name).unwrap().architecture, "amd64");
+    let ovl = mount_overlay(&store.lowerdir(&name).unwrap());
+    assert_eq!(walk(&ovl.merged), expected_tree());
+}
+
+#[test]
 fn commit_push_remove_pull_gives_the_same_digest() {
     require_root!();
     let reg = Registry::start();

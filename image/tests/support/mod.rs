@@ -86,43 +86,58 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
-/// An OCI image layout directory holding one image of gzip layers; returns its manifest digest.
-pub fn write_oci_layout(dir: &Path, layers: &[Vec<u8>], cmd: &str) -> Digest {
+/// Writes `data` as a blob of the OCI layout at `dir`.
+pub fn put_blob(dir: &Path, data: &[u8]) -> (Digest, usize) {
     let blobs = dir.join("blobs/sha256");
     fs::create_dir_all(&blobs).unwrap();
-    let put = |data: &[u8]| {
-        let d = Digest::of_bytes(data);
-        fs::write(blobs.join(d.hex()), data).unwrap();
-        (d, data.len())
-    };
+    let d = Digest::of_bytes(data);
+    fs::write(blobs.join(d.hex()), data).unwrap();
+    (d, data.len())
+}
+
+/// Writes the blobs of one image of gzip layers for `arch`; returns its manifest's digest and size.
+pub fn write_oci_image(dir: &Path, layers: &[Vec<u8>], cmd: &str, arch: &str) -> (Digest, usize) {
     let mut descs = Vec::new();
     let mut diff_ids = Vec::new();
     let mut history = Vec::new();
     for l in layers {
         diff_ids.push(Digest::of_bytes(l));
-        let (d, n) = put(&gzip(l));
+        let (d, n) = put_blob(dir, &gzip(l));
         descs.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": n}));
         history.push(serde_json::json!({"created_by": "test"}));
     }
     let config = serde_json::json!({
-        "architecture": "amd64", "os": "linux",
+        "architecture": arch, "os": "linux",
         "config": {"Entrypoint": ["/bin/busybox"], "Cmd": [cmd], "Env": ["PATH=/bin"], "WorkingDir": "/keep",
                    "User": "1000:1000", "StopSignal": "SIGINT", "ExposedPorts": {"8080/tcp": {}}},
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
         "history": history,
     });
-    let (cd, cn) = put(&serde_json::to_vec(&config).unwrap());
+    let (cd, cn) = put_blob(dir, &serde_json::to_vec(&config).unwrap());
     let manifest = serde_json::json!({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cn},
         "layers": descs,
     });
-    let (md, mn) = put(&serde_json::to_vec(&manifest).unwrap());
+    put_blob(dir, &serde_json::to_vec(&manifest).unwrap())
+}
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// The layout's `index.json` naming one manifest or index as tag "latest", and `oci-layout`.
+pub fn write_index_json(dir: &Path, media_type: &str, digest: &Digest, size: usize) {
     let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": mn,
+        "mediaType": media_type, "digest": digest, "size": size,
         "annotations": {"org.opencontainers.image.ref.name": "latest"}}]});
     fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
     fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+/// An OCI image layout directory holding one image of gzip layers; returns its manifest digest.
+pub fn write_oci_layout(dir: &Path, layers: &[Vec<u8>], cmd: &str) -> Digest {
+    let (md, mn) = write_oci_image(dir, layers, cmd, "amd64");
+    write_index_json(dir, OCI_MANIFEST, &md, mn);
     md
 }
 
