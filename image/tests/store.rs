@@ -411,3 +411,38 @@ fn a_replaced_reference_keeps_the_old_image_untagged_until_removed() {
     assert!(!store.layers().has(&old.layers[2].diff_id));
     assert!(store.layers().has(&new.layers[0].diff_id));
 }
+
+#[test]
+fn a_full_disk_during_unpack_leaves_no_partial_layer() {
+    require_root!();
+    let dir = TempDir::new_in(Path::new("/var/tmp"), "img-full");
+    let root = dir.path().join("store");
+    fs::create_dir(&root).unwrap();
+    // Room for the compressed blobs (~1 MiB of busybox) but not for busybox unpacked as well.
+    let busybox = fs::metadata("/bin/busybox").unwrap().len();
+    let size = format!("size={}k", (busybox + busybox / 4) / 1024);
+    nix::mount::mount(
+        Some("tmpfs"),
+        &root,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some(size.as_str()),
+    )
+    .unwrap();
+    let _m = cgsight_testkit::MountGuard::new(&root);
+    // A leftover of a crashed run is cleared when the store opens.
+    fs::create_dir_all(root.join("tmp/layer-1-1/diff")).unwrap();
+    let store = Store::open(&root).unwrap();
+    assert_eq!(count(&root.join("tmp")), 0);
+    let oci = TempDir::new("img-oci-full");
+    test_image(oci.path(), b"v1");
+    let err = load(&store, oci.path(), Some("test/full"), &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    // It fails while unpacking (the blobs fit), in one line.
+    assert!(
+        err.contains("No space left") && err.contains("bin/busybox") && !err.contains('\n'),
+        "{err}"
+    );
+    assert_no_partial(&store);
+}
