@@ -2,11 +2,16 @@
 //! content-addressed store whose layers are unpacked once in overlay form and shared, archive
 //! load/save, and commit of an overlay upper directory.
 //!
+//! Use: `Store::open(DEFAULT_ROOT)`, then [`pull`] / [`push`] / [`load`] / [`save`] /
+//! [`commit()`] / `Store::{images, image, inspect, remove, tag}`. A launcher mounts
+//! `overlay` with `lowerdir=` + `Store::lowerdir(name)` and its own upper/work dirs, and takes
+//! Entrypoint/Cmd/Env/WorkingDir/User/StopSignal from `Store::inspect(name)`.
+//!
 //! Modules:
 //! - [`archive`]: load docker-archive / OCI layout, save docker-archive.
 //! - [`auth`]: credentials (user:pass, docker config.json) and WWW-Authenticate challenges.
 //! - [`blobs`]: content-addressed blob files, verified before they are kept.
-//! - [`commit`]: an overlay upper dir + parent image → new layer, config, manifest, image.
+//! - [`commit`](mod@commit): an overlay upper dir + parent image → new layer, config, manifest, image.
 //! - [`config`]: the run settings of an image config (Entrypoint, Cmd, Env, …).
 //! - [`digest`]: sha256 digests and hashing readers/writers.
 //! - [`error`]: the crate's error type.
@@ -16,7 +21,7 @@
 //! - [`manifest`]: OCI/Docker manifests and indexes, media types, platform choice.
 //! - [`pack`]: overlay upper dir → layer tar with `.wh.` entries.
 //! - [`progress`]: per-layer progress reports.
-//! - [`reference`]: image reference parsing.
+//! - [`reference`](mod@reference): image reference parsing.
 //! - [`registry`]: blocking registry v2 client.
 //! - [`store`]: the store root, its lock, ingest and removal with layer sharing.
 //! - [`temp`]: self-removing temp paths inside the store.
