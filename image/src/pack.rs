@@ -105,6 +105,16 @@ impl<W: Write> Packer<W> {
         if ft.is_socket() {
             return Ok(()); // a socket is a live endpoint, not content
         }
+        // A redirect or metacopy entry only makes sense against the lower layers it points
+        // into; packed alone it would be a wrong layer.
+        for x in ["trusted.overlay.redirect", "trusted.overlay.metacopy"] {
+            if fsmeta::get_xattr(p, x)?.is_some() {
+                return Err(crate::error::format(
+                    "upper directory",
+                    format_args!("{} has {x}: mount the overlay with redirect_dir=off,metacopy=off to commit it", rel.display()),
+                ));
+            }
+        }
         self.xattrs(p)?;
         if ft.is_dir() {
             let mut h = header_for(&m, EntryType::Directory);

@@ -446,3 +446,52 @@ fn a_full_disk_during_unpack_leaves_no_partial_layer() {
     );
     assert_no_partial(&store);
 }
+
+#[test]
+fn concurrent_loads_of_one_image_unpack_it_once() {
+    require_root!();
+    let (_d, store) = temp_store("img-concurrent");
+    let oci = TempDir::new("img-oci-concurrent");
+    test_image(oci.path(), b"v1");
+    let recs: Vec<_> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..3)
+            .map(|i| {
+                let (store, path) = (&store, oci.path());
+                s.spawn(move || {
+                    load(store, path, Some(&format!("test/c{i}")), &mut |_| {}).unwrap()
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().unwrap().remove(0))
+            .collect()
+    });
+    assert!(recs.windows(2).all(|w| w[0].manifest == w[1].manifest));
+    assert_eq!(store.layers().count().unwrap(), 3);
+    assert_eq!(store.images().unwrap().len(), 3);
+}
+
+#[test]
+fn commit_refuses_an_upper_with_overlay_redirects() {
+    require_root!();
+    let (_d, store) = temp_store("img-redirect");
+    load_test_image(&store, "test/redir", b"v1");
+    let up = TempDir::new_in(Path::new("/var/tmp"), "img-upper");
+    fs::create_dir(up.path().join("moved")).unwrap();
+    cgsight_image::fsmeta::set_xattr(
+        &up.path().join("moved"),
+        "trusted.overlay.redirect",
+        b"/keep",
+    )
+    .unwrap();
+    let err = commit(
+        &store,
+        up.path(),
+        "test/redir",
+        "test/redir2",
+        &CommitOptions::default(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("redirect_dir=off"), "{err}");
+    assert!(store.image("test/redir2").is_err());
+}
