@@ -4,7 +4,7 @@
 set -euo pipefail
 pkgs=(lxcfs prometheus prometheus-node-exporter crun runc busybox-static stress-ng procps htop
       python3 iproute2 util-linux psmisc qemu-system-x86 openssl curl hyperfine
-      libseccomp-dev pkg-config)
+      libseccomp-dev pkg-config docker-registry skopeo umoci)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

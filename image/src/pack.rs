@@ -1,0 +1,186 @@
+//! Packs an overlay upper directory into a layer tar: 0/0 character devices become `.wh.NAME`
+//! entries and opaque directories get a `.wh..wh..opq` entry; hard links, symlinks, modes,
+//! ownership, times and xattrs are kept. Entries are written in sorted order so the same upper
+//! gives the same tar.
+
+use crate::error::{io, Result};
+use crate::fsmeta;
+use crate::unpack::{OPAQUE_MARKER, OPAQUE_XATTR, WHITEOUT_PREFIX};
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use tar::{Builder, EntryType, Header};
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PackStats {
+    pub entries: u64,
+    pub whiteouts: u64,
+    pub bytes: u64,
+}
+
+struct Packer<W: Write> {
+    tar: Builder<W>,
+    root: PathBuf,
+    /// First path seen for each multiply-linked inode, so later names become hard links.
+    inodes: HashMap<(u64, u64), PathBuf>,
+    stats: PackStats,
+}
+
+fn header_for(m: &fs::Metadata, kind: EntryType) -> Header {
+    let mut h = Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(m.mode() & 0o7777);
+    h.set_uid(u64::from(m.uid()));
+    h.set_gid(u64::from(m.gid()));
+    h.set_mtime(u64::try_from(m.mtime()).unwrap_or(0));
+    h.set_size(0);
+    h
+}
+
+fn empty_file_header(mtime: u64) -> Header {
+    let mut h = Header::new_gnu();
+    h.set_entry_type(EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(mtime);
+    h.set_size(0);
+    h
+}
+
+impl<W: Write> Packer<W> {
+    fn xattrs(&mut self, p: &Path) -> Result<()> {
+        let mut recs: Vec<(String, Vec<u8>)> = Vec::new();
+        for name in fsmeta::list_xattrs(p)? {
+            if fsmeta::is_overlay_xattr(&name) {
+                continue;
+            }
+            if let Some(v) = fsmeta::get_xattr(p, &name)? {
+                recs.push((format!("SCHILY.xattr.{name}"), v));
+            }
+        }
+        if !recs.is_empty() {
+            let it = recs.iter().map(|(k, v)| (k.as_str(), v.as_slice()));
+            self.tar
+                .append_pax_extensions(it)
+                .map_err(io(format!("writing xattrs of {}", p.display())))?;
+        }
+        Ok(())
+    }
+
+    fn walk(&mut self, dir: &Path) -> Result<()> {
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .map_err(io(format!("reading {}", dir.display())))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<std::io::Result<_>>()
+            .map_err(io(format!("reading {}", dir.display())))?;
+        names.sort();
+        for name in names {
+            self.entry(&dir.join(name))?;
+        }
+        Ok(())
+    }
+
+    fn entry(&mut self, p: &Path) -> Result<()> {
+        let rel = p.strip_prefix(&self.root).unwrap_or(p).to_path_buf();
+        let m = fs::symlink_metadata(p).map_err(io(format!("inspecting {}", p.display())))?;
+        let ft = m.file_type();
+        let werr = || io(format!("writing {} to the layer", rel.display()));
+        self.stats.entries += 1;
+        if ft.is_char_device() && m.rdev() == 0 {
+            let name = rel
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let wh = rel.with_file_name(format!("{WHITEOUT_PREFIX}{name}"));
+            let mut h = empty_file_header(u64::try_from(m.mtime()).unwrap_or(0));
+            self.tar
+                .append_data(&mut h, &wh, std::io::empty())
+                .map_err(werr())?;
+            self.stats.whiteouts += 1;
+            return Ok(());
+        }
+        if ft.is_socket() {
+            return Ok(()); // a socket is a live endpoint, not content
+        }
+        // A redirect or metacopy entry only makes sense against the lower layers it points
+        // into; packed alone it would be a wrong layer.
+        for x in ["trusted.overlay.redirect", "trusted.overlay.metacopy"] {
+            if fsmeta::get_xattr(p, x)?.is_some() {
+                return Err(crate::error::format(
+                    "upper directory",
+                    format_args!("{} has {x}: mount the overlay with redirect_dir=off,metacopy=off to commit it", rel.display()),
+                ));
+            }
+        }
+        self.xattrs(p)?;
+        if ft.is_dir() {
+            let mut h = header_for(&m, EntryType::Directory);
+            self.tar
+                .append_data(&mut h, &rel, std::io::empty())
+                .map_err(werr())?;
+            if fsmeta::get_xattr(p, OPAQUE_XATTR)?.as_deref() == Some(b"y") {
+                let mut h = empty_file_header(u64::try_from(m.mtime()).unwrap_or(0));
+                self.tar
+                    .append_data(&mut h, rel.join(OPAQUE_MARKER), std::io::empty())
+                    .map_err(werr())?;
+                self.stats.whiteouts += 1;
+            }
+            return self.walk(p);
+        }
+        if ft.is_symlink() {
+            let to = fs::read_link(p).map_err(io(format!("reading link {}", p.display())))?;
+            let mut h = header_for(&m, EntryType::Symlink);
+            return self.tar.append_link(&mut h, &rel, &to).map_err(werr());
+        }
+        if !ft.is_dir() && m.nlink() > 1 {
+            if let Some(first) = self.inodes.get(&(m.dev(), m.ino())) {
+                let first = first.clone();
+                let mut h = header_for(&m, EntryType::Link);
+                return self.tar.append_link(&mut h, &rel, &first).map_err(werr());
+            }
+            self.inodes.insert((m.dev(), m.ino()), rel.clone());
+        }
+        if ft.is_file() {
+            let mut h = header_for(&m, EntryType::Regular);
+            h.set_size(m.len());
+            let f = fs::File::open(p).map_err(io(format!("opening {}", p.display())))?;
+            self.tar.append_data(&mut h, &rel, f).map_err(werr())?;
+            self.stats.bytes += m.len();
+            return Ok(());
+        }
+        let kind = if ft.is_char_device() {
+            EntryType::Char
+        } else if ft.is_block_device() {
+            EntryType::Block
+        } else {
+            EntryType::Fifo
+        };
+        let mut h = header_for(&m, kind);
+        let dev = m.rdev();
+        let (major, minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
+        h.set_device_major(u32::try_from(major).unwrap_or(0))
+            .map_err(werr())?;
+        h.set_device_minor(u32::try_from(minor).unwrap_or(0))
+            .map_err(werr())?;
+        self.tar
+            .append_data(&mut h, &rel, std::io::empty())
+            .map_err(werr())
+    }
+}
+
+/// Writes the layer tar of `upper` to `out` (uncompressed; the caller compresses and hashes).
+pub fn pack_upper<W: Write>(upper: &Path, out: W) -> Result<(W, PackStats)> {
+    let mut p = Packer {
+        tar: Builder::new(out),
+        root: upper.to_path_buf(),
+        inodes: HashMap::new(),
+        stats: PackStats::default(),
+    };
+    p.walk(upper)?;
+    let stats = p.stats;
+    let w = p.tar.into_inner().map_err(io("finishing the layer tar"))?;
+    Ok((w, stats))
+}
