@@ -3,7 +3,7 @@
 # non-interactive: packages already present are not fetched again.
 set -euo pipefail
 pkgs=(lxcfs prometheus prometheus-node-exporter crun runc busybox-static stress-ng procps htop
-      python3 iproute2 util-linux psmisc qemu-system-x86 openssl curl hyperfine)
+      python3 iproute2 nftables util-linux psmisc qemu-system-x86 openssl curl hyperfine)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -1,0 +1,248 @@
+//! Bridge networking on a real kernel. Each test makes its own network namespaces: "host" (where
+//! the bridge and nftables rules go), containers, and for traffic tests an "outside" namespace;
+//! nothing touches the machine's own interfaces and no packet leaves these namespaces.
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::os::fd::AsFd;
+use std::path::Path;
+
+use cgsight_network::network::veth_name;
+use cgsight_network::{parse_publish, Error, Netns, Network, NetworkConfig};
+use cgsight_testkit::{ChildGuard, TempDir};
+use common::{ask_peer_addr, link_outside, serve_peer_addrs, TestNs, HOST_EXT, OUTSIDE};
+
+fn cfg() -> NetworkConfig {
+    NetworkConfig::default()
+}
+
+fn leases(dir: &Path) -> usize {
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("state.json")).unwrap()).unwrap();
+    v["leases"].as_array().map(|a| a.len()).unwrap_or(0)
+}
+
+#[test]
+fn bridge_is_created_once_and_skips_a_taken_pool() {
+    let host = TestNs::new("net-host");
+    // A route inside 172.17/16: the first default pool is taken, the next one must be picked.
+    host.sh("ip link add d0 type veth peer name d1 && ip addr add 172.17.5.1/24 dev d0 && ip link set d0 up");
+    let state = TempDir::new("net-state");
+    let (a, b) = host.run(|| {
+        let a = Network::ensure(&cfg(), state.path()).unwrap();
+        let b = Network::ensure(&cfg(), state.path()).unwrap();
+        (a.bridge().clone(), b.bridge().clone())
+    });
+    assert_eq!(a, b);
+    assert_eq!(a.subnet.to_string(), "172.18.0.0/16");
+    assert_eq!(a.gateway, Ipv4Addr::new(172, 18, 0, 1));
+    let links = host.sh("ip -br link show type bridge");
+    assert_eq!(links.lines().count(), 1, "{links}");
+    assert!(host
+        .sh("ip -4 -br addr show cgsight0")
+        .contains("172.18.0.1/16"));
+    assert_eq!(host.sh("cat /proc/sys/net/ipv4/ip_forward").trim(), "1");
+    assert_eq!(
+        host.sh("cat /proc/sys/net/ipv4/conf/cgsight0/route_localnet")
+            .trim(),
+        "1"
+    );
+    let rules = host.ruleset();
+    assert_eq!(rules.matches("masquerade").count(), 3, "{rules}");
+    // A fresh state dir on the same host sees the bridge's own route but keeps away from d0.
+    let other = TempDir::new("net-state");
+    let c = host.run(|| {
+        Network::ensure(&cfg(), other.path())
+            .unwrap()
+            .bridge()
+            .clone()
+    });
+    assert_eq!(c.subnet.to_string(), "172.18.0.0/16");
+}
+
+#[test]
+fn concurrent_attaches_get_distinct_addresses_and_release_restores_everything() {
+    let host = TestNs::new("net-host");
+    let state = TempDir::new("net-state");
+    let net = host.run(|| Network::ensure(&cfg(), state.path()).unwrap());
+    let baseline = host.ruleset();
+    let ctrs: Vec<TestNs> = (0..20).map(|_| TestNs::new("net-ctr")).collect();
+    let ips: Vec<Ipv4Addr> = std::thread::scope(|s| {
+        let handles: Vec<_> = ctrs
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let (net, host) = (&net, &host);
+                s.spawn(move || {
+                    let p = parse_publish(&format!("{}:80", 20000 + i)).unwrap();
+                    host.run(|| {
+                        net.attach(&format!("c{i}"), "web", Netns::Fd(c.file().as_fd()), &[p])
+                    })
+                    .unwrap()
+                    .ip
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(ips.iter().collect::<HashSet<_>>().len(), 20, "{ips:?}");
+    assert!(ips.iter().all(|ip| net.bridge().subnet.contains(*ip)));
+    assert_eq!(leases(state.path()), 20);
+    assert_eq!(host.sh("ip -br link show type veth").lines().count(), 20);
+    assert!(ctrs[0]
+        .sh("ip -4 -br addr show eth0")
+        .contains(&format!("{}/16", ips[0])));
+    assert!(ctrs[0]
+        .sh("ip route show default")
+        .contains("via 172.17.0.1 dev eth0"));
+    assert_ne!(host.ruleset(), baseline);
+
+    std::thread::scope(|s| {
+        for i in 0..20 {
+            let (net, host) = (&net, &host);
+            s.spawn(move || host.run(|| net.release(&format!("c{i}")).unwrap()));
+        }
+    });
+    assert_eq!(leases(state.path()), 0);
+    assert_eq!(host.sh("ip -br link show type veth"), "");
+    assert!(ctrs[0]
+        .sh("ip -br link show eth0 2>&1 || true")
+        .contains("does not exist"));
+    assert_eq!(host.ruleset(), baseline);
+    // Release is idempotent, and a freed address is handed out again.
+    host.run(|| net.release("c0")).unwrap();
+    let again = host
+        .run(|| net.attach("c0", "web", Netns::Fd(ctrs[5].file().as_fd()), &[]))
+        .unwrap();
+    assert_eq!(again.ip, Ipv4Addr::new(172, 17, 0, 2));
+}
+
+#[test]
+fn traffic_between_containers_published_ports_and_masquerade() {
+    let (host, outside) = (TestNs::new("net-host"), TestNs::new("net-out"));
+    link_outside(&host, &outside);
+    let state = TempDir::new("net-state");
+    let net = host.run(|| Network::ensure(&cfg(), state.path()).unwrap());
+    // c1 by descriptor, c2 by the pid of a process living in it.
+    let c1 = TestNs::new("net-ctr");
+    let c2ns = TestNs::new("net-ctr");
+    let sleeper = ChildGuard::new(
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &c2ns.name, "sleep", "600"])
+            .spawn()
+            .unwrap(),
+    );
+    let c2pid = sleeper.pid() as u32;
+    cgsight_testkit::wait_for(
+        "sleeper in c2's netns",
+        std::time::Duration::from_secs(10),
+        || {
+            let ns = std::fs::read_link(format!("/proc/{c2pid}/ns/net")).ok()?;
+            let want = std::fs::metadata(format!("/run/netns/{}", c2ns.name)).ok()?;
+            use std::os::unix::fs::MetadataExt;
+            (ns.to_string_lossy() == format!("net:[{}]", want.ino())).then_some(())
+        },
+    );
+    let p = parse_publish("8080:80").unwrap();
+    let (a1, a2) = host.run(|| {
+        let a1 = net
+            .attach("t1", "one", Netns::Fd(c1.file().as_fd()), &[])
+            .unwrap();
+        let a2 = net.attach("t2", "two", Netns::Pid(c2pid), &[p]).unwrap();
+        (a1, a2)
+    });
+    // c2 serves its client's address on :80: 1 container client, 3 through the published port.
+    let listener = c2ns.run(|| TcpListener::bind("0.0.0.0:80").unwrap());
+    std::thread::scope(|s| {
+        s.spawn(|| serve_peer_addrs(listener, 4));
+        let seen = c1.run(|| ask_peer_addr(SocketAddr::from((a2.ip, 80))));
+        assert_eq!(
+            seen,
+            a1.ip.to_string(),
+            "container to container is not NATed"
+        );
+        let via_lo = host.run(|| ask_peer_addr(SocketAddr::from(([127, 0, 0, 1], 8080))));
+        assert_eq!(
+            via_lo,
+            a2.gateway.to_string(),
+            "127.0.0.1 is masqueraded to the bridge"
+        );
+        host.run(|| ask_peer_addr(SocketAddr::from((HOST_EXT, 8080))));
+        let from_out = outside.run(|| ask_peer_addr(SocketAddr::from((HOST_EXT, 8080))));
+        assert_eq!(from_out, OUTSIDE.to_string());
+    });
+    // Outbound from c1 to the outside arrives from the host's external address.
+    let out_l = outside.run(|| TcpListener::bind((OUTSIDE, 9000)).unwrap());
+    std::thread::scope(|s| {
+        s.spawn(|| serve_peer_addrs(out_l, 1));
+        let seen = c1.run(|| ask_peer_addr(SocketAddr::from((OUTSIDE, 9000))));
+        assert_eq!(seen, HOST_EXT.to_string());
+    });
+    host.run(|| {
+        net.release("t1").unwrap();
+        net.release("t2").unwrap();
+    });
+    assert!(!host.ruleset().contains("dnat to"));
+    drop(sleeper);
+}
+
+#[test]
+fn bad_input_gives_clear_errors_and_leaves_nothing() {
+    let e = parse_publish("70000:80").unwrap_err().to_string();
+    assert!(e.contains("70000"), "{e}");
+    let host = TestNs::new("net-host");
+    let state = TempDir::new("net-state");
+    let net = host.run(|| Network::ensure(&cfg(), state.path()).unwrap());
+    let (c1, c2) = (TestNs::new("net-ctr"), TestNs::new("net-ctr"));
+    let p = parse_publish("8080:80").unwrap();
+    host.run(|| net.attach("b1", "one", Netns::Fd(c1.file().as_fd()), &[p]))
+        .unwrap();
+    let rules = host.ruleset();
+    let links = host.sh("ip -br link");
+
+    let p2 = parse_publish("127.0.0.1:8080:81").unwrap();
+    let err = host
+        .run(|| net.attach("b2", "two", Netns::Fd(c2.file().as_fd()), &[p2]))
+        .unwrap_err();
+    assert!(matches!(err, Error::PortTaken { port: 8080, .. }), "{err}");
+    assert!(err.to_string().contains("b1"), "{err}");
+    let twice = [
+        parse_publish("9000:1").unwrap(),
+        parse_publish("9000:2").unwrap(),
+    ];
+    let err = host
+        .run(|| net.attach("b2", "two", Netns::Fd(c2.file().as_fd()), &twice))
+        .unwrap_err();
+    assert!(matches!(err, Error::BadPublish { .. }), "{err}");
+    let err = host
+        .run(|| net.attach("../x", "two", Netns::Fd(c2.file().as_fd()), &[]))
+        .unwrap_err();
+    assert!(matches!(err, Error::BadId(_)), "{err}");
+    assert_eq!(leases(state.path()), 1);
+    assert_eq!(host.ruleset(), rules);
+    assert_eq!(host.sh("ip -br link"), links);
+    assert_eq!(c2.sh("ip -br link show type veth"), "");
+    assert!(!links.contains(&veth_name("b2")));
+
+    // A configured subnet over an existing route: refused before anything is created.
+    host.sh("ip link add d0 type veth peer name d1 && ip addr add 10.77.1.1/24 dev d0 && ip link set d0 up");
+    let other = TempDir::new("net-state");
+    let bad = NetworkConfig {
+        bridge: "cgtest1".into(),
+        subnet: Some("10.77.0.0/16".parse().unwrap()),
+        mtu: 1500,
+    };
+    let err = host
+        .run(|| Network::ensure(&bad, other.path()))
+        .unwrap_err();
+    assert!(matches!(err, Error::SubnetOverlap { .. }), "{err}");
+    assert!(
+        err.to_string().contains("10.77.1.0/24") || err.to_string().contains("10.77.1.1/24"),
+        "{err}"
+    );
+    assert!(!host.sh("ip -br link").contains("cgtest1"));
+    assert!(!host.ruleset().contains("cgtest1"));
+    assert!(!other.path().join("state.json").exists());
+}
