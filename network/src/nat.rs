@@ -139,8 +139,12 @@ pub fn unpublish_script(bridge: &str, id: &str, keys: &[(String, u64)], has_chai
     s
 }
 
-/// Runs `nft` with `args`, feeding `stdin`; returns stdout.
-pub fn nft(args: &[&str], stdin: &str) -> Result<String> {
+/// An `nft` process started with its input written; [`Pending::wait`] collects the outcome.
+/// Lets attach overlap nft's start-up (milliseconds) with the netlink work.
+pub struct Pending(std::process::Child);
+
+/// Starts `nft` with `args`, feeding `stdin` (small: fits the pipe buffer, so this never blocks).
+pub fn spawn(args: &[&str], stdin: &str) -> Result<Pending> {
     let spawn_err = |e: std::io::Error| Error::Nft {
         status: "spawn".into(),
         stderr: e.to_string(),
@@ -155,14 +159,29 @@ pub fn nft(args: &[&str], stdin: &str) -> Result<String> {
     if let Some(mut i) = child.stdin.take() {
         i.write_all(stdin.as_bytes()).map_err(spawn_err)?;
     }
-    let out = child.wait_with_output().map_err(spawn_err)?;
-    if !out.status.success() {
-        return Err(Error::Nft {
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
+    Ok(Pending(child))
+}
+
+impl Pending {
+    /// Waits for `nft`; returns its stdout, or its stderr as the error.
+    pub fn wait(self) -> Result<String> {
+        let out = self.0.wait_with_output().map_err(|e| Error::Nft {
+            status: "wait".into(),
+            stderr: e.to_string(),
+        })?;
+        if !out.status.success() {
+            return Err(Error::Nft {
+                status: out.status.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs `nft` with `args`, feeding `stdin`; returns stdout.
+pub fn nft(args: &[&str], stdin: &str) -> Result<String> {
+    spawn(args, stdin)?.wait()
 }
 
 /// Applies a batch atomically.

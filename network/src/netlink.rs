@@ -166,7 +166,7 @@ impl Rtnl {
         }
     }
 
-    /// Creates a veth pair in one message: `host` enslaved to bridge `master` here, `peer` created
+    /// Creates a veth pair (host end up) in one message: `host` enslaved to bridge `master` here, `peer` created
     /// directly inside `target`'s namespace under its final name (no rename step needed).
     pub fn create_veth(
         &mut self,
@@ -186,6 +186,10 @@ impl Rtnl {
             NsTarget::Fd(fd) => LinkAttribute::NetNsFd(fd.as_raw_fd()),
         });
         let mut msg = LinkMessage::default();
+        // The host end is created up (ifi_flags apply on create), saving a SETLINK. Not the peer:
+        // veth refuses to open (ENOTCONN) before its peer is linked, which happens after.
+        msg.header.flags = LinkFlags::Up;
+        msg.header.change_mask = LinkFlags::Up;
         msg.attributes.push(LinkAttribute::IfName(host.to_string()));
         msg.attributes.push(LinkAttribute::Mtu(mtu));
         msg.attributes.push(LinkAttribute::Controller(master));

@@ -93,6 +93,24 @@ fn choose_subnet(cfg: &NetworkConfig, taken: &[(Ipv4Addr, u8)]) -> Result<Subnet
     }
 }
 
+/// Gateway address, up, sysctls, NAT table: everything after the bridge link exists.
+fn configure_bridge(rtnl: &mut Rtnl, bs: &BridgeState) -> Result<()> {
+    let index = rtnl
+        .link_index(&bs.name)?
+        .ok_or_else(|| Error::NetlinkDecode {
+            op: "create bridge".into(),
+            reason: "bridge vanished".into(),
+        })?;
+    rtnl.add_address(index, bs.subnet.gateway(), bs.subnet.prefix_len())?;
+    rtnl.set_up(index)?;
+    write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
+    write_sysctl(
+        &format!("/proc/sys/net/ipv4/conf/{}/route_localnet", bs.name),
+        "1",
+    )?;
+    nat::apply(&nat::base_script(&bs.name, bs.subnet))
+}
+
 impl Network {
     /// Creates the bridge if needed (subnet chosen once and kept in `state_dir`), gives it the
     /// gateway address, brings it up, enables `ip_forward` (docker does the same) and
@@ -128,21 +146,14 @@ impl Network {
                     subnet,
                     mtu: cfg.mtu,
                 };
-                rtnl.create_bridge(&bs.name, bs.mtu)?;
-                let index = rtnl
-                    .link_index(&bs.name)?
-                    .ok_or_else(|| Error::NetlinkDecode {
-                        op: "create bridge".into(),
-                        reason: "bridge vanished".into(),
-                    })?;
-                rtnl.add_address(index, subnet.gateway(), subnet.prefix_len())?;
-                rtnl.set_up(index)?;
-                write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
-                write_sysctl(
-                    &format!("/proc/sys/net/ipv4/conf/{}/route_localnet", bs.name),
-                    "1",
-                )?;
-                nat::apply(&nat::base_script(&bs.name, subnet))?;
+                let created = rtnl.create_bridge(&bs.name, bs.mtu)?;
+                if let Err(e) = configure_bridge(&mut rtnl, &bs) {
+                    // Leave no half-made bridge behind; an existing one is not ours to remove.
+                    if created {
+                        let _ = rtnl.delete_link(&bs.name);
+                    }
+                    return Err(e);
+                }
                 locked.state.bridge = Some(bs.clone());
                 locked.save()?;
                 bs
@@ -222,6 +233,22 @@ impl Network {
     }
 
     fn plumb(&self, id: &str, netns: Netns<'_>, att: &Attachment) -> Result<()> {
+        // nft takes milliseconds to start: run it while the netlink work is done, and always
+        // wait for it, so that a failed attach's release finds every rule it made.
+        let nft = match att.ports.is_empty() {
+            true => None,
+            false => Some(nat::spawn(
+                &["-f", "-"],
+                &nat::publish_script(&self.bridge.name, id, att.ip, &att.ports),
+            )?),
+        };
+        let links = self.plumb_links(netns, att);
+        let rules = nft.map(|p| p.wait()).transpose();
+        links?;
+        rules.map(|_| ())
+    }
+
+    fn plumb_links(&self, netns: Netns<'_>, att: &Attachment) -> Result<()> {
         let b = &self.bridge;
         let mut rtnl = Rtnl::open()?;
         let master = rtnl
@@ -237,13 +264,6 @@ impl Network {
             CONTAINER_IFNAME,
             netns.target(),
         )?;
-        let host_index = rtnl
-            .link_index(&att.veth_host)?
-            .ok_or_else(|| Error::NetlinkDecode {
-                op: "attach".into(),
-                reason: "veth vanished".into(),
-            })?;
-        rtnl.set_up(host_index)?;
         let (ip, len, gw) = (att.ip, att.prefix_len, att.gateway);
         netns::run_in(netns, move || {
             let mut inner = Rtnl::open()?;
@@ -259,11 +279,7 @@ impl Network {
             inner.add_address(eth, ip, len)?;
             inner.set_up(eth)?;
             inner.add_default_route(gw, eth)
-        })?;
-        if !att.ports.is_empty() {
-            nat::apply(&nat::publish_script(&b.name, id, att.ip, &att.ports))?;
-        }
-        Ok(())
+        })
     }
 
     /// See [`release`].
