@@ -13,7 +13,8 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute,
+    LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -216,6 +217,22 @@ impl Rtnl {
             RouteNetlinkMessage::SetLink(msg),
             NLM_F_ACK,
         )?;
+        Ok(())
+    }
+
+    /// Hairpin mode on a bridge port: frames may leave by the port they came in on, which a
+    /// container reaching its own published port needs (docker sets it with the proxy off).
+    pub fn set_hairpin(&mut self, index: u32) -> Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::PortKind(InfoPortKind::Bridge),
+            LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(
+                true,
+            )])),
+        ]));
+        let op = format!("set hairpin on link {index}");
+        self.request(&op, RouteNetlinkMessage::NewLink(msg), NLM_F_ACK)?;
         Ok(())
     }
 

@@ -264,6 +264,13 @@ impl Network {
             CONTAINER_IFNAME,
             netns.target(),
         )?;
+        let host_index = rtnl
+            .link_index(&att.veth_host)?
+            .ok_or_else(|| Error::NetlinkDecode {
+                op: "attach".into(),
+                reason: "veth vanished".into(),
+            })?;
+        rtnl.set_hairpin(host_index)?;
         let (ip, len, gw) = (att.ip, att.prefix_len, att.gateway);
         netns::run_in(netns, move || {
             let mut inner = Rtnl::open()?;

@@ -153,16 +153,22 @@ fn traffic_between_containers_published_ports_and_masquerade() {
         let a2 = net.attach("t2", "two", Netns::Pid(c2pid), &[p]).unwrap();
         (a1, a2)
     });
-    // c2 serves its client's address on :80: 1 container client, 3 through the published port.
+    // c2 serves its client's address on :80: 1 container client, 5 through the published port.
     let listener = c2ns.run(|| TcpListener::bind("0.0.0.0:80").unwrap());
     std::thread::scope(|s| {
-        s.spawn(|| serve_peer_addrs(listener, 4));
+        s.spawn(|| serve_peer_addrs(listener, 6));
         let seen = c1.run(|| ask_peer_addr(SocketAddr::from((a2.ip, 80))));
         assert_eq!(
             seen,
             a1.ip.to_string(),
             "container to container is not NATed"
         );
+        // Through the host's published port from a container, and from c2 to itself (hairpin):
+        // both masqueraded, so replies come back through the host's conntrack.
+        let from_c1 = c1.run(|| ask_peer_addr(SocketAddr::from((HOST_EXT, 8080))));
+        assert_eq!(from_c1, a2.gateway.to_string());
+        let own = c2ns.run(|| ask_peer_addr(SocketAddr::from((HOST_EXT, 8080))));
+        assert_eq!(own, a2.gateway.to_string());
         let via_lo = host.run(|| ask_peer_addr(SocketAddr::from(([127, 0, 0, 1], 8080))));
         assert_eq!(
             via_lo,

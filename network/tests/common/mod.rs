@@ -82,9 +82,15 @@ pub fn link_outside(host: &TestNs, outside: &TestNs) {
 pub const HOST_EXT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 pub const OUTSIDE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 
-/// Accepts `n` connections on `l`, answering each with the peer's address; returns when done.
+/// Accepts up to `n` connections on `l`, answering each with the peer's address; gives up when
+/// none arrives for 20 s (so a failing client panics the test instead of hanging it).
 pub fn serve_peer_addrs(l: TcpListener, n: usize) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     for _ in 0..n {
+        let mut fds = [PollFd::new(l.as_fd(), PollFlags::POLLIN)];
+        if poll(&mut fds, PollTimeout::from(20_000u16)).unwrap_or(0) == 0 {
+            return;
+        }
         let (mut s, peer) = l.accept().expect("accept");
         let _ = s.write_all(peer.ip().to_string().as_bytes());
     }
