@@ -144,6 +144,14 @@ impl Rtnl {
         }
     }
 
+    /// The index of a link that must exist at this point of `op`.
+    pub fn require_index(&mut self, name: &str, op: &str) -> Result<u32> {
+        self.link_index(name)?.ok_or_else(|| Error::NetlinkDecode {
+            op: op.to_string(),
+            reason: format!("link {name} is missing"),
+        })
+    }
+
     /// Creates a bridge; EEXIST is reported as Ok(false) so concurrent callers agree.
     pub fn create_bridge(&mut self, name: &str, mtu: u32) -> Result<bool> {
         let mut msg = LinkMessage::default();

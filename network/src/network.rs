@@ -95,12 +95,7 @@ fn choose_subnet(cfg: &NetworkConfig, taken: &[(Ipv4Addr, u8)]) -> Result<Subnet
 
 /// Gateway address, up, sysctls, NAT table: everything after the bridge link exists.
 fn configure_bridge(rtnl: &mut Rtnl, bs: &BridgeState) -> Result<()> {
-    let index = rtnl
-        .link_index(&bs.name)?
-        .ok_or_else(|| Error::NetlinkDecode {
-            op: "create bridge".into(),
-            reason: "bridge vanished".into(),
-        })?;
+    let index = rtnl.require_index(&bs.name, "create bridge")?;
     rtnl.add_address(index, bs.subnet.gateway(), bs.subnet.prefix_len())?;
     rtnl.set_up(index)?;
     write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
@@ -251,12 +246,7 @@ impl Network {
     fn plumb_links(&self, netns: Netns<'_>, att: &Attachment) -> Result<()> {
         let b = &self.bridge;
         let mut rtnl = Rtnl::open()?;
-        let master = rtnl
-            .link_index(&b.name)?
-            .ok_or_else(|| Error::NetlinkDecode {
-                op: "attach".into(),
-                reason: format!("bridge {} is gone", b.name),
-            })?;
+        let master = rtnl.require_index(&b.name, "attach")?;
         rtnl.create_veth(
             &att.veth_host,
             master,
@@ -264,12 +254,7 @@ impl Network {
             CONTAINER_IFNAME,
             netns.target(),
         )?;
-        let host_index = rtnl
-            .link_index(&att.veth_host)?
-            .ok_or_else(|| Error::NetlinkDecode {
-                op: "attach".into(),
-                reason: "veth vanished".into(),
-            })?;
+        let host_index = rtnl.require_index(&att.veth_host, "attach")?;
         rtnl.set_hairpin(host_index)?;
         let (ip, len, gw) = (att.ip, att.prefix_len, att.gateway);
         netns::run_in(netns, move || {
@@ -277,12 +262,7 @@ impl Network {
             if let Some(lo) = inner.link_index("lo")? {
                 inner.set_up(lo)?;
             }
-            let eth = inner
-                .link_index(CONTAINER_IFNAME)?
-                .ok_or_else(|| Error::NetlinkDecode {
-                    op: "attach".into(),
-                    reason: "eth0 missing in netns".into(),
-                })?;
+            let eth = inner.require_index(CONTAINER_IFNAME, "attach")?;
             inner.add_address(eth, ip, len)?;
             inner.set_up(eth)?;
             inner.add_default_route(gw, eth)

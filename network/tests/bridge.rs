@@ -280,15 +280,21 @@ fn release_works_from_state_alone_after_a_crash() {
     assert_eq!(host.sh("ip -br link show type veth"), "");
 }
 
+/// A host namespace with the bridge, its state dir and one container namespace.
+fn one_container_setup() -> (TestNs, TempDir, TestNs, Network) {
+    let host = TestNs::new("net-host");
+    let state = TempDir::new("net-state");
+    let c = TestNs::new("net-ctr");
+    let net = host.run(|| Network::ensure(&cfg(), state.path()).unwrap());
+    (host, state, c, net)
+}
+
 /// Not a pass/fail test: prints the median attach and release times (run with --ignored).
 #[test]
 #[ignore]
 fn attach_release_latency() {
     use std::time::Instant;
-    let host = TestNs::new("net-host");
-    let state = TempDir::new("net-state");
-    let c = TestNs::new("net-ctr");
-    let net = host.run(|| Network::ensure(&cfg(), state.path()).unwrap());
+    let (host, _state, c, net) = one_container_setup();
     // CPU time of this process (user + sys, all threads): the cost on an idle machine, which
     // wall time on a loaded 2-core box is not. Children (nft) are counted after they are reaped.
     let cpu = || {
@@ -335,10 +341,7 @@ fn attach_release_latency() {
 fn attach_step_latency() {
     use cgsight_network::netlink::{NsTarget, Rtnl};
     use std::time::Instant;
-    let host = TestNs::new("net-host");
-    let state = TempDir::new("net-state");
-    let c = TestNs::new("net-ctr");
-    let net = host.run(|| Network::ensure(&cfg(), state.path()).unwrap());
+    let (host, state, c, net) = one_container_setup();
     let mut steps: [Vec<u128>; 6] = Default::default();
     host.run(|| {
         let mut rtnl = Rtnl::open().unwrap();
