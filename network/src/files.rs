@@ -107,4 +107,27 @@ mod tests {
         let r = resolv_conf_from("nameserver fe80::1%eth0\n");
         assert_eq!(r, "nameserver fe80::1%eth0\n");
     }
+
+    #[test]
+    fn resolv_follows_systemd_resolved_upstream() {
+        let dir = std::env::temp_dir().join(format!("cgsight-test-resolv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (etc, up) = (dir.join("etc"), dir.join("up"));
+        std::fs::write(&etc, "nameserver 127.0.0.53\noptions edns0\n").unwrap();
+        std::fs::write(&up, "nameserver 192.0.2.53\n").unwrap();
+        assert_eq!(
+            resolv_conf_at(&etc, &up).unwrap(),
+            "nameserver 192.0.2.53\n"
+        );
+        std::fs::remove_file(&up).unwrap();
+        let fallback = resolv_conf_at(&etc, &up).unwrap();
+        assert_eq!(
+            fallback,
+            "options edns0\nnameserver 8.8.8.8\nnameserver 8.8.4.4\n"
+        );
+        assert!(resolv_conf_at(&dir.join("absent"), &up)
+            .unwrap()
+            .contains("8.8.8.8"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -9,6 +9,11 @@
 //! against 16); Debian's `nft` for rules, because the netlink alternatives are GPL (`rustables`,
 //! `nftnl`) and the `nftables` crate only wraps the same `nft` process (31 crates).
 //!
+//! Measured here (release, 2 loaded cores, medians of 50): `ensure` on an existing bridge 69 µs;
+//! `attach` 2.3 ms wall / 1.7 ms CPU without ports (create veth 1.0 ms, in-netns setup 0.6 ms,
+//! lease 0.12 ms), 7.5 ms with one `-p` (the `nft` process, 6 ms, overlapped with netlink);
+//! `release` 18 ms wall but 0.9 ms CPU: the kernel's RCU wait when a veth is deleted.
+//!
 //! - [`config`]: the network's JSON settings (bridge, subnet, MTU).
 //! - [`error`]: the crate's error type.
 //! - [`files`]: /etc/hosts and /etc/resolv.conf contents.

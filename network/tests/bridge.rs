@@ -294,7 +294,7 @@ fn one_container_setup() -> (TestNs, TempDir, TestNs, Network) {
 #[ignore]
 fn attach_release_latency() {
     use std::time::Instant;
-    let (host, _state, c, net) = one_container_setup();
+    let (host, state, c, net) = one_container_setup();
     // CPU time of this process (user + sys, all threads): the cost on an idle machine, which
     // wall time on a loaded 2-core box is not. Children (nft) are counted after they are reaped.
     let cpu = || {
@@ -308,6 +308,16 @@ fn attach_release_latency() {
         v.sort_unstable();
         v[v.len() / 2]
     };
+    // ensure on an existing bridge: what every launch pays before attach.
+    let mut ens = vec![];
+    host.run(|| {
+        for _ in 0..50 {
+            let t = Instant::now();
+            Network::ensure(&cfg(), state.path()).unwrap();
+            ens.push(t.elapsed().as_micros());
+        }
+    });
+    println!("ensure (bridge exists): median {} µs wall", median(ens));
     for ports in [vec![], vec![parse_publish("8080:80").unwrap()]] {
         let (mut att, mut rel, mut att_cpu, mut rel_cpu) = (vec![], vec![], vec![], vec![]);
         host.run(|| {
