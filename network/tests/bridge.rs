@@ -226,6 +226,12 @@ fn bad_input_gives_clear_errors_and_leaves_nothing() {
         .run(|| net.attach("../x", "two", Netns::Fd(c2.file().as_fd()), &[]))
         .unwrap_err();
     assert!(matches!(err, Error::BadId(_)), "{err}");
+    // A container whose netns is gone (no such pid): the lease and the rules are rolled back.
+    let p3 = [parse_publish("9001:80").unwrap()];
+    let err = host
+        .run(|| net.attach("b3", "three", Netns::Pid(u32::MAX / 2), &p3))
+        .unwrap_err();
+    assert!(err.to_string().contains("No such process"), "{err}");
     assert_eq!(leases(state.path()), 1);
     assert_eq!(host.ruleset(), rules);
     assert_eq!(host.sh("ip -br link"), links);
