@@ -1,18 +1,22 @@
-//! A read that cannot hang its caller: done in a forked child, which is killed when it takes
-//! too long. A FUSE request to a stopped or hung server blocks its reader until the server
-//! answers, and only a fatal signal ends that wait: so the reader must be a process we can
-//! kill, not a thread.
+//! A read that cannot hang its caller: done in a forked process, which is killed when it
+//! takes too long. A FUSE request to a stopped or hung server blocks its reader until the
+//! server answers; only a fatal signal ends that wait, and not even that once the server has
+//! taken the request (always so over io_uring: the request sits in the stopped server's
+//! ring). So the reader is a grandchild, orphaned at once: a reader that outlives its kill
+//! stays stuck in the kernel until the server answers or dies, then is reaped by init, and
+//! the caller keeps neither a thread nor a zombie.
 
 use std::ffi::CString;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::sys::wait::waitpid;
+use nix::unistd::{fork, pipe2, ForkResult, Pid};
 
 /// How a bounded read ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,70 +29,108 @@ pub enum Probe {
     TimedOut,
 }
 
-/// Opens `path` and reads from it in a child process, waiting at most `timeout`.
+/// Messages from the reader, 8 bytes each (atomic on a pipe): a tag and a value.
+const TAG_PID: u32 = 1;
+const TAG_RESULT: u32 = 2;
+
+/// Writes one message; only async-signal-safe calls.
+fn send(fd: i32, tag: u32, value: i32) {
+    let mut m = [0u8; 8];
+    let (t, v) = m.split_at_mut(4);
+    t.copy_from_slice(&tag.to_ne_bytes());
+    v.copy_from_slice(&value.to_ne_bytes());
+    // SAFETY: writes 8 bytes from a live stack buffer.
+    unsafe { libc::write(fd, m.as_ptr().cast(), m.len()) };
+}
+
+/// The reader: its pid, then 0 or the errno of open/read. Never returns.
+fn reader(path: &CString, out: i32) -> ! {
+    // SAFETY: getpid, open, read, write and _exit are async-signal-safe; path and the buffer
+    // were made before the fork.
+    unsafe {
+        send(out, TAG_PID, libc::getpid());
+        let mut buf = [0u8; 64];
+        let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        let r = if fd < 0 || libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) < 0 {
+            nix::errno::Errno::last_raw().max(1)
+        } else {
+            0
+        };
+        send(out, TAG_RESULT, r);
+        libc::_exit(0)
+    }
+}
+
+/// Opens `path` and reads from it in another process, waiting at most `timeout`.
 pub fn read_bounded(path: &Path, timeout: Duration) -> Probe {
     let Ok(cpath) = CString::new(path.as_os_str().as_bytes()) else {
         return Probe::Failed(libc::EINVAL);
     };
-    // SAFETY: after fork the child runs only async-signal-safe calls (open, read, _exit) on
-    // memory prepared before the fork: no allocation, no locks, no return into Rust code.
+    let (rx, tx) = match pipe2(OFlag::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => return Probe::Failed(e as i32),
+    };
+    // SAFETY: after fork the children run only async-signal-safe calls (fork, getpid, open,
+    // read, write, _exit) on memory prepared before the fork, and never return into Rust.
     match unsafe { fork() } {
         Err(e) => Probe::Failed(e as i32),
         Ok(ForkResult::Child) => {
-            let mut buf = [0u8; 64];
-            // SAFETY: cpath is a live NUL-terminated string and buf a live buffer of its length.
-            let code = unsafe {
-                let fd = libc::open(cpath.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
-                if fd < 0 || libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) < 0 {
-                    nix::errno::Errno::last_raw().clamp(1, 255)
-                } else {
-                    0
+            // SAFETY: as above; the intermediate child only forks and exits, orphaning the
+            // reader so that init, not our caller, reaps it.
+            unsafe {
+                match libc::fork() {
+                    0 => reader(&cpath, tx.as_raw_fd()),
+                    -1 => send(tx.as_raw_fd(), TAG_RESULT, nix::errno::Errno::last_raw()),
+                    _ => {}
                 }
-            };
-            // SAFETY: _exit ends the child without running the parent's atexit handlers.
-            unsafe { libc::_exit(code) }
+                libc::_exit(0)
+            }
         }
-        Ok(ForkResult::Parent { child }) => wait_bounded(child, timeout),
+        Ok(ForkResult::Parent { child }) => {
+            let _ = waitpid(child, None);
+            drop(tx);
+            collect(rx, Instant::now() + timeout)
+        }
     }
 }
 
-fn pidfd_open(pid: Pid) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
-    let fd = i32::try_from(fd).ok().filter(|&fd| fd >= 0)?;
-    // SAFETY: the kernel just gave us this fd; nothing else owns it.
-    Some(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Reaps `child` if it ends within `timeout`, else kills and reaps it.
-fn wait_bounded(child: Pid, timeout: Duration) -> Probe {
-    let end = Instant::now() + timeout;
-    // A pidfd polls readable when the child exits (Linux 5.3+); without one, poll briefly.
-    let pidfd = pidfd_open(child);
+/// Reads the reader's messages until its result, its end (EOF) or `end`; kills it on timeout.
+fn collect(rx: OwnedFd, end: Instant) -> Probe {
+    let mut pid = None;
     loop {
-        match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, 0)) => return Probe::Read,
-            Ok(WaitStatus::Exited(_, code)) => return Probe::Failed(code),
-            Ok(WaitStatus::Signaled(..)) => return Probe::Failed(libc::EINTR),
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Probe::Failed(e as i32),
-        }
         let left = end.saturating_duration_since(Instant::now());
         if left.is_zero() {
             break;
         }
-        let ms = PollTimeout::from(left.as_millis().clamp(1, 100) as u16);
-        match &pidfd {
-            Some(fd) => {
-                let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-                let _ = poll(&mut fds, ms);
-            }
-            None => std::thread::sleep(Duration::from_millis(10).min(left)),
+        let ms = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(rx.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, ms) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(e) => return Probe::Failed(e as i32),
+        }
+        let mut m = [0u8; 8];
+        match nix::unistd::read(&rx, &mut m) {
+            Ok(8) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            // EOF (or a torn message): the reader died without a result.
+            _ => return Probe::Failed(libc::EINTR),
+        }
+        let (t, v) = m.split_at(4);
+        let tag = u32::from_ne_bytes(t.try_into().unwrap_or_default());
+        let value = i32::from_ne_bytes(v.try_into().unwrap_or_default());
+        match tag {
+            TAG_PID => pid = Some(Pid::from_raw(value)),
+            TAG_RESULT if value == 0 => return Probe::Read,
+            TAG_RESULT => return Probe::Failed(value),
+            _ => return Probe::Failed(libc::EPROTO),
         }
     }
-    // The child's FUSE wait ends on SIGKILL (the kernel aborts a request on a fatal signal).
-    let _ = kill(child, Signal::SIGKILL);
-    let _ = waitpid(child, None);
+    // Still reading, so still alive: the pid is its own. The kill ends a wait the kernel can
+    // abort; otherwise the reader ends when the server answers or dies.
+    if let Some(pid) = pid {
+        let _ = kill(pid, Signal::SIGKILL);
+    }
     Probe::TimedOut
 }
 
