@@ -12,7 +12,7 @@ use crate::probe::{read_bounded, Probe};
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// True when `mp` is a live mount of these views: its uptime file reads within 2 s. A stopped
-/// or hung server gives false (and does not hang the caller: see [`crate::probe`]).
+/// or hung server gives false (and does not hang the caller: the read is done by a killable process).
 pub fn is_serving(mp: &Path) -> bool {
     let Some(mp) = mount_path(mp) else {
         return false;
@@ -56,6 +56,15 @@ fn dead_server(errno: i32) -> bool {
     matches!(errno, libc::ENOTCONN | libc::ECONNABORTED | libc::ECANCELED)
 }
 
+fn detach_stale(mp: &Path) -> Result<(), Error> {
+    tracing::warn!(mountpoint = %mp.display(), "detaching a stale FUSE mount");
+    detach(mp).map_err(|e| Error::Io {
+        path: mp.into(),
+        what: "detaching a stale mount",
+        source: e.into(),
+    })
+}
+
 /// Makes the mount point (and its parents) and detaches a dead FUSE mount left there by a
 /// killed server (see [`dead_server`]). A mounted server that does not answer (stopped, hung)
 /// is an error: mounting over it would hide it, not fix it.
@@ -65,14 +74,7 @@ pub(crate) fn prepare_mountpoint(mp: &Path) -> Result<(), Error> {
         if let Some(canon) = mount_path(mp).filter(|c| is_mountpoint(c)) {
             match read_bounded(&canon.join("proc/uptime"), PROBE_TIMEOUT) {
                 Probe::Failed(e) if dead_server(e) => {
-                    tracing::warn!(mountpoint = %mp.display(), "detaching a stale FUSE mount");
-                    if let Err(e) = detach(mp) {
-                        return Err(Error::Io {
-                            path: mp.into(),
-                            what: "detaching a stale mount",
-                            source: e.into(),
-                        });
-                    }
+                    detach_stale(mp)?;
                     continue;
                 }
                 Probe::TimedOut => {
@@ -95,16 +97,7 @@ pub(crate) fn prepare_mountpoint(mp: &Path) -> Result<(), Error> {
                     source: io::Error::from_raw_os_error(libc::ENOTDIR),
                 })
             }
-            Err(e) if e.raw_os_error().is_some_and(dead_server) => {
-                tracing::warn!(mountpoint = %mp.display(), "detaching a stale FUSE mount");
-                if let Err(e) = detach(mp) {
-                    return Err(Error::Io {
-                        path: mp.into(),
-                        what: "detaching a stale mount",
-                        source: e.into(),
-                    });
-                }
-            }
+            Err(e) if e.raw_os_error().is_some_and(dead_server) => detach_stale(mp)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 std::fs::create_dir_all(mp).map_err(|source| Error::Io {
                     path: mp.into(),

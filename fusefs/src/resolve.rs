@@ -7,8 +7,8 @@
 //! own cgroups. A caller that is gone (or pid 0: not visible to us) gets the host files.
 //!
 //! In front of that sits a per-thread cache (tid → reader), held with a pidfd of the thread:
-//! a hit costs one pidfd_send_signal instead of a stat of /proc/<tid>/ns/pid (a procfs path
-//! walk, ~6 µs here) plus, for host-namespace readers, a parse of /proc/<tid>/cgroup. A thread
+//! a hit costs one pidfd_send_signal instead of a stat of `/proc/<tid>/ns/pid` (a procfs path
+//! walk, ~6 µs here) plus, for host-namespace readers, a parse of `/proc/<tid>/cgroup`. A thread
 //! never changes pid namespace, and a dead thread's pidfd fails the check even if its tid was
 //! reused, so only the cgroup membership can go stale: it is trusted for `MEMBERSHIP_TTL`, the
 //! same as the per-namespace cache.
