@@ -1,5 +1,5 @@
-//! `is_serving` against a server that is mounted but stopped (SIGSTOP): it must return (false)
-//! instead of hanging its caller. Needs root (FUSE mounts).
+//! `is_serving` and `spawn` against a server that is mounted but stopped (SIGSTOP): they must
+//! return (false, an error) instead of hanging their caller. Needs root (FUSE mounts).
 //!
 //! The server is this test binary re-run as a child that only mounts and waits
 //! (`serve_until_killed`), so the test can stop it without stopping itself.
@@ -22,16 +22,19 @@ fn serve_until_killed() {
     let Some(mp) = std::env::var_os(SERVE_AT) else {
         return;
     };
-    let _fs = cgsight_fusefs::spawn(FsConfig {
-        mountpoint: PathBuf::from(mp),
-        cpu_view: CpuView::Quota,
-        threads: 2,
-        io_uring: IoUringMode::Auto,
-    })
-    .expect("mounting the views");
+    let _fs = cgsight_fusefs::spawn(config(PathBuf::from(mp))).expect("mounting the views");
     println!("cgsight-test-serving");
     loop {
         std::thread::park();
+    }
+}
+
+fn config(mountpoint: PathBuf) -> FsConfig {
+    FsConfig {
+        mountpoint,
+        cpu_view: CpuView::Quota,
+        threads: 2,
+        io_uring: IoUringMode::Auto,
     }
 }
 
@@ -96,6 +99,12 @@ fn a_stopped_server_is_not_serving_and_does_not_hang_the_caller() {
         !cgsight_fusefs::is_serving(&g.mp),
         "a stopped server does not serve"
     );
+    // Nor is it mounted over (which would hide it) or waited for.
+    match cgsight_fusefs::spawn(config(g.mp.clone())) {
+        Err(cgsight_fusefs::Error::Io { what, .. }) => assert!(what.contains("does not answer")),
+        Err(e) => panic!("unexpected error: {e}"),
+        Ok(_) => panic!("mounted over a stopped server"),
+    }
     let mp = g.mp.clone();
     drop(g);
     assert!(!mounted(&mp), "the mount is gone");
