@@ -1,6 +1,7 @@
 //! The task states of a cgroup subtree: how many threads run (R) or wait uninterruptibly (D),
 //! for a container's loadavg and /proc/stat `procs_running` / `procs_blocked`.
 
+use std::fmt::Write;
 use std::io::Read;
 use std::path::PathBuf;
 
@@ -68,9 +69,7 @@ pub fn count(cg: &Cgroup) -> TaskCounts {
         if read_into(&d.join(file), &mut list) {
             for tid in list.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
                 proc_path.clear();
-                proc_path.push_str("/proc/");
-                proc_path.push_str(&tid.to_string());
-                proc_path.push_str("/stat");
+                let _ = write!(proc_path, "/proc/{tid}/stat");
                 if !read_into(std::path::Path::new(&proc_path), &mut stat) {
                     continue;
                 }
