@@ -110,7 +110,7 @@ pub fn read_usage(dir: &Path, v: Version) -> Result<CpuUsage> {
             // usage_all has ns resolution per CPU; cpuacct.stat is in 10 ms ticks. Prefer the former.
             let all_path = join(dir, "cpuacct.usage_all");
             if let Some(text) = parse::read_opt(&all_path)? {
-                let per = parse_usage_all(&all_path, &text)?;
+                let per = usage_all(&all_path, &text).collect::<Result<Vec<_>>>()?;
                 let user_ns = per.iter().map(|c| c.user_ns).sum();
                 let system_ns = per.iter().map(|c| c.system_ns).sum();
                 return Ok(CpuUsage {
@@ -146,35 +146,62 @@ pub fn read_usage(dir: &Path, v: Version) -> Result<CpuUsage> {
 pub fn read_stat_v2(dir: &Path) -> Result<(CpuUsage, Throttling)> {
     let p = join(dir, "cpu.stat");
     let text = parse::read(&p)?;
+    parse_stat_v2(&p, &text)
+}
+
+/// v2 `cpu.stat` text: usage (µs, converted to ns) and throttling. The three usage keys are
+/// in every v2 cgroup's cpu.stat, with or without the cpu controller: one missing means the
+/// text is not a whole cpu.stat.
+pub fn parse_stat_v2(p: &Path, text: &str) -> Result<(CpuUsage, Throttling)> {
     let (mut u, mut t) = (CpuUsage::default(), Throttling::default());
-    for kv in parse::flat_keyed(&p, &text) {
+    let mut seen = 0u8;
+    for kv in parse::flat_keyed(p, text) {
         match kv? {
-            ("usage_usec", v) => u.total_ns = v * 1000,
-            ("user_usec", v) => u.user_ns = v * 1000,
-            ("system_usec", v) => u.system_ns = v * 1000,
+            ("usage_usec", v) => (u.total_ns, seen) = (v.saturating_mul(1000), seen | 1),
+            ("user_usec", v) => (u.user_ns, seen) = (v.saturating_mul(1000), seen | 2),
+            ("system_usec", v) => (u.system_ns, seen) = (v.saturating_mul(1000), seen | 4),
             ("nr_periods", x) => t.periods = x,
             ("nr_throttled", x) => t.throttled_periods = x,
-            ("throttled_usec", x) => t.throttled_ns = x * 1000,
+            ("throttled_usec", x) => t.throttled_ns = x.saturating_mul(1000),
             _ => {}
         }
+    }
+    if seen != 7 {
+        return Err(parse::parse_err(
+            p,
+            "usage_usec, user_usec and system_usec",
+            text,
+        ));
     }
     Ok((u, t))
 }
 
-fn parse_usage_all(p: &Path, text: &str) -> Result<Vec<PerCpu>> {
-    let mut out = Vec::new();
-    for line in text.lines().skip(1).filter(|l| !l.trim().is_empty()) {
-        let mut it = line.split_ascii_whitespace().map(str::parse::<u64>);
-        match (it.next(), it.next(), it.next()) {
-            (Some(Ok(cpu)), Some(Ok(user_ns)), Some(Ok(system_ns))) => out.push(PerCpu {
-                cpu: cpu as u32,
-                user_ns,
-                system_ns,
-            }),
-            _ => return Err(parse::parse_err(p, "a `cpu user system` line", line)),
-        }
-    }
-    Ok(out)
+/// `cpuacct.usage_all` text (v1, Linux 4.7+): a `cpu user system` header, then one
+/// `N user_ns system_ns` line per possible CPU. Lazy, so a caller can sum without collecting.
+pub fn usage_all<'a>(p: &'a Path, text: &'a str) -> impl Iterator<Item = Result<PerCpu>> + 'a {
+    let mut lines = text.lines();
+    let bad_header = lines
+        .next()
+        .filter(|h| !h.split_ascii_whitespace().eq(["cpu", "user", "system"]))
+        .map(|h| Err(parse::parse_err(p, "a `cpu user system` header", h)));
+    bad_header
+        .into_iter()
+        .chain(lines.filter(|l| !l.trim().is_empty()).map(move |line| {
+            let mut it = line.split_ascii_whitespace();
+            let num = |s: Option<&str>| s.and_then(|s| s.parse::<u64>().ok());
+            match (num(it.next()), num(it.next()), num(it.next()), it.next()) {
+                (Some(cpu), Some(user_ns), Some(system_ns), None) => {
+                    let cpu = u32::try_from(cpu)
+                        .map_err(|_| parse::parse_err(p, "a CPU number", line))?;
+                    Ok(PerCpu {
+                        cpu,
+                        user_ns,
+                        system_ns,
+                    })
+                }
+                _ => Err(parse::parse_err(p, "a `cpu user system` line", line)),
+            }
+        }))
 }
 
 /// Throttling from `cpu.stat` (v1: the cpu controller's directory).
@@ -240,10 +267,15 @@ mod tests {
         assert!(parse_cpu_max(p, "150000\n").is_err());
     }
 
+    const USAGE_ALL: &str = "cpu user system\n0 16137518536 10336932018\n1 5 6\n";
+
+    fn all(text: &str) -> Result<Vec<PerCpu>> {
+        usage_all(Path::new("cpuacct.usage_all"), text).collect()
+    }
+
     #[test]
-    fn usage_all() {
-        let p = Path::new("cpuacct.usage_all");
-        let v = parse_usage_all(p, "cpu user system\n0 16137518536 10336932018\n1 5 6\n").unwrap();
+    fn usage_all_samples() {
+        let v = all(USAGE_ALL).unwrap();
         assert_eq!(v.len(), 2);
         assert_eq!(
             v[1],
@@ -253,7 +285,41 @@ mod tests {
                 system_ns: 6
             }
         );
-        assert!(parse_usage_all(p, "cpu user system\n0 x 1\n").is_err());
+        assert_eq!(all("cpu user system\n").unwrap(), vec![]);
+        assert_eq!(all("").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn usage_all_garbage_and_truncation_are_errors() {
+        assert!(all("cpu user system\n0 x 1\n").is_err());
+        // Cut mid-line.
+        assert!(all("cpu user system\n0 16137518536").is_err());
+        assert!(all("cpu user system\n0 1 2 3\n").is_err());
+        assert!(all("cpu user system\n4294967296 1 2\n").is_err());
+        // Not a usage_all at all (cpuacct.stat).
+        assert!(all("user 10\nsystem 5\n").is_err());
+    }
+
+    #[test]
+    fn cpu_stat_v2_and_not_v1() {
+        let p = Path::new("cpu.stat");
+        let (u, t) = parse_stat_v2(
+            p,
+            "usage_usec 3000\nuser_usec 2000\nsystem_usec 1000\nnr_periods 5\nnr_throttled 1\nthrottled_usec 7\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (u.total_ns, u.user_ns, u.system_ns),
+            (3_000_000, 2_000_000, 1_000_000)
+        );
+        assert_eq!(
+            (t.periods, t.throttled_periods, t.throttled_ns),
+            (5, 1, 7000)
+        );
+        // v1's cpu.stat has only throttling: not a v2 cpu.stat.
+        assert!(parse_stat_v2(p, "nr_periods 10\nnr_throttled 2\nthrottled_time 12345\n").is_err());
+        assert!(parse_stat_v2(p, "usage_usec 3000\nuser_usec").is_err());
+        assert!(parse_stat_v2(p, "").is_err());
     }
 
     #[test]

@@ -9,20 +9,147 @@ use crate::error::Result;
 use crate::layout::Version;
 use crate::parse::{self, join};
 
+/// The memory.stat counters that mean one thing on v1 and v2, whatever each version calls them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum StatKey {
+    Anon,
+    File,
+    ActiveAnon,
+    InactiveAnon,
+    ActiveFile,
+    InactiveFile,
+    Unevictable,
+    Shmem,
+    FileMapped,
+    FileDirty,
+    FileWriteback,
+    AnonThp,
+    /// Swapped-out anon pages (v1 only; v2 has memory.swap.current).
+    Swap,
+    Slab,
+    SlabReclaimable,
+    SlabUnreclaimable,
+    KernelStack,
+    Pagetables,
+    Pgfault,
+    Pgmajfault,
+}
+
+impl StatKey {
+    pub const ALL: [StatKey; 20] = [
+        StatKey::Anon,
+        StatKey::File,
+        StatKey::ActiveAnon,
+        StatKey::InactiveAnon,
+        StatKey::ActiveFile,
+        StatKey::InactiveFile,
+        StatKey::Unevictable,
+        StatKey::Shmem,
+        StatKey::FileMapped,
+        StatKey::FileDirty,
+        StatKey::FileWriteback,
+        StatKey::AnonThp,
+        StatKey::Swap,
+        StatKey::Slab,
+        StatKey::SlabReclaimable,
+        StatKey::SlabUnreclaimable,
+        StatKey::KernelStack,
+        StatKey::Pagetables,
+        StatKey::Pgfault,
+        StatKey::Pgmajfault,
+    ];
+
+    /// The key map, the one table of it: the name on v1 (where v1 also has a hierarchical
+    /// `total_<name>`) and on v2; `None` where that version does not report the counter.
+    pub const fn names(self) -> (Option<&'static str>, Option<&'static str>) {
+        match self {
+            StatKey::Anon => (Some("rss"), Some("anon")),
+            StatKey::File => (Some("cache"), Some("file")),
+            StatKey::ActiveAnon => (Some("active_anon"), Some("active_anon")),
+            StatKey::InactiveAnon => (Some("inactive_anon"), Some("inactive_anon")),
+            StatKey::ActiveFile => (Some("active_file"), Some("active_file")),
+            StatKey::InactiveFile => (Some("inactive_file"), Some("inactive_file")),
+            StatKey::Unevictable => (Some("unevictable"), Some("unevictable")),
+            StatKey::Shmem => (Some("shmem"), Some("shmem")),
+            StatKey::FileMapped => (Some("mapped_file"), Some("file_mapped")),
+            StatKey::FileDirty => (Some("dirty"), Some("file_dirty")),
+            StatKey::FileWriteback => (Some("writeback"), Some("file_writeback")),
+            StatKey::AnonThp => (Some("rss_huge"), Some("anon_thp")),
+            StatKey::Swap => (Some("swap"), None),
+            StatKey::Slab => (None, Some("slab")),
+            StatKey::SlabReclaimable => (None, Some("slab_reclaimable")),
+            StatKey::SlabUnreclaimable => (None, Some("slab_unreclaimable")),
+            StatKey::KernelStack => (None, Some("kernel_stack")),
+            StatKey::Pagetables => (None, Some("pagetables")),
+            StatKey::Pgfault => (Some("pgfault"), Some("pgfault")),
+            StatKey::Pgmajfault => (Some("pgmajfault"), Some("pgmajfault")),
+        }
+    }
+
+    /// The name on `v`.
+    pub fn name(self, v: Version) -> Option<&'static str> {
+        match v {
+            Version::V1 => self.names().0,
+            Version::V2 => self.names().1,
+        }
+    }
+
+    /// Which counter a raw memory.stat key is on `v`, and whether it is v1's hierarchical
+    /// `total_*` form (exact names: `file` is not `file_mapped`, `rss` not `rss_huge`).
+    pub fn of(v: Version, raw: &str) -> Option<(StatKey, bool)> {
+        let (name, total) = match (v, raw.strip_prefix("total_")) {
+            (Version::V1, Some(n)) => (n, true),
+            _ => (raw, false),
+        };
+        StatKey::ALL
+            .into_iter()
+            .find(|k| k.name(v) == Some(name))
+            .map(|k| (k, total))
+    }
+}
+
+/// The [`StatKey`] counters of one memory.stat, parsed without allocating (the FUSE views
+/// parse memory.stat on every meminfo read). v1 prefers the hierarchical `total_<key>`, which
+/// covers the cgroup's descendants.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemCounters {
+    values: [Option<u64>; StatKey::ALL.len()],
+}
+
+impl MemCounters {
+    pub fn parse(path: &Path, v: Version, text: &str) -> Result<MemCounters> {
+        let mut c = MemCounters::default();
+        for kv in parse::flat_keyed(path, text) {
+            let (raw, value) = kv?;
+            let Some((k, total)) = StatKey::of(v, raw) else {
+                continue;
+            };
+            // v1 lists `key` before `total_key`: a total always wins.
+            let slot = &mut c.values[k as usize];
+            if total || slot.is_none() {
+                *slot = Some(value);
+            }
+        }
+        Ok(c)
+    }
+
+    /// `None` when this memory.stat does not report `k`.
+    pub fn get(&self, k: StatKey) -> Option<u64> {
+        self.values.get(k as usize).copied().flatten()
+    }
+
+    /// The value, 0 when not reported.
+    pub fn bytes(&self, k: StatKey) -> u64 {
+        self.get(k).unwrap_or(0)
+    }
+}
+
 /// `memory.stat`, parsed exactly. Accessors map v1's hierarchical `total_*` keys and v2's keys
 /// onto one meaning each; `None` means this kernel does not report it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct MemoryStat {
     pub version: Option<Version>,
     pub raw: BTreeMap<String, u64>,
-}
-
-macro_rules! stat_key {
-    ($name:ident, $v1:literal, $v2:literal) => {
-        pub fn $name(&self) -> Option<u64> {
-            self.key($v1, $v2)
-        }
-    };
 }
 
 impl MemoryStat {
@@ -42,64 +169,82 @@ impl MemoryStat {
         self.raw.get(key).copied()
     }
 
-    /// v1 prefers the hierarchical `total_<key>` (what the whole subtree uses), then `<key>`.
-    fn key(&self, v1: &str, v2: &str) -> Option<u64> {
+    /// The counter through the [`StatKey`] map: on v1 the hierarchical `total_<key>` (what
+    /// the whole subtree uses), else `<key>`.
+    pub fn stat(&self, k: StatKey) -> Option<u64> {
         match self.version {
-            Some(Version::V2) => self.get(v2),
+            Some(Version::V2) => self.get(k.names().1?),
             _ => {
-                let mut total = String::with_capacity(6 + v1.len());
+                let name = k.names().0?;
+                let mut total = String::with_capacity(6 + name.len());
                 total.push_str("total_");
-                total.push_str(v1);
-                self.get(&total).or_else(|| self.get(v1))
+                total.push_str(name);
+                self.get(&total).or_else(|| self.get(name))
             }
         }
     }
 
-    stat_key!(anon, "rss", "anon");
-    stat_key!(file, "cache", "file");
-    stat_key!(active_anon, "active_anon", "active_anon");
-    stat_key!(inactive_anon, "inactive_anon", "inactive_anon");
-    stat_key!(active_file, "active_file", "active_file");
-    stat_key!(inactive_file, "inactive_file", "inactive_file");
-    stat_key!(unevictable, "unevictable", "unevictable");
-    stat_key!(shmem, "shmem", "shmem");
-    stat_key!(file_mapped, "mapped_file", "file_mapped");
-    stat_key!(file_dirty, "dirty", "file_dirty");
-    stat_key!(file_writeback, "writeback", "file_writeback");
-    stat_key!(anon_thp, "rss_huge", "anon_thp");
-    stat_key!(pgfault, "pgfault", "pgfault");
-    stat_key!(pgmajfault, "pgmajfault", "pgmajfault");
-
+    pub fn anon(&self) -> Option<u64> {
+        self.stat(StatKey::Anon)
+    }
+    pub fn file(&self) -> Option<u64> {
+        self.stat(StatKey::File)
+    }
+    pub fn active_anon(&self) -> Option<u64> {
+        self.stat(StatKey::ActiveAnon)
+    }
+    pub fn inactive_anon(&self) -> Option<u64> {
+        self.stat(StatKey::InactiveAnon)
+    }
+    pub fn active_file(&self) -> Option<u64> {
+        self.stat(StatKey::ActiveFile)
+    }
+    pub fn inactive_file(&self) -> Option<u64> {
+        self.stat(StatKey::InactiveFile)
+    }
+    pub fn unevictable(&self) -> Option<u64> {
+        self.stat(StatKey::Unevictable)
+    }
+    pub fn shmem(&self) -> Option<u64> {
+        self.stat(StatKey::Shmem)
+    }
+    pub fn file_mapped(&self) -> Option<u64> {
+        self.stat(StatKey::FileMapped)
+    }
+    pub fn file_dirty(&self) -> Option<u64> {
+        self.stat(StatKey::FileDirty)
+    }
+    pub fn file_writeback(&self) -> Option<u64> {
+        self.stat(StatKey::FileWriteback)
+    }
+    pub fn anon_thp(&self) -> Option<u64> {
+        self.stat(StatKey::AnonThp)
+    }
+    pub fn pgfault(&self) -> Option<u64> {
+        self.stat(StatKey::Pgfault)
+    }
+    pub fn pgmajfault(&self) -> Option<u64> {
+        self.stat(StatKey::Pgmajfault)
+    }
     /// Swapped-out anon pages as v1 memory.stat reports them; v2 has `memory.swap.current`.
     pub fn swap(&self) -> Option<u64> {
-        match self.version {
-            Some(Version::V2) => None,
-            _ => self.key("swap", ""),
-        }
+        self.stat(StatKey::Swap)
     }
-
-    /// Slab is reported by v2 only.
+    /// Slab and the kernel counters below are reported by v2 only.
     pub fn slab(&self) -> Option<u64> {
-        self.v2_only("slab")
+        self.stat(StatKey::Slab)
     }
     pub fn slab_reclaimable(&self) -> Option<u64> {
-        self.v2_only("slab_reclaimable")
+        self.stat(StatKey::SlabReclaimable)
     }
     pub fn slab_unreclaimable(&self) -> Option<u64> {
-        self.v2_only("slab_unreclaimable")
+        self.stat(StatKey::SlabUnreclaimable)
     }
     pub fn kernel_stack(&self) -> Option<u64> {
-        self.v2_only("kernel_stack")
+        self.stat(StatKey::KernelStack)
     }
     pub fn pagetables(&self) -> Option<u64> {
-        self.v2_only("pagetables")
-    }
-
-    fn v2_only(&self, k: &str) -> Option<u64> {
-        match self.version {
-            Some(Version::V2) => self.get(k),
-            _ => None,
-        }
+        self.stat(StatKey::Pagetables)
     }
 }
 
@@ -269,6 +414,70 @@ mod tests {
         assert_eq!(s.anon_thp(), Some(2097152));
         assert_eq!(s.slab_reclaimable(), Some(11));
         assert_eq!(s.swap(), None);
+    }
+
+    #[test]
+    fn counters_map_v1_and_v2_to_one_meaning() {
+        let p = Path::new("memory.stat");
+        let c = MemCounters::parse(p, Version::V1, V1_STAT).unwrap();
+        let s = MemoryStat::parse(p, Version::V1, V1_STAT).unwrap();
+        assert_eq!(c.get(StatKey::Anon), Some(2000));
+        assert_eq!(c.get(StatKey::AnonThp), Some(2097152));
+        assert_eq!(c.get(StatKey::File), Some(1000));
+        assert_eq!(c.get(StatKey::FileMapped), Some(70));
+        assert_eq!(c.get(StatKey::Swap), Some(0));
+        assert_eq!(c.get(StatKey::Slab), None);
+        for k in StatKey::ALL {
+            assert_eq!(c.get(k), s.stat(k), "{k:?} on v1");
+        }
+        let c = MemCounters::parse(p, Version::V2, V2_STAT).unwrap();
+        let s = MemoryStat::parse(p, Version::V2, V2_STAT).unwrap();
+        assert_eq!(c.get(StatKey::File), Some(1000));
+        assert_eq!(c.get(StatKey::FileMapped), Some(70));
+        assert_eq!(c.get(StatKey::SlabReclaimable), Some(11));
+        assert_eq!(c.get(StatKey::Swap), None);
+        assert_eq!(c.bytes(StatKey::Swap), 0);
+        for k in StatKey::ALL {
+            assert_eq!(c.get(k), s.stat(k), "{k:?} on v2");
+        }
+    }
+
+    #[test]
+    fn v1_without_totals_uses_the_local_keys() {
+        let c = MemCounters::parse(Path::new("m"), Version::V1, "cache 5\nrss 6\n").unwrap();
+        assert_eq!(
+            (c.get(StatKey::File), c.get(StatKey::Anon)),
+            (Some(5), Some(6))
+        );
+        // A v2 name means nothing on v1, and `total_` means nothing on v2.
+        let c = MemCounters::parse(Path::new("m"), Version::V1, "anon 5\n").unwrap();
+        assert_eq!(c.get(StatKey::Anon), None);
+        let c = MemCounters::parse(Path::new("m"), Version::V2, "total_anon 5\n").unwrap();
+        assert_eq!(c.get(StatKey::Anon), None);
+    }
+
+    #[test]
+    fn the_key_map_is_consistent() {
+        for k in StatKey::ALL {
+            for v in [Version::V1, Version::V2] {
+                if let Some(n) = k.name(v) {
+                    assert_eq!(StatKey::of(v, n), Some((k, false)));
+                }
+            }
+            assert_eq!(StatKey::ALL.get(k as usize), Some(&k));
+        }
+    }
+
+    #[test]
+    fn truncated_or_garbage_stat_is_an_error() {
+        let p = Path::new("memory.stat");
+        assert!(MemCounters::parse(p, Version::V2, "anon 2000\nfile").is_err());
+        assert!(MemCounters::parse(p, Version::V2, "anon lots\n").is_err());
+        assert!(MemCounters::parse(p, Version::V1, "\u{0}\u{1}\n").is_err());
+        assert_eq!(
+            MemCounters::parse(p, Version::V2, "").unwrap(),
+            MemCounters::default()
+        );
     }
 
     #[test]

@@ -226,14 +226,27 @@ pub fn start_ticks(pid: i32) -> Result<u64> {
     parse_start_ticks(&path, &text)
 }
 
+/// The fields of a `/proc/<pid>/stat` line after the command name, from field 3 (state) on.
+/// The name is in parentheses and may itself contain spaces or ')': fields follow the last ')'.
+fn stat_fields(text: &str) -> Option<std::str::SplitAsciiWhitespace<'_>> {
+    let (_, rest) = text.rsplit_once(')')?;
+    Some(rest.split_ascii_whitespace())
+}
+
+/// The state letter of a `/proc/<pid>/stat` line (`R`, `S`, `D`, …).
+pub fn parse_state(text: &str) -> Option<char> {
+    let f = stat_fields(text)?.next()?;
+    let mut c = f.chars();
+    match (c.next(), c.next()) {
+        (Some(s), None) => Some(s),
+        _ => None,
+    }
+}
+
 pub(crate) fn parse_start_ticks(path: &Path, text: &str) -> Result<u64> {
-    // The command name is in parentheses and may contain spaces or ')'; fields follow the last ')'.
-    let rest = text
-        .rfind(')')
-        .map(|i| &text[i + 1..])
-        .ok_or_else(|| parse::parse_err(path, "a stat line", text))?;
     // After ')' comes field 3 (state); starttime is field 22, i.e. the 20th after the paren.
-    rest.split_ascii_whitespace()
+    stat_fields(text)
+        .ok_or_else(|| parse::parse_err(path, "a stat line", text))?
         .nth(19)
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| parse::parse_err(path, "starttime", text))
@@ -289,6 +302,14 @@ mod tests {
         assert_eq!(st.nspid, vec![4242, 1]);
         let stat = "4242 (my (odd) cmd) S 4000 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 100";
         assert_eq!(parse_start_ticks(p, stat).unwrap(), 987654);
+        assert_eq!(parse_state(stat), Some('S'));
+        assert_eq!(parse_state("1 (a) D 0"), Some('D'));
+        // Truncated or garbage: no state, no panic.
+        assert_eq!(parse_state("4242 (sh"), None);
+        assert_eq!(parse_state("4242 (sh)"), None);
+        assert_eq!(parse_state("4242 (sh) RR 1"), None);
+        assert!(parse_start_ticks(p, "4242 (sh) S 1 2").is_err());
+        assert!(parse_start_ticks(p, "").is_err());
     }
 
     #[test]

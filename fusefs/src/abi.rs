@@ -2,6 +2,8 @@
 //! transport goes through fuser). Layouts are the kernel's `include/uapi/linux/fuse.h`
 //! (protocol 7.42+), little-endian, encoded field by field: no unsafe casts of buffers.
 
+use crate::tree::Attr;
+
 pub const LOOKUP: u32 = 1;
 pub const GETATTR: u32 = 3;
 pub const OPEN: u32 = 14;
@@ -105,17 +107,6 @@ pub fn open_in(b: &[u8]) -> Option<i32> {
 /// `struct fuse_release_in`: the handle.
 pub fn release_in(b: &[u8]) -> Option<u64> {
     u64_at(b, 0)
-}
-
-/// What `struct fuse_attr` needs from a node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Attr {
-    pub ino: u64,
-    /// Full st_mode, type bits included.
-    pub mode: u32,
-    pub nlink: u32,
-    pub secs: u64,
-    pub nsecs: u32,
 }
 
 /// `struct fuse_attr` (88 bytes) at `b[0..88]`.

@@ -51,19 +51,6 @@ impl CgFiles {
         Ok(None)
     }
 
-    /// Like [`CgFiles::read`], parsed as one integer.
-    pub fn read_u64(&self, dir: &Path, name: &'static str) -> io::Result<Option<u64>> {
-        let Some(t) = self.read(dir, name)? else {
-            return Ok(None);
-        };
-        t.trim().parse().map(Some).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("not a number: {:?}", t.trim()),
-            )
-        })
-    }
-
     fn file(&self, dir: &Path, name: &'static str, reopen: bool) -> io::Result<Option<Arc<File>>> {
         if !reopen {
             let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
@@ -115,47 +102,9 @@ fn pread_all(f: &File) -> io::Result<String> {
     }
 }
 
-/// `key value` lines (cpu.stat, cpuacct.stat): the value of `key`.
-pub fn flat(text: &str, key: &str) -> Option<u64> {
-    text.lines().find_map(|l| {
-        let mut it = l.split_ascii_whitespace();
-        if it.next()? != key {
-            return None;
-        }
-        it.next()?.parse().ok()
-    })
-}
-
-/// cpuacct.usage_all: `cpu user system` header, then one `N user_ns system_ns` line per CPU.
-pub fn usage_all(text: &str) -> Option<Vec<(u32, u64, u64)>> {
-    let mut out = Vec::new();
-    for line in text.lines().skip(1).filter(|l| !l.trim().is_empty()) {
-        let mut it = line.split_ascii_whitespace().map(str::parse::<u64>);
-        match (it.next(), it.next(), it.next()) {
-            (Some(Ok(cpu)), Some(Ok(user)), Some(Ok(system))) => {
-                out.push((u32::try_from(cpu).ok()?, user, system))
-            }
-            _ => return None,
-        }
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_flat_keyed_and_usage_all() {
-        let cpu_stat = "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\nnr_periods 3\n";
-        assert_eq!(flat(cpu_stat, "user_usec"), Some(1000));
-        assert_eq!(flat(cpu_stat, "usage_usec"), Some(1500));
-        assert_eq!(flat(cpu_stat, "user"), None);
-        let all = "cpu user system\n0 100 20\n1 300 40\n";
-        assert_eq!(usage_all(all), Some(vec![(0, 100, 20), (1, 300, 40)]));
-        assert_eq!(usage_all("cpu user system\n0 x 1\n"), None);
-        assert_eq!(usage_all("cpu user system\n"), Some(vec![]));
-    }
 
     #[test]
     fn reads_fresh_content_through_a_kept_fd_and_survives_replacement() {
@@ -167,17 +116,17 @@ mod tests {
         let files = CgFiles::default();
         assert_eq!(files.read(&dir, "memory.stat").unwrap(), None);
         std::fs::write(dir.join("v"), "1\n").unwrap();
-        assert_eq!(files.read_u64(&dir, "v").unwrap(), Some(1));
+        assert_eq!(files.read(&dir, "v").unwrap().as_deref(), Some("1\n"));
         std::fs::write(dir.join("v"), "22\n").unwrap();
-        assert_eq!(files.read_u64(&dir, "v").unwrap(), Some(22));
+        assert_eq!(files.read(&dir, "v").unwrap().as_deref(), Some("22\n"));
         let big = "x".repeat(10_000);
         std::fs::write(dir.join("big"), &big).unwrap();
         assert_eq!(
             files.read(&dir, "big").unwrap().as_deref(),
             Some(big.as_str())
         );
-        std::fs::write(dir.join("bad"), "nope\n").unwrap();
-        assert!(files.read_u64(&dir, "bad").is_err());
+        std::fs::write(dir.join("bad"), b"\xff\xfe\n").unwrap();
+        assert!(files.read(&dir, "bad").is_err(), "not UTF-8");
         files.forget("v");
         std::fs::remove_file(dir.join("v")).unwrap();
         assert_eq!(files.read(&dir, "v").unwrap(), None);

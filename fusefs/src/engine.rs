@@ -10,12 +10,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cgsight_cgroup::{cpu, io, pressure, Controller, ControllerDir, Version};
+use cgsight_cgroup::cpu::{self, PerCpu};
+use cgsight_cgroup::memory::MemCounters;
+use cgsight_cgroup::{format, io, pressure, Controller, ControllerDir, Version};
 
-use crate::cgfiles;
+use crate::catalogue::File;
 use crate::host::{self, Host};
-use crate::metrics::{File, FsMetrics};
-use crate::resolve::{sample_into, Caller, CgState, Limits, Reader, Resolver, LIMITS_TTL};
+use crate::metrics::FsMetrics;
+use crate::resolve::{Caller, CgState, Limits, Reader, Resolver, LIMITS_TTL};
+use crate::sampler::{ensure_sampled, sample_into};
 use crate::views::{self, meminfo, stat};
 use crate::CpuView;
 
@@ -46,8 +49,8 @@ impl From<cgsight_cgroup::Error> for ViewError {
 
 type VResult<T> = Result<T, ViewError>;
 
-/// User ns, system ns, and per CPU (cpu, user ns, system ns) where the kernel splits it.
-type CpuSplit = (u64, u64, Option<Vec<(u32, u64, u64)>>);
+/// User ns, system ns, and per CPU where the kernel splits it.
+type CpuSplit = (u64, u64, Option<Vec<PerCpu>>);
 
 pub struct Engine {
     pub resolver: Resolver,
@@ -57,24 +60,6 @@ pub struct Engine {
     clk_tck: u64,
 }
 
-fn host_path(f: File) -> &'static str {
-    match f {
-        File::Meminfo => "/proc/meminfo",
-        File::Cpuinfo => "/proc/cpuinfo",
-        File::Stat => "/proc/stat",
-        File::Uptime => "/proc/uptime",
-        File::Loadavg => "/proc/loadavg",
-        File::Diskstats => "/proc/diskstats",
-        File::Swaps => "/proc/swaps",
-        File::PressureCpu => "/proc/pressure/cpu",
-        File::PressureMemory => "/proc/pressure/memory",
-        File::PressureIo => "/proc/pressure/io",
-        File::CpuOnline => "/sys/devices/system/cpu/online",
-        File::CpuPresent => "/sys/devices/system/cpu/present",
-        File::CpuPossible => "/sys/devices/system/cpu/possible",
-    }
-}
-
 fn file_err(dir: &Path, name: &str, e: std::io::Error) -> ViewError {
     let reason = if e.kind() == std::io::ErrorKind::InvalidData {
         "cgroup_parse"
@@ -82,6 +67,12 @@ fn file_err(dir: &Path, name: &str, e: std::io::Error) -> ViewError {
         "cgroup_read"
     };
     err(reason, format!("{}/{name}: {e}", dir.display()))
+}
+
+/// A cgroup parser's verdict on text read from `dir`: its error says which file and why
+/// (the parsers name the file; `dir` places it).
+fn parsed<T>(dir: &Path, r: cgsight_cgroup::Result<T>) -> VResult<T> {
+    r.map_err(|e| err("cgroup_parse", format!("{}: {e}", dir.display())))
 }
 
 /// A file every cgroup of this controller has: missing means the cgroup is gone.
@@ -126,7 +117,7 @@ impl Engine {
             Err(_) => {
                 self.metrics.fallback(f, "panic");
                 tracing::error!(file = f.label(), "view panicked; served the host file");
-                host::read(host_path(f))
+                host::read(f.host_path())
             }
         };
         self.metrics.observe(f, t0.elapsed());
@@ -135,12 +126,12 @@ impl Engine {
 
     fn view(&self, f: File, pid: u32) -> String {
         let r = match self.resolver.resolve(pid) {
-            Caller::Host => return host::read(host_path(f)),
+            Caller::Host => return host::read(f.host_path()),
             Caller::Reader(r) => r,
         };
         match self.render(f, &r) {
             Ok(Some(s)) => s,
-            Ok(None) => host::read(host_path(f)),
+            Ok(None) => host::read(f.host_path()),
             Err(e) => {
                 self.metrics.fallback(f, e.reason);
                 let now = self.resolver.now_secs() + 1;
@@ -155,7 +146,7 @@ impl Engine {
                         e.detail
                     );
                 }
-                host::read(host_path(f))
+                host::read(f.host_path())
             }
         }
     }
@@ -256,10 +247,7 @@ impl Engine {
                 if r.host_pidns {
                     return Ok(None);
                 }
-                let needs_sample = !s.load.lock().unwrap_or_else(|e| e.into_inner()).sampled;
-                if needs_sample {
-                    sample_into(s, false);
-                }
+                ensure_sampled(s);
                 let ld = s.load.lock().unwrap_or_else(|e| e.into_inner());
                 views::loadavg::render(&ld.loads, ld.running, ld.total, ld.last_pid)
             }
@@ -295,20 +283,26 @@ impl Engine {
         } else {
             ("memory.usage_in_bytes", "memory.memsw.usage_in_bytes")
         };
-        let usage = required(s, &d.dir, usage_file, s.files.read_u64(&d.dir, usage_file))?;
+        let usage = self.read_u64(s, &d.dir, usage_file)?;
         let text = required(
             s,
             &d.dir,
             "memory.stat",
             s.files.read(&d.dir, "memory.stat"),
         )?;
-        let stat = meminfo::MemStat::parse(&text, v2);
+        let stat = parsed(
+            &d.dir,
+            MemCounters::parse(Path::new("memory.stat"), d.version, &text),
+        )?;
         // Absent without swap accounting.
-        let swap = match s.files.read_u64(&d.dir, swap_file) {
-            Ok(Some(raw)) => Some(meminfo::SwapFacts {
-                limit: l.swap,
-                usage: if v2 { raw } else { raw.saturating_sub(usage) },
-            }),
+        let swap = match s.files.read(&d.dir, swap_file) {
+            Ok(Some(t)) => {
+                let raw = parsed(&d.dir, format::u64_of(Path::new(swap_file), "bytes", &t))?;
+                Some(meminfo::SwapFacts {
+                    limit: l.swap,
+                    usage: if v2 { raw } else { raw.saturating_sub(usage) },
+                })
+            }
             Ok(None) => None,
             Err(e) => return Err(file_err(&d.dir, swap_file, e)),
         };
@@ -329,26 +323,26 @@ impl Engine {
         need(s, Controller::Cpuacct).or_else(|_| need(s, Controller::Cpu))
     }
 
+    /// A single-value file every cgroup of its controller has.
+    fn read_u64(&self, s: &CgState, dir: &Path, name: &'static str) -> VResult<u64> {
+        let t = required(s, dir, name, s.files.read(dir, name))?;
+        parsed(
+            dir,
+            format::u64_of(Path::new(name), "an unsigned integer", &t),
+        )
+    }
+
+    /// v2 cpu.stat: usage, user and system ns.
+    fn cpu_stat_v2(&self, s: &CgState, dir: &Path) -> VResult<cpu::CpuUsage> {
+        let t = required(s, dir, "cpu.stat", s.files.read(dir, "cpu.stat"))?;
+        parsed(dir, cpu::parse_stat_v2(Path::new("cpu.stat"), &t)).map(|(u, _)| u)
+    }
+
     fn cpu_used_ns(&self, s: &CgState) -> VResult<u64> {
         let d = self.cpu_dir(s)?;
         match d.version {
-            Version::V1 => required(
-                s,
-                &d.dir,
-                "cpuacct.usage",
-                s.files.read_u64(&d.dir, "cpuacct.usage"),
-            ),
-            Version::V2 => {
-                let t = required(s, &d.dir, "cpu.stat", s.files.read(&d.dir, "cpu.stat"))?;
-                cgfiles::flat(&t, "usage_usec")
-                    .map(|us| us * 1000)
-                    .ok_or_else(|| {
-                        err(
-                            "cgroup_parse",
-                            format!("{}/cpu.stat: no usage_usec", d.dir.display()),
-                        )
-                    })
-            }
+            Version::V1 => self.read_u64(s, &d.dir, "cpuacct.usage"),
+            Version::V2 => self.cpu_stat_v2(s, &d.dir).map(|u| u.total_ns),
         }
     }
 
@@ -356,27 +350,18 @@ impl Engine {
     fn cpu_split(&self, s: &CgState) -> VResult<CpuSplit> {
         let d = self.cpu_dir(s)?;
         if d.version == Version::V2 {
-            let t = required(s, &d.dir, "cpu.stat", s.files.read(&d.dir, "cpu.stat"))?;
-            let get = |k: &str| {
-                cgfiles::flat(&t, k).map(|us| us * 1000).ok_or_else(|| {
-                    err(
-                        "cgroup_parse",
-                        format!("{}/cpu.stat: no {k}", d.dir.display()),
-                    )
-                })
-            };
-            return Ok((get("user_usec")?, get("system_usec")?, None));
+            let u = self.cpu_stat_v2(s, &d.dir)?;
+            return Ok((u.user_ns, u.system_ns, None));
         }
         match s.files.read(&d.dir, "cpuacct.usage_all") {
             Ok(Some(t)) => {
-                let per = cgfiles::usage_all(&t).ok_or_else(|| {
-                    err(
-                        "cgroup_parse",
-                        format!("{}/cpuacct.usage_all: {t:?}", d.dir.display()),
-                    )
-                })?;
-                let user = per.iter().map(|c| c.1).sum();
-                let system = per.iter().map(|c| c.2).sum();
+                let per = parsed(
+                    &d.dir,
+                    cpu::usage_all(Path::new("cpuacct.usage_all"), &t)
+                        .collect::<Result<Vec<_>, _>>(),
+                )?;
+                let user = per.iter().map(|c| c.user_ns).sum();
+                let system = per.iter().map(|c| c.system_ns).sum();
                 Ok((user, system, Some(per)))
             }
             // Kernels before 4.7 have no usage_all: cpuacct.stat's ticks.
@@ -410,10 +395,7 @@ impl Engine {
             let mut last = s.stat_last.lock().unwrap_or_else(|e| e.into_inner());
             stat::monotonic(&mut last, ticks)
         };
-        let needs_sample = !s.load.lock().unwrap_or_else(|e| e.into_inner()).sampled;
-        if needs_sample {
-            sample_into(s, false);
-        }
+        ensure_sampled(s);
         let procs = {
             let ld = s.load.lock().unwrap_or_else(|e| e.into_inner());
             stat::Procs {

@@ -6,64 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// The files the filesystem serves, as metric labels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum File {
-    Meminfo,
-    Cpuinfo,
-    Stat,
-    Uptime,
-    Loadavg,
-    Diskstats,
-    Swaps,
-    PressureCpu,
-    PressureMemory,
-    PressureIo,
-    CpuOnline,
-    CpuPresent,
-    CpuPossible,
-}
-
-impl File {
-    pub const ALL: [File; 13] = [
-        File::Meminfo,
-        File::Cpuinfo,
-        File::Stat,
-        File::Uptime,
-        File::Loadavg,
-        File::Diskstats,
-        File::Swaps,
-        File::PressureCpu,
-        File::PressureMemory,
-        File::PressureIo,
-        File::CpuOnline,
-        File::CpuPresent,
-        File::CpuPossible,
-    ];
-
-    /// The label: the path under the mount's `proc/` or `sys/devices/system/`.
-    pub fn label(self) -> &'static str {
-        match self {
-            File::Meminfo => "meminfo",
-            File::Cpuinfo => "cpuinfo",
-            File::Stat => "stat",
-            File::Uptime => "uptime",
-            File::Loadavg => "loadavg",
-            File::Diskstats => "diskstats",
-            File::Swaps => "swaps",
-            File::PressureCpu => "pressure/cpu",
-            File::PressureMemory => "pressure/memory",
-            File::PressureIo => "pressure/io",
-            File::CpuOnline => "cpu/online",
-            File::CpuPresent => "cpu/present",
-            File::CpuPossible => "cpu/possible",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
+pub use crate::catalogue::File;
 
 /// Upper bounds of the latency histogram, in seconds.
 const BUCKETS: [f64; 12] = [

@@ -7,8 +7,8 @@
 //! own cgroups. A caller that is gone (or pid 0: not visible to us) gets the host files.
 //!
 //! In front of that sits a per-thread cache (tid → reader), held with a pidfd of the thread:
-//! a hit costs one pidfd_send_signal instead of a stat of /proc/<tid>/ns/pid (a procfs path
-//! walk, ~6 µs here) plus, for host-namespace readers, a parse of /proc/<tid>/cgroup. A thread
+//! a hit costs one pidfd_send_signal instead of a stat of `/proc/<tid>/ns/pid` (a procfs path
+//! walk, ~6 µs here) plus, for host-namespace readers, a parse of `/proc/<tid>/cgroup`. A thread
 //! never changes pid namespace, and a dead thread's pidfd fails the check even if its tid was
 //! reused, so only the cgroup membership can go stale: it is trusted for `MEMBERSHIP_TTL`, the
 //! same as the per-namespace cache.
@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use cgsight_cgroup::{Cgroup, Hierarchies, Membership};
 
 use crate::cgfiles::CgFiles;
-use crate::views::loadavg;
+use crate::sampler::LoadState;
 use crate::views::stat::CpuTicks;
 
 /// How long a cached init's cgroup membership is trusted before /proc/<init>/cgroup is re-read.
@@ -38,16 +38,6 @@ pub struct Limits {
     pub swap: Option<u64>,
     pub quota: Option<f64>,
     pub cpuset: Vec<u32>,
-}
-
-#[derive(Debug, Default)]
-pub struct LoadState {
-    pub loads: [u64; 3],
-    pub running: u64,
-    pub blocked: u64,
-    pub total: u64,
-    pub last_pid: u64,
-    pub sampled: bool,
 }
 
 /// Everything kept per container cgroup.
@@ -360,85 +350,6 @@ fn max_cached_tids() -> usize {
         return 256;
     }
     (rl.rlim_cur / 4).min(4096) as usize
-}
-
-/// Runnable (R) and uninterruptible (D) threads, all threads, and the newest pid in the
-/// container's own numbering, over the cgroup and its descendants.
-pub fn sample_tasks(cg: &Cgroup) -> (u64, u64, u64, u64) {
-    use cgsight_cgroup::{Controller, Version};
-    let (dir, file) = match cg
-        .dir(Controller::Cpu)
-        .or_else(|| cg.dir(Controller::Memory))
-    {
-        Some(d) if d.version == Version::V1 => (d.dir.clone(), "tasks"),
-        Some(d) => (d.dir.clone(), "cgroup.threads"),
-        None => match &cg.unified {
-            Some(u) => (u.clone(), "cgroup.threads"),
-            None => return (0, 0, 0, 0),
-        },
-    };
-    let (mut running, mut blocked, mut total, mut newest) = (0u64, 0u64, 0u64, 0u32);
-    let mut stack = vec![dir];
-    let mut seen_dirs = 0;
-    while let Some(d) = stack.pop() {
-        seen_dirs += 1;
-        if seen_dirs > 4096 {
-            break;
-        }
-        if let Ok(text) = std::fs::read_to_string(d.join(file)) {
-            for tid in text.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
-                let Ok(st) = std::fs::read_to_string(format!("/proc/{tid}/stat")) else {
-                    continue;
-                };
-                total += 1;
-                newest = newest.max(tid);
-                let state = st
-                    .rfind(')')
-                    .and_then(|i| st[i + 1..].split_ascii_whitespace().next());
-                match state {
-                    Some("R") => running += 1,
-                    Some("D") => blocked += 1,
-                    _ => {}
-                }
-            }
-        }
-        if let Ok(rd) = std::fs::read_dir(&d) {
-            for e in rd.flatten() {
-                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                    stack.push(e.path());
-                }
-            }
-        }
-    }
-    // The newest task's pid as the container numbers it (NSpid's last entry), never a host pid.
-    let last_pid = if newest > 0 {
-        std::fs::read_to_string(format!("/proc/{newest}/status"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("NSpid:"))
-                    .and_then(|v| v.split_ascii_whitespace().last()?.parse().ok())
-            })
-            .unwrap_or(0)
-    } else {
-        0
-    };
-    (running, blocked, total, last_pid)
-}
-
-/// Updates a container's load state with a fresh sample; `step` advances the averages (the
-/// sampler does, every 5 s; a first read only fills the counts).
-pub fn sample_into(s: &CgState, step: bool) {
-    let (running, blocked, total, last_pid) = sample_tasks(&s.cg);
-    let mut l = s.load.lock().unwrap_or_else(|e| e.into_inner());
-    if step {
-        loadavg::step(&mut l.loads, running + blocked);
-    }
-    l.running = running;
-    l.blocked = blocked;
-    l.total = total;
-    l.last_pid = last_pid;
-    l.sampled = true;
 }
 
 #[cfg(test)]

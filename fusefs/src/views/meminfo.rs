@@ -8,75 +8,7 @@
 
 use std::fmt::Write;
 
-/// The memory.stat values the view uses, in bytes (v1 `total_*` or v2 keys, already mapped).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct MemStat {
-    pub v2: bool,
-    pub anon: u64,
-    pub file: u64,
-    pub active_anon: u64,
-    pub inactive_anon: u64,
-    pub active_file: u64,
-    pub inactive_file: u64,
-    pub unevictable: u64,
-    pub shmem: u64,
-    pub mapped: u64,
-    pub dirty: u64,
-    pub writeback: u64,
-    pub anon_thp: u64,
-    pub slab: u64,
-    pub slab_reclaimable: u64,
-    pub slab_unreclaimable: u64,
-    pub kernel_stack: u64,
-    pub pagetables: u64,
-}
-
-impl MemStat {
-    /// Parses memory.stat text exactly (no prefix matching). v1 prefers the hierarchical
-    /// `total_<key>`, which covers the container's sub-cgroups.
-    pub fn parse(text: &str, v2: bool) -> MemStat {
-        let mut s = MemStat {
-            v2,
-            ..Default::default()
-        };
-        // v1 lists `key` before `total_key`; totals override when present.
-        for line in text.lines() {
-            let mut it = line.split_ascii_whitespace();
-            let (Some(k), Some(v)) = (it.next(), it.next()) else {
-                continue;
-            };
-            let Ok(v) = v.parse::<u64>() else { continue };
-            let (k, is_total) = match k.strip_prefix("total_") {
-                Some(k) if !v2 => (k, true),
-                _ => (k, false),
-            };
-            let slot = match (v2, k) {
-                (false, "rss") | (true, "anon") => &mut s.anon,
-                (false, "cache") | (true, "file") => &mut s.file,
-                (_, "active_anon") => &mut s.active_anon,
-                (_, "inactive_anon") => &mut s.inactive_anon,
-                (_, "active_file") => &mut s.active_file,
-                (_, "inactive_file") => &mut s.inactive_file,
-                (_, "unevictable") => &mut s.unevictable,
-                (_, "shmem") => &mut s.shmem,
-                (false, "mapped_file") | (true, "file_mapped") => &mut s.mapped,
-                (false, "dirty") | (true, "file_dirty") => &mut s.dirty,
-                (false, "writeback") | (true, "file_writeback") => &mut s.writeback,
-                (false, "rss_huge") | (true, "anon_thp") => &mut s.anon_thp,
-                (true, "slab") => &mut s.slab,
-                (true, "slab_reclaimable") => &mut s.slab_reclaimable,
-                (true, "slab_unreclaimable") => &mut s.slab_unreclaimable,
-                (true, "kernel_stack") => &mut s.kernel_stack,
-                (true, "pagetables") => &mut s.pagetables,
-                _ => continue,
-            };
-            if is_total || v2 || *slot == 0 {
-                *slot = v;
-            }
-        }
-        s
-    }
-}
+pub use cgsight_cgroup::memory::{MemCounters, StatKey};
 
 /// Swap facts: `None` when the kernel does not account swap for cgroups.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -91,7 +23,8 @@ pub struct MemFacts {
     /// Effective (min over ancestors) limit in bytes; None = unlimited.
     pub limit: Option<u64>,
     pub usage: u64,
-    pub stat: MemStat,
+    /// memory.stat, v1 and v2 keys mapped by `cgsight_cgroup`.
+    pub stat: MemCounters,
     pub swap: Option<SwapFacts>,
 }
 
@@ -114,14 +47,16 @@ pub fn render(host: &str, f: &MemFacts) -> String {
     let host_total = super::field(host, "MemTotal").unwrap_or(0);
     let host_swap = super::field(host, "SwapTotal").unwrap_or(0);
     let kb = |b: u64| b / 1024;
-    let s = &f.stat;
+    let b = |k: StatKey| f.stat.bytes(k);
     let total = match f.limit {
         Some(l) if host_total > 0 => host_total.min(kb(l)),
         Some(l) => kb(l),
         None => host_total,
     };
     let free = total.saturating_sub(kb(f.usage));
-    let reclaimable = s.active_file + s.inactive_file + if s.v2 { s.slab_reclaimable } else { 0 };
+    // v1 reports no slab: its reclaimable slab is 0 here.
+    let reclaimable =
+        b(StatKey::ActiveFile) + b(StatKey::InactiveFile) + b(StatKey::SlabReclaimable);
     let avail = (free + kb(reclaimable)).min(total);
     let (swap_total, swap_free) = swap_kb(host_swap, f);
     let swap_used = swap_total - swap_free;
@@ -138,30 +73,30 @@ pub fn render(host: &str, f: &MemFacts) -> String {
             "MemFree" => free,
             "MemAvailable" => avail,
             "Buffers" | "SwapCached" => 0,
-            "Cached" => kb(s.file),
-            "Active" => kb(s.active_anon + s.active_file),
-            "Inactive" => kb(s.inactive_anon + s.inactive_file),
-            "Active(anon)" => kb(s.active_anon),
-            "Inactive(anon)" => kb(s.inactive_anon),
-            "Active(file)" => kb(s.active_file),
-            "Inactive(file)" => kb(s.inactive_file),
-            "Unevictable" => kb(s.unevictable),
+            "Cached" => kb(b(StatKey::File)),
+            "Active" => kb(b(StatKey::ActiveAnon) + b(StatKey::ActiveFile)),
+            "Inactive" => kb(b(StatKey::InactiveAnon) + b(StatKey::InactiveFile)),
+            "Active(anon)" => kb(b(StatKey::ActiveAnon)),
+            "Inactive(anon)" => kb(b(StatKey::InactiveAnon)),
+            "Active(file)" => kb(b(StatKey::ActiveFile)),
+            "Inactive(file)" => kb(b(StatKey::InactiveFile)),
+            "Unevictable" => kb(b(StatKey::Unevictable)),
             "SwapTotal" => swap_total,
             "SwapFree" => swap_free,
-            "Dirty" => kb(s.dirty),
-            "Writeback" => kb(s.writeback),
-            "AnonPages" => kb(s.anon),
-            "Mapped" => kb(s.mapped),
-            "Shmem" => kb(s.shmem),
-            "KReclaimable" | "SReclaimable" => kb(s.slab_reclaimable),
-            "Slab" => kb(s.slab),
-            "SUnreclaim" => kb(s.slab_unreclaimable),
-            "KernelStack" => kb(s.kernel_stack),
-            "PageTables" => kb(s.pagetables),
-            "AnonHugePages" => kb(s.anon_thp),
+            "Dirty" => kb(b(StatKey::FileDirty)),
+            "Writeback" => kb(b(StatKey::FileWriteback)),
+            "AnonPages" => kb(b(StatKey::Anon)),
+            "Mapped" => kb(b(StatKey::FileMapped)),
+            "Shmem" => kb(b(StatKey::Shmem)),
+            "KReclaimable" | "SReclaimable" => kb(b(StatKey::SlabReclaimable)),
+            "Slab" => kb(b(StatKey::Slab)),
+            "SUnreclaim" => kb(b(StatKey::SlabUnreclaimable)),
+            "KernelStack" => kb(b(StatKey::KernelStack)),
+            "PageTables" => kb(b(StatKey::Pagetables)),
+            "AnonHugePages" => kb(b(StatKey::AnonThp)),
             // The kernel's formula with the default 50 % overcommit ratio.
             "CommitLimit" => swap_total + total / 2,
-            "Committed_AS" => kb(s.anon) + swap_used,
+            "Committed_AS" => kb(b(StatKey::Anon)) + swap_used,
             // Host-wide usage with no per-cgroup source: zero rather than leak the host's.
             "Mlocked" | "Zswap" | "Zswapped" | "NFS_Unstable" | "Bounce" | "WritebackTmp"
             | "VmallocUsed" | "VmallocChunk" | "Percpu" | "HardwareCorrupted"
@@ -189,6 +124,8 @@ pub fn render(host: &str, f: &MemFacts) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cgsight_cgroup::Version;
+    use std::path::Path;
 
     pub const HOST: &str = "MemTotal:       24575212 kB\nMemFree:        20000000 kB\nMemAvailable:   22000000 kB\nBuffers:          100000 kB\nCached:          1500000 kB\nSwapCached:            0 kB\nActive:           900000 kB\nInactive:         800000 kB\nActive(anon):     300000 kB\nInactive(anon):        0 kB\nActive(file):     600000 kB\nInactive(file):   800000 kB\nUnevictable:           0 kB\nMlocked:            1234 kB\nSwapTotal:       1048576 kB\nSwapFree:        1048576 kB\nDirty:               100 kB\nWriteback:             0 kB\nAnonPages:        290000 kB\nMapped:           200000 kB\nShmem:             10000 kB\nKReclaimable:      50000 kB\nSlab:             100000 kB\nSReclaimable:      50000 kB\nSUnreclaim:        50000 kB\nKernelStack:        8000 kB\nPageTables:         5000 kB\nCommitLimit:    13336182 kB\nCommitted_AS:    2000000 kB\nVmallocTotal:   34359738367 kB\nAnonHugePages:     40960 kB\nHugePages_Total:       0\nHugepagesize:       2048 kB\nDirectMap4k:      200000 kB\n";
 
@@ -204,7 +141,7 @@ mod tests {
         let f = MemFacts {
             limit: Some(256 << 20),
             usage: 160 << 20,
-            stat: MemStat::parse(V1_STAT, false),
+            stat: MemCounters::parse(Path::new("memory.stat"), Version::V1, V1_STAT).unwrap(),
             swap: Some(SwapFacts {
                 limit: Some(0),
                 usage: 0,
@@ -235,7 +172,7 @@ mod tests {
             limit: Some(100 << 20),
             // usage above the limit (transiently possible): MemFree clamps at 0
             usage: 120 << 20,
-            stat: MemStat::parse(V2_STAT, true),
+            stat: MemCounters::parse(Path::new("memory.stat"), Version::V2, V2_STAT).unwrap(),
             swap: Some(SwapFacts {
                 limit: Some(64 << 20),
                 usage: 80 << 20,
@@ -259,7 +196,7 @@ mod tests {
         let f = MemFacts {
             limit: None,
             usage: 0,
-            stat: MemStat::parse(V2_STAT, true),
+            stat: MemCounters::parse(Path::new("memory.stat"), Version::V2, V2_STAT).unwrap(),
             swap: None,
         };
         let out = render(HOST, &f);

@@ -10,6 +10,8 @@
 
 use std::fmt::Write;
 
+use cgsight_cgroup::cpu::PerCpu;
+
 pub const NS_PER_TICK: u64 = 10_000_000;
 
 /// One CPU line, in USER_HZ ticks.
@@ -28,12 +30,11 @@ pub struct Busy {
     pub system_ns: u64,
 }
 
-/// Maps cgroup usage onto the visible CPUs. With per-CPU accounting (v1 `usage_all`, given as
-/// (host cpu, user, system)), each visible CPU keeps its own usage and the usage on CPUs the
+/// Maps cgroup usage onto the visible CPUs. With per-CPU accounting (v1 `usage_all`), each visible CPU keeps its own usage and the usage on CPUs the
 /// container does not see is spread evenly; without it (v2), user and system are spread evenly.
 pub fn spread(
     visible: &[u32],
-    per_cpu: Option<&[(u32, u64, u64)]>,
+    per_cpu: Option<&[PerCpu]>,
     user_ns: u64,
     system_ns: u64,
 ) -> Vec<Busy> {
@@ -43,15 +44,19 @@ pub fn spread(
     if let Some(per) = per_cpu {
         hidden_u = 0;
         hidden_s = 0;
-        for &(cpu, u, s) in per {
-            match visible.iter().position(|&v| v == cpu) {
-                Some(i) => {
-                    out[i].user_ns += u;
-                    out[i].system_ns += s;
+        for c in per {
+            match visible
+                .iter()
+                .position(|&v| v == c.cpu)
+                .and_then(|i| out.get_mut(i))
+            {
+                Some(b) => {
+                    b.user_ns += c.user_ns;
+                    b.system_ns += c.system_ns;
                 }
                 None => {
-                    hidden_u += u;
-                    hidden_s += s;
+                    hidden_u += c.user_ns;
+                    hidden_s += c.system_ns;
                 }
             }
         }
@@ -193,7 +198,11 @@ mod tests {
     #[test]
     fn v1_per_cpu_with_hidden_cpus() {
         // cpuset 0-3, one visible (cpu 2): usage on 0, 1, 3 is poured into it
-        let per = [(0, 10, 1), (1, 20, 2), (2, 30, 3), (3, 40, 4)];
+        let per = [(0, 10, 1), (1, 20, 2), (2, 30, 3), (3, 40, 4)].map(|(cpu, u, s)| PerCpu {
+            cpu,
+            user_ns: u,
+            system_ns: s,
+        });
         let b = spread(&[2], Some(&per), 0, 0);
         assert_eq!(
             b,

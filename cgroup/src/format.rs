@@ -1,0 +1,124 @@
+//! The text formats cgroup files share, as pure parsers over text the caller already read
+//! (the readers here read whole files; the FUSE views pread kept descriptors). They run on
+//! every FUSE read and every scrape: no regexes, no allocation except for an error.
+//!
+//! Per-file formats live with their controller: `cpuacct.usage_all` in [`crate::cpu`], the
+//! memory.stat key map in [`crate::memory`], PSI in [`crate::pressure`], io.stat in
+//! [`crate::io`].
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// The kernel's "unlimited" for v1 page-counter limits: `PAGE_COUNTER_MAX * PAGE_SIZE` rounded,
+/// printed as 9223372036854771712 on 64-bit with 4 KiB pages. Anything at or above 2^62 is
+/// treated as unlimited, as cAdvisor does, so other page sizes work too.
+const UNLIMITED_FLOOR: u64 = 1 << 62;
+
+/// A parse error naming `path` (only used in the message: callers without a full path pass
+/// the file name) and quoting at most 200 characters of the offending text.
+pub fn parse_err(path: &Path, what: &'static str, text: &str) -> Error {
+    Error::Parse {
+        path: path.to_path_buf(),
+        what,
+        text: text.chars().take(200).collect(),
+    }
+}
+
+/// A single-value file (`memory.current`, `cpuacct.usage`): one unsigned integer.
+pub fn u64_of(path: &Path, what: &'static str, text: &str) -> Result<u64> {
+    text.trim()
+        .parse::<u64>()
+        .map_err(|_| parse_err(path, what, text))
+}
+
+/// Parses a limit in any of its spellings: `max` (v2), `-1` (v1 quota, pids), a v1 page-counter
+/// maximum, or a number. `None` means unlimited.
+pub fn limit_of(path: &Path, text: &str) -> Result<Option<u64>> {
+    let t = text.trim();
+    if t == "max" || t == "-1" {
+        return Ok(None);
+    }
+    let v = u64_of(path, "a limit", t)?;
+    Ok(if v >= UNLIMITED_FLOOR { None } else { Some(v) })
+}
+
+/// Iterates flat-keyed files: `key value` lines (memory.stat, cpu.stat, cpuacct.stat,
+/// memory.events, memory.oom_control). Blank lines are skipped; any other line that is not
+/// exactly a key and an unsigned integer is an error.
+pub fn flat_keyed<'a>(
+    path: &'a Path,
+    text: &'a str,
+) -> impl Iterator<Item = Result<(&'a str, u64)>> + 'a {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(move |line| {
+            let mut it = line.split_ascii_whitespace();
+            match (it.next(), it.next(), it.next()) {
+                (Some(k), Some(v), None) => v
+                    .parse::<u64>()
+                    .map(|v| (k, v))
+                    .map_err(|_| parse_err(path, "a `key value` line", line)),
+                _ => Err(parse_err(path, "a `key value` line", line)),
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_in_every_spelling() {
+        let p = Path::new("x");
+        assert_eq!(limit_of(p, "max\n").unwrap(), None);
+        assert_eq!(limit_of(p, "-1\n").unwrap(), None);
+        assert_eq!(limit_of(p, "9223372036854771712\n").unwrap(), None);
+        assert_eq!(limit_of(p, "268435456\n").unwrap(), Some(268435456));
+        assert!(limit_of(p, "12x").is_err());
+        assert!(limit_of(p, "").is_err());
+    }
+
+    #[test]
+    fn single_values() {
+        let p = Path::new("memory.current");
+        assert_eq!(u64_of(p, "bytes", "4096\n").unwrap(), 4096);
+        assert!(u64_of(p, "bytes", "").is_err());
+        assert!(u64_of(p, "bytes", "40 96\n").is_err());
+        assert!(u64_of(p, "bytes", "-1\n").is_err());
+        let e = u64_of(p, "bytes", &"9".repeat(500))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("memory.current") && e.len() < 300, "{e}");
+    }
+
+    #[test]
+    fn flat_keyed_v1_and_v2_samples() {
+        let p = Path::new("cpu.stat");
+        let v2 = "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\nnr_periods 3\n";
+        let ok: Vec<_> = flat_keyed(p, v2).collect::<Result<_>>().unwrap();
+        assert_eq!(ok.first(), Some(&("usage_usec", 1500)));
+        assert_eq!(ok.len(), 4);
+        let v1 = "nr_periods 10\nnr_throttled 2\nthrottled_time 12345\n\n";
+        let ok: Vec<_> = flat_keyed(p, v1).collect::<Result<_>>().unwrap();
+        assert_eq!(
+            ok,
+            vec![
+                ("nr_periods", 10),
+                ("nr_throttled", 2),
+                ("throttled_time", 12345)
+            ]
+        );
+    }
+
+    #[test]
+    fn flat_keyed_rejects_garbage_and_truncation() {
+        let p = Path::new("memory.stat");
+        assert!(flat_keyed(p, "a 1\nb two\n").any(|r| r.is_err()));
+        assert!(flat_keyed(p, "a 1 2\n").any(|r| r.is_err()));
+        // Cut mid-line: a key without its value.
+        assert!(flat_keyed(p, "a 1\nb").any(|r| r.is_err()));
+        assert!(flat_keyed(p, "\u{fffd}\u{0}\n").any(|r| r.is_err()));
+        assert_eq!(flat_keyed(p, "").count(), 0);
+    }
+}

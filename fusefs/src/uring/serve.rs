@@ -1,0 +1,249 @@
+//! One queue's serving loop: REGISTER its entries, then answer and COMMIT_AND_FETCH until
+//! stopped, dispatching each request to the [`Tree`].
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use io_uring::{opcode, squeue, types};
+
+use super::{pin, Decision, Entry, Queue, DEPTH, INIT_WAIT, STOP};
+use crate::abi;
+use crate::metrics::FsMetrics;
+use crate::tree::{Errno, Tree};
+
+fn register_sqe(fuse: RawFd, q: &Queue, i: usize) -> squeue::Entry128 {
+    let iov = q.entries[i].iov.as_ptr() as u64;
+    let e = opcode::UringCmd80::new(types::Fd(fuse), abi::URING_CMD_REGISTER)
+        .cmd(abi::uring_cmd(0, q.qid))
+        .addr(Some(iov))
+        .build()
+        .user_data(i as u64);
+    with_len(e, 2)
+}
+
+/// Sets `sqe->len` (the iovec count REGISTER wants), which the io-uring crate's builder does
+/// not expose for URING_CMD.
+fn with_len(e: squeue::Entry128, len: u32) -> squeue::Entry128 {
+    // SAFETY: Entry128 is a repr(C) 128-byte SQE; `len` is the u32 at byte offset 24 of
+    // struct io_uring_sqe, and any bit pattern is a valid value for both types.
+    unsafe {
+        let mut raw: [u8; 128] = std::mem::transmute(e);
+        raw[24..28].copy_from_slice(&len.to_ne_bytes());
+        std::mem::transmute(raw)
+    }
+}
+
+fn commit_sqe(fuse: RawFd, q: &Queue, i: usize) -> squeue::Entry128 {
+    opcode::UringCmd80::new(types::Fd(fuse), abi::URING_CMD_COMMIT_AND_FETCH)
+        .cmd(abi::uring_cmd(q.entries[i].commit_id, q.qid))
+        .build()
+        .user_data(i as u64)
+}
+
+fn push(q: &mut Queue, e: squeue::Entry128) -> bool {
+    // SAFETY: every buffer the entry names (iovecs, header, payload) lives as long as the
+    // queue, and the ring is dropped first.
+    unsafe { q.ring.submission().push(&e).is_ok() }
+}
+
+pub(super) fn serve(
+    mut q: Queue,
+    decision: &Decision,
+    fuse: RawFd,
+    tree: &Tree,
+    metrics: &FsMetrics,
+) {
+    pin(q.qid as usize);
+    if !decision.wait() {
+        return;
+    }
+    let poll = opcode::PollAdd::new(types::Fd(q.stop.as_raw_fd()), libc::POLLIN as u32)
+        .build()
+        .user_data(STOP);
+    let mut ok = push(&mut q, poll.into());
+    for i in 0..q.entries.len() {
+        let e = register_sqe(fuse, &q, i);
+        ok &= push(&mut q, e);
+    }
+    if !ok {
+        tracing::warn!(queue = q.qid, "io_uring submission queue full at start");
+        return;
+    }
+    let started = Instant::now();
+    let mut live = q.entries.len();
+    let mut done: Vec<(u64, i32)> = Vec::with_capacity(DEPTH + 1);
+    while live > 0 {
+        match q.ring.submit_and_wait(1) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            Err(e) => {
+                // Leaving would strand this CPU's requests; wait and try again.
+                tracing::warn!(queue = q.qid, error = %e, "io_uring wait failed");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        }
+        done.clear();
+        done.extend(q.ring.completion().map(|c| (c.user_data(), c.result())));
+        for &(ud, res) in &done {
+            if ud == STOP {
+                return;
+            }
+            let i = ud as usize;
+            if i >= q.entries.len() {
+                continue;
+            }
+            let registered = q.entries[i].registered;
+            let sqe = if res == -libc::EAGAIN || res == -libc::EINTR {
+                // EAGAIN at REGISTER: the kernel has not processed our INIT reply yet.
+                if !registered && started.elapsed() > INIT_WAIT {
+                    tracing::warn!(queue = q.qid, "FUSE never became ready for io_uring");
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+                if registered {
+                    commit_sqe(fuse, &q, i)
+                } else {
+                    register_sqe(fuse, &q, i)
+                }
+            } else if res < 0 {
+                let e = std::io::Error::from_raw_os_error(-res);
+                if matches!(-res, libc::ENOTCONN | libc::ECONNABORTED | libc::ENODEV) {
+                    tracing::debug!(queue = q.qid, error = %e, "FUSE connection ended");
+                    return;
+                }
+                // A failed REGISTER makes the kernel fall back to /dev/fuse by itself; a
+                // failed commit loses this entry only.
+                tracing::warn!(queue = q.qid, entry = i, registered, error = %e, "FUSE io_uring entry dropped");
+                live -= 1;
+                continue;
+            } else {
+                q.entries[i].registered = true;
+                let e = &mut q.entries[i];
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| answer(e, tree)))
+                    .is_err()
+                {
+                    fail(e, libc::EIO);
+                }
+                metrics.uring_requests.fetch_add(1, Ordering::Relaxed);
+                commit_sqe(fuse, &q, i)
+            };
+            if !push(&mut q, sqe) {
+                // Cannot happen (one SQE per entry at most); counted as a lost entry.
+                tracing::warn!(queue = q.qid, "io_uring submission queue full");
+                live -= 1;
+            }
+        }
+    }
+}
+
+/// Replaces the reply of an entry with an error (after a panic in a view).
+fn fail(e: &mut Entry, errno: Errno) {
+    let hdr = e.header.bytes();
+    let unique = abi::InHeader::parse(hdr).map_or(0, |h| h.unique);
+    write_reply(hdr, unique, Err(errno));
+}
+
+/// The out header and payload size of a reply whose payload (if any) is already in place.
+fn write_reply(hdr: &mut [u8], unique: u64, result: Result<usize, Errno>) {
+    let (len, err) = match result {
+        Ok(n) => (n, 0),
+        Err(errno) => (0, -errno),
+    };
+    abi::put_out_header(hdr, (16 + len) as u32, err, unique);
+    abi::set_ring_payload(hdr, len as u32);
+}
+
+/// Decodes the request in an entry, runs it, and writes the reply in place.
+fn answer(e: &mut Entry, tree: &Tree) {
+    let hdr = e.header.bytes();
+    let (commit_id, in_len) = abi::ring_ent(hdr).unwrap_or((0, 0));
+    e.commit_id = commit_id;
+    let mut op_in = [0u8; 128];
+    op_in.copy_from_slice(&hdr[abi::URING_OP_IN..abi::URING_OP_IN + 128]);
+    let h = abi::InHeader::parse(hdr);
+    let payload = e.payload.bytes();
+    let result = match &h {
+        Some(h) => dispatch(tree, h, &op_in, payload, in_len as usize),
+        None => Err(libc::EIO),
+    };
+    write_reply(hdr, h.map_or(0, |h| h.unique), result);
+}
+
+/// One request → the reply's payload length, or an errno. Mirrors the fuser adapter in fs.rs.
+fn dispatch(
+    tree: &Tree,
+    h: &abi::InHeader,
+    op_in: &[u8],
+    pay: &mut [u8],
+    in_len: usize,
+) -> Result<usize, Errno> {
+    let bad = libc::EIO;
+    match h.opcode {
+        abi::LOOKUP => {
+            let raw = &pay[..in_len.min(pay.len())];
+            let name = raw.split(|&b| b == 0).next().unwrap_or_default();
+            if name.len() > 255 {
+                return Err(libc::ENAMETOOLONG);
+            }
+            let mut buf = [0u8; 255];
+            buf[..name.len()].copy_from_slice(name);
+            let (ino, ttl) = tree.lookup(h.nodeid, &buf[..name.len()], h.pid)?;
+            abi::put_entry_out(pay, &tree.attr(ino)?, ttl.as_secs());
+            Ok(abi::ENTRY_OUT_LEN)
+        }
+        abi::GETATTR => {
+            let (a, ttl) = tree.getattr(h.nodeid)?;
+            abi::put_attr_out(pay, &a, ttl.as_secs());
+            Ok(abi::ATTR_OUT_LEN)
+        }
+        abi::OPEN => {
+            let fh = tree.open(h.nodeid, abi::open_in(op_in).ok_or(bad)?)?;
+            abi::put_open_out(pay, fh, abi::FOPEN_DIRECT_IO);
+            Ok(abi::OPEN_OUT_LEN)
+        }
+        abi::READ => {
+            let (fh, offset, size) = abi::read_in(op_in).ok_or(bad)?;
+            let (data, r) = tree.read(h.nodeid, fh, offset, size, h.pid)?;
+            let n = r.len().min(pay.len());
+            pay[..n].copy_from_slice(&data[r.start..r.start + n]);
+            Ok(n)
+        }
+        abi::RELEASE => {
+            tree.release(abi::release_in(op_in).ok_or(bad)?);
+            Ok(0)
+        }
+        abi::OPENDIR => {
+            if !Tree::is_dir(h.nodeid) {
+                return Err(libc::ENOTDIR);
+            }
+            abi::put_open_out(pay, 0, 0);
+            Ok(abi::OPEN_OUT_LEN)
+        }
+        abi::READDIR => {
+            let (_, offset, size) = abi::read_in(op_in).ok_or(bad)?;
+            let entries = tree.dir_entries(h.nodeid, h.pid)?;
+            let room = (size as usize).min(pay.len());
+            let mut out = Vec::with_capacity(room.min(4096));
+            let skip = usize::try_from(offset).unwrap_or(usize::MAX);
+            for (i, (ino, dir, name)) in entries.iter().enumerate().skip(skip) {
+                let dtype = if *dir { libc::DT_DIR } else { libc::DT_REG } as u32;
+                if !abi::push_dirent(&mut out, room, *ino, (i + 1) as u64, dtype, name.as_bytes()) {
+                    break;
+                }
+            }
+            pay[..out.len()].copy_from_slice(&out);
+            Ok(out.len())
+        }
+        abi::RELEASEDIR | abi::DESTROY => Ok(0),
+        abi::STATFS => {
+            abi::put_statfs_out(pay);
+            Ok(abi::STATFS_OUT_LEN)
+        }
+        // Like procfs, not a terminal (Python's open() asks isatty()).
+        abi::IOCTL => Err(libc::ENOTTY),
+        // FLUSH, xattrs, access, lseek, …: ENOSYS once and the kernel stops asking.
+        _ => Err(libc::ENOSYS),
+    }
+}
