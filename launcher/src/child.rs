@@ -9,6 +9,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use cgsight_seccomp::Program;
 use nix::errno::Errno;
 use nix::sched::CloneFlags;
 use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal};
@@ -43,6 +44,8 @@ pub(crate) struct ChildPlan {
     pub argv: Vec<CString>,
     /// The caller's descriptors passed to the command.
     pub preserve_fds: Vec<i32>,
+    /// Installed last, right before exec (`None`: unconfined).
+    pub seccomp: Option<Program>,
 }
 
 /// The child's ends of the supervisor's pipes.
@@ -144,10 +147,23 @@ fn container_child(plan: &ChildPlan, fds: &mut ChildFds) -> Result<Never, ChildE
     sys::close_inherited_fds(&plan.preserve_fds).map_err(lerr)?;
     let first = plan.argv.first().ok_or_else(|| lerr("no command given"))?;
     let prog = resolve(first, &plan.path_var)?;
+    // Last: after no_new_privs (which the kernel requires for an unprivileged filter) and
+    // the capability drop, so nothing of our own set-up runs under the filter.
+    install_seccomp(plan.seccomp.as_ref())?;
     if plan.init {
         run_init(plan, &prog, fds)
     } else {
         exec(&prog, &plan.argv, &plan.env)
+    }
+}
+
+/// Installs the container's filter (allocation-free), if it has one.
+pub(crate) fn install_seccomp(p: Option<&Program>) -> Result<(), ChildErr> {
+    match p {
+        Some(p) => p
+            .install()
+            .map_err(|e| lerr(format!("installing the seccomp filter: {e}"))),
+        None => Ok(()),
     }
 }
 

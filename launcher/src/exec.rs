@@ -9,11 +9,11 @@ use cgsight_cgroup::{Hierarchies, Managed};
 use nix::sched::CloneFlags;
 use nix::unistd::ForkResult;
 
-use crate::child::{container_env, exec as do_exec, lerr, resolve, ChildErr};
+use crate::child::{container_env, exec as do_exec, install_seccomp, lerr, resolve, ChildErr};
 use crate::error::child_report;
 use crate::state::{State, Status};
 use crate::tty::TtyProxy;
-use crate::{caps, pty, sys, wait, LaunchError};
+use crate::{caps, pty, security, sys, wait, LaunchError};
 
 pub struct ExecRequest {
     pub command: Vec<String>,
@@ -47,6 +47,9 @@ pub fn exec(st: &State, req: &ExecRequest) -> Result<u8, LaunchError> {
     if req.command.is_empty() {
         return Err(LaunchError::NoCommand);
     }
+    // On the host's filesystem (the cache), before joining the mount namespace.
+    let seccomp =
+        security::seccomp_program(&st.spec.security, caps::default_mask())?.map(|(p, _)| p);
     // Open every namespace first: after joining the mount ns, /proc is the container's.
     let mut nss = Vec::new();
     for (k, flag) in NAMESPACES {
@@ -102,6 +105,7 @@ pub fn exec(st: &State, req: &ExecRequest) -> Result<u8, LaunchError> {
                 caps::restrict(last).map_err(lerr)?;
                 sys::close_inherited_fds(&preserved).map_err(lerr)?;
                 let prog = resolve(&arg0, &path_var)?;
+                install_seccomp(seccomp.as_ref())?;
                 match do_exec(&prog, &argv, &envc)? {}
             })();
             let (code, msg) = r.err().unwrap_or_else(|| lerr("exec returned"));

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::{umount2, MntFlags, MsFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 
+use crate::security::Device;
 use crate::spec::Volume;
 use crate::sys::{do_mount, ChildResult};
 
@@ -83,6 +84,8 @@ pub struct RootPlan {
     /// Directories covered by an empty read-only tmpfs (host-root mode: see
     /// [`HOST_STATE_DIRS`]).
     pub hide: Vec<PathBuf>,
+    /// `--device` nodes to create (the cgroup's rules allow them).
+    pub devices: Vec<Device>,
 }
 
 fn inside(root: &Path, p: &str) -> PathBuf {
@@ -155,6 +158,9 @@ pub fn build_root(p: &RootPlan) -> ChildResult<()> {
     do_mount(Some(Path::new("proc")), &proc_dir, Some("proc"), nsx, None)?;
 
     setup_dev(r)?;
+    for d in &p.devices {
+        device_node(r, d)?;
+    }
 
     // /sys: a fresh sysfs (it shows this net namespace's devices), made read-only per mount
     // with a bind remount (a plain ro mount would conflict with a host rw superblock under
@@ -316,6 +322,36 @@ fn setup_dev(r: &Path) -> ChildResult<()> {
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV,
         None,
     )
+}
+
+/// A `--device` node: the host node's type, numbers, mode and owner, at its container path.
+fn device_node(r: &Path, d: &Device) -> ChildResult<()> {
+    let p = inside(r, &d.container.to_string_lossy());
+    if let Some(parent) = p.parent() {
+        mkdir_p(parent)?;
+    }
+    let kind = if d.kind == 'b' {
+        SFlag::S_IFBLK
+    } else {
+        SFlag::S_IFCHR
+    };
+    let mode = Mode::from_bits_truncate(d.mode);
+    let _ = fs::remove_file(&p);
+    mknod(&p, kind, mode, makedev(d.major.into(), d.minor.into()))
+        .map_err(|e| format!("mknod {}: {e}", p.display()))?;
+    nix::sys::stat::fchmodat(
+        nix::fcntl::AT_FDCWD,
+        &p,
+        mode,
+        nix::sys::stat::FchmodatFlags::FollowSymlink,
+    )
+    .map_err(|e| format!("chmod {}: {e}", p.display()))?;
+    nix::unistd::chown(
+        &p,
+        Some(nix::unistd::Uid::from_raw(d.uid)),
+        Some(nix::unistd::Gid::from_raw(d.gid)),
+    )
+    .map_err(|e| format!("chown {}: {e}", p.display()))
 }
 
 /// The pivot_root(".", ".") trick: no put_old directory needed; the old root ends up stacked

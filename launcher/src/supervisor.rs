@@ -12,7 +12,8 @@ use std::io::IoSliceMut;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
-use cgsight_cgroup::{Controller, Hierarchies, Layout, Managed, Version};
+use cgsight_cgroup::{devices, Controller, Hierarchies, Layout, Managed, Version};
+use cgsight_seccomp::Program;
 use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
 use nix::sys::socket::{
@@ -32,6 +33,7 @@ use crate::tty::TtyProxy;
 use crate::views::ensure_views;
 use crate::wait::wait_loop;
 use crate::LaunchError;
+use crate::{caps, security};
 
 /// Everything done before the supervisor forks away (and before a detached launch returns):
 /// validation against the registry, directories, the views daemon.
@@ -43,12 +45,22 @@ pub struct Prepared {
     pub state: State,
     /// The caller's descriptors passed to the command (`--preserve-fds`).
     pub preserved_fds: Vec<i32>,
+    /// The compiled seccomp filter (`None`: unconfined).
+    pub seccomp: Option<Program>,
+    /// Whether the filter came from the compiled-program cache.
+    pub seccomp_cache_hit: bool,
 }
 
 pub fn prepare(spec: ContainerSpec, store: Store, exe: &Path) -> Result<Prepared, LaunchError> {
     // First, before we open descriptors of our own.
     let preserved_fds = sys::preserved_fds(spec.preserve_fds);
     let hier = Hierarchies::detect().map_err(LaunchError::cgroup("cgroup layout"))?;
+    // Before anything is created: a profile that does not compile leaves nothing behind.
+    let (seccomp, seccomp_cache_hit) =
+        match security::seccomp_program(&spec.security, caps::default_mask())? {
+            Some((p, hit)) => (Some(p), hit),
+            None => (None, false),
+        };
     let me = std::process::id() as i32;
     let state = State {
         id: spec.id.clone(),
@@ -91,6 +103,8 @@ pub fn prepare(spec: ContainerSpec, store: Store, exe: &Path) -> Result<Prepared
         views,
         state,
         preserved_fds,
+        seccomp,
+        seccomp_cache_hit,
     })
 }
 
@@ -203,6 +217,7 @@ fn child_plan(spec: &ContainerSpec, p: &Prepared, m: &Managed) -> Result<ChildPl
             views: p.views.clone(),
             cgroup: cgroup_view(&p.hier, m),
             hide: hidden_dirs(spec, &p.store),
+            devices: spec.security.devices.clone(),
         },
         hostname: spec.hostname.clone(),
         net_none: spec.net == Net::None,
@@ -214,6 +229,7 @@ fn child_plan(spec: &ContainerSpec, p: &Prepared, m: &Managed) -> Result<ChildPl
         path_var,
         argv: sys::cstrings(&spec.command)?,
         preserve_fds: p.preserved_fds.clone(),
+        seccomp: p.seccomp.clone(),
     })
 }
 
@@ -307,6 +323,14 @@ fn supervise_inner(
     if let Err(e) = managed.attach(child.as_raw()) {
         drop(go_w);
         return Err(kill_child(LaunchError::cgroup("joining cgroup")(e)));
+    }
+    // Before the child is released: it must not open a device the rules deny, ever.
+    let rules = security::device_rules(&spec.security);
+    if let Err(e) = devices::apply(&p.hier, managed.cgroup(), &rules) {
+        drop(go_w);
+        return Err(kill_child(LaunchError::Devices(format!(
+            "applying the device rules: {e}"
+        ))));
     }
     sys::write_all_fd(&go_w, b"g");
     drop(go_w);
