@@ -19,6 +19,8 @@ use nix::unistd::{AccessFlags, ForkResult};
 use crate::error::child_report;
 use crate::mounts::{self, RootPlan};
 use crate::sys::{self, ChildResult};
+use crate::userns::maps::ChildSide;
+use crate::userns::{net, IdRange};
 use crate::{caps, pty, wait, EXIT_LAUNCHER, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND};
 
 /// A failure before exec: the exit code to report and one line of text.
@@ -46,6 +48,8 @@ pub(crate) struct ChildPlan {
     pub preserve_fds: Vec<i32>,
     /// Installed last, right before exec (`None`: unconfined).
     pub seccomp: Option<Program>,
+    /// `--userns auto`: the container's ids.
+    pub userns: Option<IdRange>,
 }
 
 /// The child's ends of the supervisor's pipes.
@@ -56,6 +60,8 @@ pub(crate) struct ChildFds {
     pub err: Option<OwnedFd>,
     /// With -t: where the pty's master goes to the supervisor.
     pub sock: Option<OwnedFd>,
+    /// `--userns auto`: our side of the id-map handshake.
+    pub userns: Option<ChildSide>,
 }
 
 /// The command's environment: docker's defaults (PATH, HOSTNAME, HOME, and TERM with a tty),
@@ -121,6 +127,10 @@ fn container_child(plan: &ChildPlan, fds: &mut ChildFds) -> Result<Never, ChildE
     }
     // The cgroup ns is made now that we are in our cgroup, so that cgroup is its root.
     nix::sched::unshare(flags).map_err(|e| lerr(format!("unshare: {e}")))?;
+    if let (Some(range), true) = (&plan.userns, plan.net_none) {
+        // While /proc is the host's and we are host root: the net namespace is ours.
+        net::open_low_ports_and_ping(range).map_err(lerr)?;
+    }
     let last = caps::last_cap();
     mounts::build_root(&plan.root).map_err(lerr)?;
     nix::unistd::sethostname(&plan.hostname).map_err(|e| lerr(format!("sethostname: {e}")))?;
@@ -143,6 +153,10 @@ fn container_child(plan: &ChildPlan, fds: &mut ChildFds) -> Result<Never, ChildE
     }
     nix::unistd::chdir(&plan.workdir)
         .map_err(|e| lerr(format!("chdir {}: {e}", plan.workdir.display())))?;
+    if let Some(side) = fds.userns.take() {
+        // Last of the namespaces, after pivot_root and everything host root had to do.
+        side.enter().map_err(lerr)?;
+    }
     caps::restrict(last).map_err(lerr)?;
     sys::close_inherited_fds(&plan.preserve_fds).map_err(lerr)?;
     let first = plan.argv.first().ok_or_else(|| lerr("no command given"))?;

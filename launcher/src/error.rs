@@ -32,6 +32,8 @@ pub enum LaunchError {
     Seccomp(String),
     #[error("{0}")]
     Devices(String),
+    #[error("--userns auto: {0}")]
+    Userns(#[from] crate::userns::UsernsError),
     #[error("container {0} is not running")]
     NotRunning(String),
     #[error("container {0} is running: stop it first or use rm -f")]

@@ -3,6 +3,7 @@
 //! (reference/runtime-defaults.md), the FUSE views, volumes, then pivot_root.
 
 use std::fs;
+use std::os::fd::{BorrowedFd, RawFd};
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
@@ -86,6 +87,9 @@ pub struct RootPlan {
     pub hide: Vec<PathBuf>,
     /// `--device` nodes to create (the cgroup's rules allow them).
     pub devices: Vec<Device>,
+    /// `--userns auto` with an image root: (the image directory, a user namespace fd with the
+    /// container's maps). An idmapped clone of the image is attached at `lower` first.
+    pub idmap: Option<(PathBuf, RawFd)>,
 }
 
 fn inside(root: &Path, p: &str) -> PathBuf {
@@ -130,6 +134,13 @@ pub fn build_root(p: &RootPlan) -> ChildResult<()> {
         MsFlags::MS_SLAVE | MsFlags::MS_REC,
         None,
     )?;
+    if let Some((src, userns)) = &p.idmap {
+        // SAFETY: the supervisor keeps this descriptor open until the child has exec'd.
+        let fd = unsafe { BorrowedFd::borrow_raw(*userns) };
+        let tree =
+            crate::userns::idmap::idmapped_tree(src, fd, false).map_err(|e| e.to_string())?;
+        crate::userns::idmap::attach_tree(tree, &p.lower).map_err(|e| e.to_string())?;
+    }
     for path in [&p.lower, &p.upper, &p.work] {
         let s = path.to_string_lossy();
         if s.contains([',', ':']) {

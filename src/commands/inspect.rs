@@ -1,7 +1,7 @@
 //! `cgsight inspect`: a container's spec, limits, state and paths as JSON.
 
 use cgsight_cgroup::{Hierarchies, Managed};
-use cgsight_launcher::{security, Status};
+use cgsight_launcher::{security, userns, Status};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -37,6 +37,8 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
                 .map(|r| format!("{} {r}", if r.allow { "allow" } else { "deny" }))
                 .collect::<Vec<_>>(),
             "userns": sec.userns,
+            "userns_range": userns::setup::recorded(&st.id)
+                .map(|r| serde_json::json!({"uid": r.uid, "gid": r.gid, "count": r.count})),
             "no_new_privileges": true,
         });
         // The stored profile text is for `exec`; the path above names it.
