@@ -153,6 +153,10 @@ fn container_child(plan: &ChildPlan, fds: &mut ChildFds) -> Result<Never, ChildE
     }
     nix::unistd::chdir(&plan.workdir)
         .map_err(|e| lerr(format!("chdir {}: {e}", plan.workdir.display())))?;
+    // A fresh anonymous session keyring (runc's too): the container does not share the
+    // launching shell's session keys. Kernels without keys return ENOSYS; nothing to join.
+    // SAFETY: keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL) with integer arguments.
+    unsafe { libc::syscall(libc::SYS_keyctl, 1 as libc::c_long, 0 as libc::c_long) };
     if let Some(side) = fds.userns.take() {
         // Last of the namespaces, after pivot_root and everything host root had to do.
         side.enter().map_err(lerr)?;
