@@ -285,17 +285,7 @@ fn setup_dev(r: &Path) -> ChildResult<()> {
         ("urandom", 1, 9),
         ("tty", 5, 0),
     ] {
-        let p = dev.join(name);
-        mknod(&p, SFlag::S_IFCHR, rw, makedev(major, minor))
-            .map_err(|e| format!("mknod {}: {e}", p.display()))?;
-        // mknod applies the umask; the nodes must be 0666.
-        nix::sys::stat::fchmodat(
-            nix::fcntl::AT_FDCWD,
-            &p,
-            rw,
-            nix::sys::stat::FchmodatFlags::FollowSymlink,
-        )
-        .map_err(|e| format!("chmod {}: {e}", p.display()))?;
+        make_node(&dev.join(name), SFlag::S_IFCHR, rw, major, minor)?;
     }
     for (link, target) in [
         ("ptmx", "pts/ptmx"),
@@ -335,6 +325,19 @@ fn setup_dev(r: &Path) -> ChildResult<()> {
     )
 }
 
+/// A device node with exactly `mode` (mknod applies the umask, so the mode is set again).
+fn make_node(p: &Path, kind: SFlag, mode: Mode, major: u64, minor: u64) -> ChildResult<()> {
+    mknod(p, kind, mode, makedev(major, minor))
+        .map_err(|e| format!("mknod {}: {e}", p.display()))?;
+    nix::sys::stat::fchmodat(
+        nix::fcntl::AT_FDCWD,
+        p,
+        mode,
+        nix::sys::stat::FchmodatFlags::FollowSymlink,
+    )
+    .map_err(|e| format!("chmod {}: {e}", p.display()))
+}
+
 /// A `--device` node: the host node's type, numbers, mode and owner, at its container path.
 fn device_node(r: &Path, d: &Device) -> ChildResult<()> {
     let p = inside(r, &d.container.to_string_lossy());
@@ -346,17 +349,9 @@ fn device_node(r: &Path, d: &Device) -> ChildResult<()> {
     } else {
         SFlag::S_IFCHR
     };
-    let mode = Mode::from_bits_truncate(d.mode);
     let _ = fs::remove_file(&p);
-    mknod(&p, kind, mode, makedev(d.major.into(), d.minor.into()))
-        .map_err(|e| format!("mknod {}: {e}", p.display()))?;
-    nix::sys::stat::fchmodat(
-        nix::fcntl::AT_FDCWD,
-        &p,
-        mode,
-        nix::sys::stat::FchmodatFlags::FollowSymlink,
-    )
-    .map_err(|e| format!("chmod {}: {e}", p.display()))?;
+    let mode = Mode::from_bits_truncate(d.mode);
+    make_node(&p, kind, mode, d.major.into(), d.minor.into())?;
     nix::unistd::chown(
         &p,
         Some(nix::unistd::Uid::from_raw(d.uid)),

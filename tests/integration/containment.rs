@@ -779,6 +779,11 @@ fn userns_auto_with_a_rootfs_gives_root_its_image() {
         &["--rootfs", &rootfs, "--userns", "auto"],
         "id -u; cat /etc/secret; echo new > /etc/new && cat /etc/new",
     ));
+    if o.status.code() == Some(125) && stderr(&o).contains("cannot idmap") {
+        // e.g. /var/tmp on tmpfs before Linux 6.3, or on 9p: no idmapped mounts there.
+        eprintln!("skipped: {}", stderr(&o).trim());
+        return;
+    }
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     // The image's root-owned 0600 file is container root's (idmapped), and writable.
     assert_eq!(stdout(&o), "0\nimage-file\nnew\n", "{}", stderr(&o));
