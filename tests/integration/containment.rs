@@ -414,6 +414,12 @@ fn containers_cannot_lift_their_own_limits() {
             flags.extend(["--security-opt", "seccomp=unconfined"]);
         }
         let id = launch_detached_with(&n, &flags, &["sleep", "300"]);
+        // inspect records what the container runs with.
+        let sec = &inspect(&n).expect("inspect")["security"];
+        let want = if unconfined { "unconfined" } else { "default" };
+        assert_eq!(sec["seccomp"], want, "{sec}");
+        assert_eq!(sec["device_rules"][0], "deny a *:* rwm", "{sec}");
+        assert_eq!(sec["userns"], "host", "{sec}");
         for (mount, file, value, given) in limit_files(&id) {
             assert_eq!(read_trim(&file), given, "{}", file.display());
             let name = file.file_name().expect("file name").to_string_lossy();
