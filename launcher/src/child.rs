@@ -9,6 +9,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use cgsight_seccomp::Program;
 use nix::errno::Errno;
 use nix::sched::CloneFlags;
 use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal};
@@ -18,6 +19,8 @@ use nix::unistd::{AccessFlags, ForkResult};
 use crate::error::child_report;
 use crate::mounts::{self, RootPlan};
 use crate::sys::{self, ChildResult};
+use crate::userns::maps::ChildSide;
+use crate::userns::{net, IdRange};
 use crate::{caps, pty, wait, EXIT_LAUNCHER, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND};
 
 /// A failure before exec: the exit code to report and one line of text.
@@ -43,6 +46,10 @@ pub(crate) struct ChildPlan {
     pub argv: Vec<CString>,
     /// The caller's descriptors passed to the command.
     pub preserve_fds: Vec<i32>,
+    /// Installed last, right before exec (`None`: unconfined).
+    pub seccomp: Option<Program>,
+    /// `--userns auto`: the container's ids.
+    pub userns: Option<IdRange>,
 }
 
 /// The child's ends of the supervisor's pipes.
@@ -53,6 +60,8 @@ pub(crate) struct ChildFds {
     pub err: Option<OwnedFd>,
     /// With -t: where the pty's master goes to the supervisor.
     pub sock: Option<OwnedFd>,
+    /// `--userns auto`: our side of the id-map handshake.
+    pub userns: Option<ChildSide>,
 }
 
 /// The command's environment: docker's defaults (PATH, HOSTNAME, HOME, and TERM with a tty),
@@ -118,6 +127,10 @@ fn container_child(plan: &ChildPlan, fds: &mut ChildFds) -> Result<Never, ChildE
     }
     // The cgroup ns is made now that we are in our cgroup, so that cgroup is its root.
     nix::sched::unshare(flags).map_err(|e| lerr(format!("unshare: {e}")))?;
+    if let (Some(range), true) = (&plan.userns, plan.net_none) {
+        // While /proc is the host's and we are host root: the net namespace is ours.
+        net::open_low_ports_and_ping(range).map_err(lerr)?;
+    }
     let last = caps::last_cap();
     mounts::build_root(&plan.root).map_err(lerr)?;
     nix::unistd::sethostname(&plan.hostname).map_err(|e| lerr(format!("sethostname: {e}")))?;
@@ -140,14 +153,35 @@ fn container_child(plan: &ChildPlan, fds: &mut ChildFds) -> Result<Never, ChildE
     }
     nix::unistd::chdir(&plan.workdir)
         .map_err(|e| lerr(format!("chdir {}: {e}", plan.workdir.display())))?;
+    // A fresh anonymous session keyring (runc's too): the container does not share the
+    // launching shell's session keys. Kernels without keys return ENOSYS; nothing to join.
+    // SAFETY: keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL) with integer arguments.
+    unsafe { libc::syscall(libc::SYS_keyctl, 1 as libc::c_long, 0 as libc::c_long) };
+    if let Some(side) = fds.userns.take() {
+        // Last of the namespaces, after pivot_root and everything host root had to do.
+        side.enter().map_err(lerr)?;
+    }
     caps::restrict(last).map_err(lerr)?;
     sys::close_inherited_fds(&plan.preserve_fds).map_err(lerr)?;
     let first = plan.argv.first().ok_or_else(|| lerr("no command given"))?;
     let prog = resolve(first, &plan.path_var)?;
+    // Last: after no_new_privs (which the kernel requires for an unprivileged filter) and
+    // the capability drop, so nothing of our own set-up runs under the filter.
+    install_seccomp(plan.seccomp.as_ref())?;
     if plan.init {
         run_init(plan, &prog, fds)
     } else {
         exec(&prog, &plan.argv, &plan.env)
+    }
+}
+
+/// Installs the container's filter (allocation-free), if it has one.
+pub(crate) fn install_seccomp(p: Option<&Program>) -> Result<(), ChildErr> {
+    match p {
+        Some(p) => p
+            .install()
+            .map_err(|e| lerr(format!("installing the seccomp filter: {e}"))),
+        None => Ok(()),
     }
 }
 

@@ -28,6 +28,12 @@ pub enum LaunchError {
     Spec(#[from] SpecError),
     #[error("{0:?} contains a NUL byte")]
     Nul(String),
+    #[error("seccomp {0}")]
+    Seccomp(String),
+    #[error("{0}")]
+    Devices(String),
+    #[error("--userns auto: {0}")]
+    Userns(#[from] crate::userns::UsernsError),
     #[error("container {0} is not running")]
     NotRunning(String),
     #[error("container {0} is running: stop it first or use rm -f")]

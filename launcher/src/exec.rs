@@ -3,17 +3,20 @@
 //! is a member of the pid namespace; same privileges as the container's command.
 
 use std::fs::File;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 
 use cgsight_cgroup::{Hierarchies, Managed};
 use nix::sched::CloneFlags;
 use nix::unistd::ForkResult;
 
-use crate::child::{container_env, exec as do_exec, lerr, resolve, ChildErr};
+use crate::child::{container_env, exec as do_exec, install_seccomp, lerr, resolve, ChildErr};
 use crate::error::child_report;
+use crate::security::Userns;
 use crate::state::{State, Status};
 use crate::tty::TtyProxy;
-use crate::{caps, pty, sys, wait, LaunchError};
+use crate::userns::maps;
+use crate::{caps, pty, security, sys, wait, LaunchError};
 
 pub struct ExecRequest {
     pub command: Vec<String>,
@@ -47,6 +50,9 @@ pub fn exec(st: &State, req: &ExecRequest) -> Result<u8, LaunchError> {
     if req.command.is_empty() {
         return Err(LaunchError::NoCommand);
     }
+    // On the host's filesystem (the cache), before joining the mount namespace.
+    let seccomp =
+        security::seccomp_program(&st.spec.security, caps::default_mask())?.map(|(p, _)| p);
     // Open every namespace first: after joining the mount ns, /proc is the container's.
     let mut nss = Vec::new();
     for (k, flag) in NAMESPACES {
@@ -57,6 +63,13 @@ pub fn exec(st: &State, req: &ExecRequest) -> Result<u8, LaunchError> {
             Err(e) => return Err(LaunchError::io(format!("opening {p}"))(e)),
         }
     }
+    // Joined last, in the forked child: after it host root's privileges over the rest end.
+    let userns = if st.spec.security.userns == Userns::Auto {
+        let p = format!("/proc/{pid}/ns/user");
+        Some(File::open(&p).map_err(LaunchError::io(format!("opening {p}")))?)
+    } else {
+        None
+    };
     let h = Hierarchies::detect().map_err(LaunchError::cgroup("cgroup layout"))?;
     Managed::open(&h, &st.cgroup_path)
         .attach(std::process::id() as i32)
@@ -99,9 +112,13 @@ pub fn exec(st: &State, req: &ExecRequest) -> Result<u8, LaunchError> {
                 } else if !req.interactive {
                     pty::devnull_stdin().map_err(lerr)?;
                 }
+                if let Some(u) = &userns {
+                    maps::join(u.as_fd()).map_err(lerr)?;
+                }
                 caps::restrict(last).map_err(lerr)?;
                 sys::close_inherited_fds(&preserved).map_err(lerr)?;
                 let prog = resolve(&arg0, &path_var)?;
+                install_seccomp(seccomp.as_ref())?;
                 match do_exec(&prog, &argv, &envc)? {}
             })();
             let (code, msg) = r.err().unwrap_or_else(|| lerr("exec returned"));

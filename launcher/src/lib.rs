@@ -14,6 +14,7 @@
 //! - [`pty`]: opening a pty and making it a child's terminal.
 //! - [`tty`]: the supervisor's side of the pty (raw mode, resize, EOF).
 //! - [`wait`]: waiting for the command: signals forwarded, orphans reaped, pty proxied.
+//! - [`security`]: seccomp profile, device allow-list and `--device`, `--userns` choices.
 //! - [`error`]: [`LaunchError`] and its exit codes.
 //! - [`userns`]: `--userns auto`: id ranges, uid/gid maps, idmapped mounts.
 //! - `sys`: small syscall helpers (pipes, fd I/O, blocking signals, mounts).
@@ -25,6 +26,7 @@ pub mod exec;
 pub mod lifecycle;
 pub mod mounts;
 mod pty;
+pub mod security;
 pub mod spec;
 pub mod startup;
 pub mod state;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use cgsight_cgroup::{Hierarchies, Managed};
 use nix::sys::signal::Signal;
 
+use crate::security::Userns;
 use crate::state::{alive, State, Status, Store};
 use crate::LaunchError;
 
@@ -115,6 +116,11 @@ pub fn remove(store: &Store, st: &State, force: bool) -> Result<(), LaunchError>
             return Err(LaunchError::io(format!("removing {}", d.display()))(e))
         }
         _ => {}
+    }
+    // Also when the supervisor died without freeing it; before the state, so a failure here
+    // leaves a container `rm` can retry.
+    if st.spec.security.userns == Userns::Auto {
+        crate::userns::setup::free(&st.id)?;
     }
     store.remove_state(&st.id)?;
     Ok(())

@@ -3,12 +3,14 @@
 //! (reference/runtime-defaults.md), the FUSE views, volumes, then pivot_root.
 
 use std::fs;
+use std::os::fd::{BorrowedFd, RawFd};
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{umount2, MntFlags, MsFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 
+use crate::security::Device;
 use crate::spec::Volume;
 use crate::sys::{do_mount, ChildResult};
 
@@ -83,6 +85,11 @@ pub struct RootPlan {
     /// Directories covered by an empty read-only tmpfs (host-root mode: see
     /// [`HOST_STATE_DIRS`]).
     pub hide: Vec<PathBuf>,
+    /// `--device` nodes to create (the cgroup's rules allow them).
+    pub devices: Vec<Device>,
+    /// `--userns auto` with an image root: (the image directory, a user namespace fd with the
+    /// container's maps). An idmapped clone of the image is attached at `lower` first.
+    pub idmap: Option<(PathBuf, RawFd)>,
 }
 
 fn inside(root: &Path, p: &str) -> PathBuf {
@@ -127,6 +134,13 @@ pub fn build_root(p: &RootPlan) -> ChildResult<()> {
         MsFlags::MS_SLAVE | MsFlags::MS_REC,
         None,
     )?;
+    if let Some((src, userns)) = &p.idmap {
+        // SAFETY: the supervisor keeps this descriptor open until the child has exec'd.
+        let fd = unsafe { BorrowedFd::borrow_raw(*userns) };
+        let tree =
+            crate::userns::idmap::idmapped_tree(src, fd, false).map_err(|e| e.to_string())?;
+        crate::userns::idmap::attach_tree(tree, &p.lower).map_err(|e| e.to_string())?;
+    }
     for path in [&p.lower, &p.upper, &p.work] {
         let s = path.to_string_lossy();
         if s.contains([',', ':']) {
@@ -155,6 +169,9 @@ pub fn build_root(p: &RootPlan) -> ChildResult<()> {
     do_mount(Some(Path::new("proc")), &proc_dir, Some("proc"), nsx, None)?;
 
     setup_dev(r)?;
+    for d in &p.devices {
+        device_node(r, d)?;
+    }
 
     // /sys: a fresh sysfs (it shows this net namespace's devices), made read-only per mount
     // with a bind remount (a plain ro mount would conflict with a host rw superblock under
@@ -268,17 +285,7 @@ fn setup_dev(r: &Path) -> ChildResult<()> {
         ("urandom", 1, 9),
         ("tty", 5, 0),
     ] {
-        let p = dev.join(name);
-        mknod(&p, SFlag::S_IFCHR, rw, makedev(major, minor))
-            .map_err(|e| format!("mknod {}: {e}", p.display()))?;
-        // mknod applies the umask; the nodes must be 0666.
-        nix::sys::stat::fchmodat(
-            nix::fcntl::AT_FDCWD,
-            &p,
-            rw,
-            nix::sys::stat::FchmodatFlags::FollowSymlink,
-        )
-        .map_err(|e| format!("chmod {}: {e}", p.display()))?;
+        make_node(&dev.join(name), SFlag::S_IFCHR, rw, major, minor)?;
     }
     for (link, target) in [
         ("ptmx", "pts/ptmx"),
@@ -316,6 +323,41 @@ fn setup_dev(r: &Path) -> ChildResult<()> {
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV,
         None,
     )
+}
+
+/// A device node with exactly `mode` (mknod applies the umask, so the mode is set again).
+fn make_node(p: &Path, kind: SFlag, mode: Mode, major: u64, minor: u64) -> ChildResult<()> {
+    mknod(p, kind, mode, makedev(major, minor))
+        .map_err(|e| format!("mknod {}: {e}", p.display()))?;
+    nix::sys::stat::fchmodat(
+        nix::fcntl::AT_FDCWD,
+        p,
+        mode,
+        nix::sys::stat::FchmodatFlags::FollowSymlink,
+    )
+    .map_err(|e| format!("chmod {}: {e}", p.display()))
+}
+
+/// A `--device` node: the host node's type, numbers, mode and owner, at its container path.
+fn device_node(r: &Path, d: &Device) -> ChildResult<()> {
+    let p = inside(r, &d.container.to_string_lossy());
+    if let Some(parent) = p.parent() {
+        mkdir_p(parent)?;
+    }
+    let kind = if d.kind == 'b' {
+        SFlag::S_IFBLK
+    } else {
+        SFlag::S_IFCHR
+    };
+    let _ = fs::remove_file(&p);
+    let mode = Mode::from_bits_truncate(d.mode);
+    make_node(&p, kind, mode, d.major.into(), d.minor.into())?;
+    nix::unistd::chown(
+        &p,
+        Some(nix::unistd::Uid::from_raw(d.uid)),
+        Some(nix::unistd::Gid::from_raw(d.gid)),
+    )
+    .map_err(|e| format!("chown {}: {e}", p.display()))
 }
 
 /// The pivot_root(".", ".") trick: no put_old directory needed; the old root ends up stacked

@@ -7,6 +7,8 @@ use std::path::{Component, Path, PathBuf};
 use cgsight_cgroup::{CpuList, Resources};
 use serde::{Deserialize, Serialize};
 
+use crate::security::{self, Security};
+
 /// Why a flag was refused. Each message is one line and names the flag and value.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum SpecError {
@@ -18,6 +20,9 @@ pub enum SpecError {
         value: String,
         reason: String,
     },
+    /// A message that already names its flag (e.g. from `--device` resolution).
+    #[error("{0}")]
+    Other(String),
     #[error("no command given: usage `cgsight launch [OPTIONS] [--] CMD [ARGS...]`")]
     NoCommand,
 }
@@ -72,6 +77,11 @@ pub struct RawSpec {
     pub no_proc_views: bool,
     /// Descriptors 3..3+N passed to the command (every other one is closed).
     pub preserve_fds: u32,
+    /// `--security-opt` values.
+    pub security_opts: Vec<String>,
+    /// `--device HOST[:CTR][:rwm]` values.
+    pub devices: Vec<String>,
+    pub userns: Option<String>,
     pub command: Vec<String>,
 }
 
@@ -111,6 +121,9 @@ pub struct ContainerSpec {
     /// Descriptors 3..3+N passed to the command (every other one is closed).
     #[serde(default)]
     pub preserve_fds: u32,
+    /// Seccomp, devices, user namespace.
+    #[serde(default)]
+    pub security: Security,
 }
 
 impl ContainerSpec {
@@ -500,6 +513,16 @@ pub fn build(
             "a detached container cannot have -t or -i",
         ));
     }
+    let mut sec = Security::default();
+    security::parse_security_opts(&raw.security_opts, &mut sec)?;
+    sec.devices = raw
+        .devices
+        .iter()
+        .map(|d| security::parse_device(d))
+        .collect::<Result<_, _>>()?;
+    if let Some(u) = &raw.userns {
+        sec.userns = security::parse_userns(u)?;
+    }
     Ok(ContainerSpec {
         id: id.to_owned(),
         name,
@@ -518,6 +541,7 @@ pub fn build(
         proc_views: !raw.no_proc_views,
         limits,
         preserve_fds: raw.preserve_fds,
+        security: sec,
     })
 }
 

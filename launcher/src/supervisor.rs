@@ -12,7 +12,8 @@ use std::io::IoSliceMut;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
-use cgsight_cgroup::{Controller, Hierarchies, Layout, Managed, Version};
+use cgsight_cgroup::{devices, Controller, Hierarchies, Layout, Managed, Version};
+use cgsight_seccomp::Program;
 use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
 use nix::sys::socket::{
@@ -25,6 +26,7 @@ use tracing::{debug, warn};
 
 use crate::child::{self, container_env, ChildFds, ChildPlan};
 use crate::mounts::{CgroupView, RootPlan, HOST_STATE_DIRS};
+use crate::security::Userns;
 use crate::spec::{ContainerSpec, Net};
 use crate::state::{now, State, StateLimits, Status, Store};
 use crate::sys;
@@ -32,6 +34,7 @@ use crate::tty::TtyProxy;
 use crate::views::ensure_views;
 use crate::wait::wait_loop;
 use crate::LaunchError;
+use crate::{caps, security, userns};
 
 /// Everything done before the supervisor forks away (and before a detached launch returns):
 /// validation against the registry, directories, the views daemon.
@@ -43,12 +46,22 @@ pub struct Prepared {
     pub state: State,
     /// The caller's descriptors passed to the command (`--preserve-fds`).
     pub preserved_fds: Vec<i32>,
+    /// The compiled seccomp filter (`None`: unconfined).
+    pub seccomp: Option<Program>,
+    /// Whether the filter came from the compiled-program cache.
+    pub seccomp_cache_hit: bool,
 }
 
 pub fn prepare(spec: ContainerSpec, store: Store, exe: &Path) -> Result<Prepared, LaunchError> {
     // First, before we open descriptors of our own.
     let preserved_fds = sys::preserved_fds(spec.preserve_fds);
     let hier = Hierarchies::detect().map_err(LaunchError::cgroup("cgroup layout"))?;
+    // Before anything is created: a profile that does not compile leaves nothing behind.
+    let (seccomp, seccomp_cache_hit) =
+        match security::seccomp_program(&spec.security, caps::default_mask())? {
+            Some((p, hit)) => (Some(p), hit),
+            None => (None, false),
+        };
     let me = std::process::id() as i32;
     let state = State {
         id: spec.id.clone(),
@@ -91,6 +104,8 @@ pub fn prepare(spec: ContainerSpec, store: Store, exe: &Path) -> Result<Prepared
         views,
         state,
         preserved_fds,
+        seccomp,
+        seccomp_cache_hit,
     })
 }
 
@@ -101,6 +116,8 @@ struct Cleanup {
     id: String,
     managed: Option<Managed>,
     keep: bool,
+    /// `--userns auto`: the id range to return with the layers.
+    userns: bool,
 }
 
 impl Drop for Cleanup {
@@ -118,6 +135,11 @@ impl Drop for Cleanup {
                 }
             }
             let _ = self.store.remove_state(&self.id);
+            if self.userns {
+                if let Err(e) = userns::setup::free(&self.id) {
+                    warn!("freeing the id range of {}: {e}", self.id);
+                }
+            }
         }
     }
 }
@@ -190,12 +212,26 @@ fn hidden_dirs(spec: &ContainerSpec, store: &Store) -> Vec<PathBuf> {
     dirs
 }
 
-fn child_plan(spec: &ContainerSpec, p: &Prepared, m: &Managed) -> Result<ChildPlan, LaunchError> {
+fn child_plan(
+    spec: &ContainerSpec,
+    p: &Prepared,
+    m: &Managed,
+    uns: Option<&userns::setup::Prepared>,
+) -> Result<ChildPlan, LaunchError> {
     let dir = p.store.container_dir(&spec.id);
+    let mut lower = spec.rootfs.clone().unwrap_or_else(|| PathBuf::from("/"));
+    let mut idmap = None;
+    if let (Some(fd), Some(rootfs)) = (uns.and_then(|u| u.userns_fd.as_ref()), &spec.rootfs) {
+        // The image, idmapped so its root-owned files are container root's, as the lower layer.
+        lower = dir.join("lower");
+        fs::create_dir_all(&lower)
+            .map_err(LaunchError::io(format!("creating {}", lower.display())))?;
+        idmap = Some((rootfs.clone(), fd.as_raw_fd()));
+    }
     let (env, path_var) = container_env(&spec.hostname, spec.tty, &spec.env);
     Ok(ChildPlan {
         root: RootPlan {
-            lower: spec.rootfs.clone().unwrap_or_else(|| PathBuf::from("/")),
+            lower,
             upper: dir.join("upper"),
             work: dir.join("work"),
             merged: dir.join("merged"),
@@ -203,6 +239,8 @@ fn child_plan(spec: &ContainerSpec, p: &Prepared, m: &Managed) -> Result<ChildPl
             views: p.views.clone(),
             cgroup: cgroup_view(&p.hier, m),
             hide: hidden_dirs(spec, &p.store),
+            devices: spec.security.devices.clone(),
+            idmap,
         },
         hostname: spec.hostname.clone(),
         net_none: spec.net == Net::None,
@@ -214,6 +252,8 @@ fn child_plan(spec: &ContainerSpec, p: &Prepared, m: &Managed) -> Result<ChildPl
         path_var,
         argv: sys::cstrings(&spec.command)?,
         preserve_fds: p.preserved_fds.clone(),
+        seccomp: p.seccomp.clone(),
+        userns: uns.map(|u| u.range),
     })
 }
 
@@ -245,6 +285,7 @@ fn supervise_inner(
         id: spec.id.clone(),
         managed: None,
         keep: false,
+        userns: false,
     };
     let managed = Managed::create(
         &p.hier,
@@ -258,7 +299,24 @@ fn supervise_inner(
         .apply(&res)
         .map_err(LaunchError::cgroup("setting limits"))?;
     state.limits = StateLimits::from_applied(&spec.limits, res.memory_swap);
-    let plan = child_plan(&spec, &p, &managed)?;
+    let uns = if spec.security.userns == Userns::Auto {
+        cleanup.userns = true;
+        let dir = p.store.container_dir(&spec.id);
+        let (upper, work) = (dir.join("upper"), dir.join("work"));
+        Some(userns::setup::prepare(
+            &spec.id,
+            &[&upper, &work],
+            spec.rootfs.is_some(),
+        )?)
+    } else {
+        None
+    };
+    let plan = child_plan(&spec, &p, &managed, uns.as_ref())?;
+    // The idmap namespace stays open here until the child has exec'd (it mounts with it).
+    let (range, _userns_fd, handshake) = match uns {
+        Some(u) => (Some(u.range), u.userns_fd, Some(u.handshake)),
+        None => (None, None, None),
+    };
 
     // All signals go through a signalfd from here on (the child restores its mask).
     let signals = sys::block_all_signals().map_err(LaunchError::sys("blocking signals"))?;
@@ -291,11 +349,13 @@ fn supervise_inner(
                     go: Some(go_r),
                     err: Some(err_w),
                     sock: sock_child,
+                    userns: handshake.map(|h| h.child()),
                 },
             )
         }
         ForkResult::Parent { child } => child,
     };
+    let userns_parent = handshake.map(|h| h.parent());
     drop((go_r, err_w, sock_child));
     debug!("container child {child}");
 
@@ -308,10 +368,29 @@ fn supervise_inner(
         drop(go_w);
         return Err(kill_child(LaunchError::cgroup("joining cgroup")(e)));
     }
+    // Before the child is released: it must not open a device the rules deny, ever.
+    let rules = security::device_rules(&spec.security);
+    if let Err(e) = devices::apply(&p.hier, managed.cgroup(), &rules) {
+        drop(go_w);
+        return Err(kill_child(LaunchError::Devices(format!(
+            "applying the device rules: {e}"
+        ))));
+    }
     sys::write_all_fd(&go_w, b"g");
     drop(go_w);
 
     let master = sock_parent.and_then(|s| recv_fd(s.as_raw_fd()));
+    if let (Some(side), Some(range)) = (userns_parent, &range) {
+        if let Err(e) = side.map(child.as_raw(), range) {
+            // A child that failed before its user namespace says why on the error pipe.
+            let err = sys::read_to_end_fd(&err_r);
+            if let Some(ce) = LaunchError::from_child_report(&err) {
+                let _ = waitpid(child, None);
+                return Err(ce);
+            }
+            return Err(kill_child(e.into()));
+        }
+    }
     let err = sys::read_to_end_fd(&err_r);
     drop(err_r);
     if let Some(e) = LaunchError::from_child_report(&err) {

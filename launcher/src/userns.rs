@@ -5,6 +5,7 @@
 //! - [`maps`]: the parent/child handshake that writes `uid_map`/`gid_map`, and throwaway userns fds.
 //! - [`idmap`]: idmapped clones of a directory (`--rootfs`) and the writable layer's ownership.
 //! - [`net`]: low ports and ping for container root in a net namespace host root owns.
+//! - [`setup`]: the launcher's glue: records dir, allocate + chown + handshake before fork, free.
 //!
 //! # Call order (for the launcher)
 //!
@@ -50,6 +51,7 @@ pub mod alloc;
 pub mod idmap;
 pub mod maps;
 pub mod net;
+pub mod setup;
 pub mod subid;
 
 use std::path::PathBuf;

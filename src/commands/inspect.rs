@@ -1,7 +1,7 @@
 //! `cgsight inspect`: a container's spec, limits, state and paths as JSON.
 
 use cgsight_cgroup::{Hierarchies, Managed};
-use cgsight_launcher::Status;
+use cgsight_launcher::{security, userns, Status};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -29,6 +29,24 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
             "merged": dir.join("merged"),
             "log": store.log_path(&st.id),
         });
+        let sec = &st.spec.security;
+        v["security"] = serde_json::json!({
+            "seccomp": sec.seccomp.describe(),
+            "devices": sec.devices.iter().map(|d| &d.spec).collect::<Vec<_>>(),
+            "device_rules": security::device_rules(sec).iter()
+                .map(|r| format!("{} {r}", if r.allow { "allow" } else { "deny" }))
+                .collect::<Vec<_>>(),
+            "userns": sec.userns,
+            "userns_range": userns::setup::recorded(&st.id)
+                .map(|r| serde_json::json!({"uid": r.uid, "gid": r.gid, "count": r.count})),
+            "no_new_privileges": true,
+        });
+        // The stored profile text is for `exec`; the path above names it.
+        if let Some(s) = v.pointer_mut("/spec/security/seccomp") {
+            if let Some(o) = s.as_object_mut() {
+                o.remove("json");
+            }
+        }
         if st.status == Status::Running {
             if let Ok(mem) = m.cgroup().memory() {
                 v["memory_usage"] = mem.usage.into();

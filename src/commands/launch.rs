@@ -73,6 +73,15 @@ pub struct LaunchArgs {
     /// Pass descriptors 3..3+N to the command (all others are closed).
     #[arg(long, default_value_t = 0)]
     preserve_fds: u32,
+    /// Security options (docker's): seccomp=unconfined, seccomp=PROFILE.json, no-new-privileges.
+    #[arg(long = "security-opt")]
+    security_opt: Vec<String>,
+    /// Expose a host device: HOST[:CONTAINER][:rwm] (node created in /dev, its rule allowed).
+    #[arg(long = "device")]
+    device: Vec<String>,
+    /// User namespace: host (default) or auto (container root is an unprivileged host id range).
+    #[arg(long)]
+    userns: Option<String>,
     /// The command and its arguments.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
     command: Vec<String>,
@@ -108,6 +117,9 @@ pub fn run(a: LaunchArgs) -> anyhow::Result<u8> {
         detach: a.detach,
         no_proc_views: a.no_proc_views,
         preserve_fds: a.preserve_fds,
+        security_opts: a.security_opt,
+        devices: a.device,
+        userns: a.userns,
         command: a.command,
     };
     let id = spec::new_id().context("generating an id")?;

@@ -4,7 +4,8 @@
 //!
 //! - `support`: helpers for driving the `cgsight` binary (views server, containers, inspect).
 //! - `agent`: `cgsight agent` against real cgroups, promtool, TLS/basic auth, Prometheus.
-//! - `containment`: what a default container must not reach (fds, volumes, other containers).
+//! - `containment`: what a default container must not reach (fds, volumes, other containers,
+//!   disks, its own limits, the host keyring), and that each protection is what stops it.
 //! - `dashboards`: `cgsight daemon` under load scraped by Prometheus; rules and dashboards.
 //! - `fs_views`: `cgsight fs` views read by procps, glibc and Python in a container.
 //! - `launch_basic`: `cgsight launch` limits, namespaces, exit codes, volumes, exec, cleanup.

@@ -239,3 +239,14 @@ impl Drop for CgsightCpuBoost {
         }
     }
 }
+
+/// `cgsight launch -d --no-proc-views FLAGS --name NAME -- CMD...`; returns the container id.
+pub fn launch_detached_with(name: &str, flags: &[&str], cmd: &[&str]) -> String {
+    let mut args = vec!["launch", "-d", "--no-proc-views"];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&["--name", name, "--"]);
+    args.extend_from_slice(cmd);
+    let o = cgsight(&args);
+    assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    stdout(&o).trim().to_owned()
+}
