@@ -31,17 +31,10 @@ impl Drop for Cg {
 struct TempDir(PathBuf);
 
 impl TempDir {
-    /// Under the target dir or /tmp unless mounted `nodev` (a VM's shared folder, a tmpfs /tmp),
-    /// else under /dev, which never is.
+    /// Under /dev: devtmpfs honours device nodes on every host, while the target dir or /tmp
+    /// may be `nodev` or a VM's 9p share (where mknod answers ENXIO without saying nodev).
     fn new() -> Self {
-        use nix::sys::statvfs::{statvfs, FsFlags};
-        let base = [
-            PathBuf::from(env!("CARGO_TARGET_TMPDIR")),
-            std::env::temp_dir(),
-        ]
-        .into_iter()
-        .find(|d| statvfs(d).is_ok_and(|s| !s.flags().contains(FsFlags::ST_NODEV)))
-        .unwrap_or_else(|| PathBuf::from("/dev"));
+        let base = PathBuf::from("/dev");
         let p = base.join(unique_name("devices"));
         std::fs::create_dir_all(&p).unwrap();
         TempDir(p)

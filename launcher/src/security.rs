@@ -202,11 +202,20 @@ pub fn seccomp_program(sec: &Security, caps: u64) -> Result<Option<(Program, boo
     let loaded = Cache::new(seccomp_cache_dir())
         .load_or_compile(&profile, &target)
         .map_err(|e| LaunchError::Seccomp(format!("{}: {e}", sec.seccomp.describe())))?;
+    // A user's profile naming syscalls this system's libseccomp does not know is refused:
+    // skipping a name silently changes what the profile allows or denies (docker skips them).
+    // The built-in profile only warns (names of other kernels' syscalls, never a typo).
     if !loaded.unknown_syscalls.is_empty() {
+        let names = loaded.unknown_syscalls.join(", ");
+        if matches!(sec.seccomp, Seccomp::Profile { .. }) {
+            return Err(LaunchError::Seccomp(format!(
+                "profile {}: syscalls unknown to this system's libseccomp: {names} (remove them from the profile)",
+                sec.seccomp.describe()
+            )));
+        }
         tracing::warn!(
-            "seccomp profile {}: syscalls unknown to this system skipped: {}",
-            sec.seccomp.describe(),
-            loaded.unknown_syscalls.join(", ")
+            "seccomp profile {}: syscalls unknown to this system skipped: {names}",
+            sec.seccomp.describe()
         );
     }
     tracing::debug!(cache_hit = loaded.cache_hit, path = %loaded.path.display(), "seccomp filter");

@@ -68,12 +68,16 @@ impl Cache {
             Err(source) => return Err(Error::Cache { path, source }),
         }
         let compiled = compile(profile, target)?;
-        write_atomically(&self.dir, &path, &encode(&compiled.program, &key)).map_err(|source| {
-            Error::Cache {
-                path: path.clone(),
-                source,
-            }
-        })?;
+        // A profile that names syscalls this system does not know is never cached: a hit
+        // could not report them, and the caller may refuse such a profile every time.
+        if compiled.unknown_syscalls.is_empty() {
+            write_atomically(&self.dir, &path, &encode(&compiled.program, &key)).map_err(
+                |source| Error::Cache {
+                    path: path.clone(),
+                    source,
+                },
+            )?;
+        }
         Ok(Loaded {
             program: compiled.program,
             cache_hit: false,

@@ -75,7 +75,9 @@ pub fn compile(profile: &Profile, target: &Target) -> Result<Compiled> {
         }
     }
     if !unknown.is_empty() {
-        tracing::warn!(
+        // Reported to the caller, which decides whether that is an error (a user's profile)
+        // or a warning (the built-in one).
+        tracing::debug!(
             syscalls = unknown.join(","),
             "seccomp profile names syscalls the local libseccomp does not know; skipped"
         );

@@ -103,7 +103,7 @@ fn limits_and_usage_of_real_cgroups() {
         ready.to_str().unwrap(),
     ]));
     let _busy = cpu.spawn(Command::new("sh").args(["-c", "while :; do :; done"]));
-    wait_for("python allocated 64 MiB", Duration::from_secs(30), || {
+    wait_for("python allocated 64 MiB", Duration::from_secs(120), || {
         ready.exists().then_some(())
     });
     let agent = start_agent(&["--all-cgroups"]);

@@ -148,14 +148,15 @@ fn volume_targets_resolve_inside_the_root() {
 fn volumes_on_proc_or_sys_and_bad_cpu_lists_are_refused() {
     require_root!();
     let d = TempDir::new("vol-proc");
-    // Lexically, and through a link that resolves there inside the root.
-    let plink = d.path.join("plink");
-    std::os::unix::fs::symlink("/proc/sys/kernel", &plink).unwrap();
-    let via_link = format!("/tmp:{}", plink.display());
+    // Lexically, and through a link that resolves there inside the root. The link lives in a
+    // --rootfs of its own: in host-root mode a temp dir on a separate mount (a VM's tmpfs /tmp)
+    // is not part of the container's root at all.
+    std::os::unix::fs::symlink("/proc/sys/kernel", d.path.join("plink")).unwrap();
+    let rootfs = d.path.display().to_string();
     for args in [
         vec!["-v", "/tmp:/proc/sys/kernel"],
         vec!["-v", "/tmp:/sys/kernel"],
-        vec!["-v", via_link.as_str()],
+        vec!["--rootfs", rootfs.as_str(), "-v", "/tmp:/plink"],
         vec!["--cpuset-cpus", "0,,1"],
     ] {
         let n = unique_name("refuse");
@@ -602,6 +603,22 @@ fn bad_security_input_is_refused_and_leaves_nothing() {
     std::fs::write(&garbage, "{ not a profile").unwrap();
     let bad_action = d.path.join("bad-action.json");
     std::fs::write(&bad_action, r#"{"defaultAction": "SCMP_ACT_NOPE"}"#).unwrap();
+    // Twice in a row, so a compiled-filter cache could not hide the second refusal.
+    let unknown = d.path.join("unknown-syscall.json");
+    std::fs::write(
+        &unknown,
+        r#"{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read", "cgsight_no_such_call"], "action": "SCMP_ACT_ALLOW"}]}"#,
+    )
+    .unwrap();
+    let unknown_flags = || {
+        (
+            vec![
+                "--security-opt".to_owned(),
+                format!("seccomp={}", unknown.display()),
+            ],
+            "cgsight_no_such_call",
+        )
+    };
     let cases: Vec<(Vec<String>, &str)> = vec![
         (
             vec![
@@ -637,6 +654,8 @@ fn bad_security_input_is_refused_and_leaves_nothing() {
             "/etc/hostname",
         ),
         (vec!["--userns".into(), "sometimes".into()], "sometimes"),
+        unknown_flags(),
+        unknown_flags(),
     ];
     for (flags, named) in cases {
         let n = unique_name("bad-sec");

@@ -334,7 +334,7 @@ fn dashboards_and_rules_have_data_from_the_real_agent() {
 
     wait_for(
         "prometheus scraping the daemon",
-        Duration::from_secs(30),
+        Duration::from_secs(120),
         || {
             prom.assert_running();
             prom.query("up{job=\"cgsight\"} == 1")
