@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cgsight_cgroup::cpu::{self, PerCpu};
-use cgsight_cgroup::memory::MemCounters;
+use cgsight_cgroup::memory::{MemCounters, MemoryStat};
 use cgsight_cgroup::{format, io, pressure, Controller, ControllerDir, Version};
 
 use crate::catalogue::File;
@@ -256,6 +256,7 @@ impl Engine {
                 let devs = io::read(&d.dir, d.version)?;
                 views::diskstats::render(&self.host.diskstats(), &devs)
             }
+            File::Vmstat => self.vmstat(s)?,
             File::PressureCpu | File::PressureMemory | File::PressureIo => {
                 let Some(u) = &s.cg.unified else {
                     return Ok(None);
@@ -312,6 +313,32 @@ impl Engine {
             stat,
             swap,
         })
+    }
+
+    /// /proc/vmstat from memory.stat and the io counters (0 without an io controller).
+    fn vmstat(&self, s: &CgState) -> VResult<String> {
+        let d = need(s, Controller::Memory)?;
+        let text = required(
+            s,
+            &d.dir,
+            "memory.stat",
+            s.files.read(&d.dir, "memory.stat"),
+        )?;
+        let stat = parsed(
+            &d.dir,
+            MemoryStat::parse(Path::new("memory.stat"), d.version, &text),
+        )?;
+        let io = match s.cg.dir(Controller::Io) {
+            Some(d) => io::read(&d.dir, d.version)?.iter().fold(
+                views::vmstat::IoBytes::default(),
+                |a, x| views::vmstat::IoBytes {
+                    read: a.read.saturating_add(x.rbytes),
+                    written: a.written.saturating_add(x.wbytes),
+                },
+            ),
+            None => views::vmstat::IoBytes::default(),
+        };
+        Ok(views::vmstat::render(&self.host.vmstat(), &stat, io))
     }
 
     fn age_ns(&self, r: &Reader) -> u64 {

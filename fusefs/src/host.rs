@@ -43,6 +43,7 @@ pub struct Host {
     stat: Mutex<Slot<String>>,
     diskstats: Mutex<Slot<String>>,
     swaps: Mutex<Slot<String>>,
+    vmstat: Mutex<Slot<String>>,
     cpuinfo: Mutex<Slot<HostCpuinfo>>,
     online: Mutex<Slot<Vec<u32>>>,
 }
@@ -59,6 +60,10 @@ impl Host {
     }
     pub fn swaps(&self) -> Arc<String> {
         cached(&self.swaps, || read("/proc/swaps"))
+    }
+    /// Only its key set is used.
+    pub fn vmstat(&self) -> Arc<String> {
+        cached(&self.vmstat, || read("/proc/vmstat"))
     }
     pub fn cpuinfo(&self) -> Arc<HostCpuinfo> {
         cached(&self.cpuinfo, || HostCpuinfo::parse(&read("/proc/cpuinfo")))

@@ -54,6 +54,7 @@ fn static_entries() -> &'static [(u64, &'static str, u64, bool)] {
             (PROC, "loadavg", file_ino(File::Loadavg), F),
             (PROC, "diskstats", file_ino(File::Diskstats), F),
             (PROC, "swaps", file_ino(File::Swaps), F),
+            (PROC, "vmstat", file_ino(File::Vmstat), F),
             (PROC, "pressure", PRESSURE, D),
             (PRESSURE, "cpu", file_ino(File::PressureCpu), F),
             (PRESSURE, "memory", file_ino(File::PressureMemory), F),
