@@ -129,7 +129,7 @@ impl Engine {
             Caller::Host => return host::read(f.host_path()),
             Caller::Reader(r) => r,
         };
-        match self.render(f, &r) {
+        match self.render(f, &r, pid) {
             Ok(Some(s)) => s,
             Ok(None) => host::read(f.host_path()),
             Err(e) => {
@@ -217,7 +217,7 @@ impl Engine {
     }
 
     /// The view, or None for "serve the host file" (nothing to virtualize).
-    pub fn render(&self, f: File, r: &Reader) -> VResult<Option<String>> {
+    pub fn render(&self, f: File, r: &Reader, pid: u32) -> VResult<Option<String>> {
         let l = self.limits(&r.cg)?;
         if !self.is_virtual(r, &l) {
             return Ok(None);
@@ -234,7 +234,7 @@ impl Engine {
             File::CpuOnline | File::CpuPresent | File::CpuPossible => {
                 views::cpus::render_list(self.visible(&l).len())
             }
-            File::Stat => self.stat(r, &l)?,
+            File::Stat => self.stat(r, &l, pid)?,
             File::Uptime => {
                 if r.host_pidns {
                     return Ok(None);
@@ -411,7 +411,7 @@ impl Engine {
         pressure::parse_psi(Path::new("cpu.pressure"), &t).map_or(0, |p| p.some.total_us * 1000)
     }
 
-    fn stat(&self, r: &Reader, l: &Limits) -> VResult<String> {
+    fn stat(&self, r: &Reader, l: &Limits, pid: u32) -> VResult<String> {
         let s = &*r.cg;
         let visible = self.visible(l);
         let (user_ns, system_ns, per) = self.cpu_split(s)?;
@@ -431,7 +431,10 @@ impl Engine {
                 blocked: ld.blocked,
             }
         };
-        Ok(stat::render(&self.host.stat(), &shown, &procs))
+        // The caller's own time namespace (its pid in ours): missing without one.
+        let offsets = host::read(&format!("/proc/{pid}/timens_offsets"));
+        let boot_offset = stat::boottime_offset_secs(&offsets);
+        Ok(stat::render(&self.host.stat(), &shown, &procs, boot_offset))
     }
 
     /// The load sampler: every 5 s, containers read in the last 10 minutes.

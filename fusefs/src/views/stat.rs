@@ -4,8 +4,9 @@
 //! user + system come from the cgroup's CPU usage, steal from its CPU pressure (time it was
 //! runnable but waited: contention from outside the container), and idle is the rest of
 //! (visible CPUs × age). So a container at a whole-CPU quota shows ≈100 % busy and an idle
-//! one ≈0 %. Counters never go backwards ([`monotonic`]). btime stays the host's (process start
-//! times are relative to it); processes / procs_running / procs_blocked describe the
+//! one ≈0 %. Counters never go backwards ([`monotonic`]). btime is the reader's wall-clock boot
+//! in its own time namespace ([`boottime_offset_secs`]): process start times in /proc/<pid>/stat
+//! count from that namespace's boot, so `ps` adds them to this btime; processes / procs_running / procs_blocked describe the
 //! container; intr, ctxt and softirq are zeroed (host-wide, nothing per cgroup to show).
 
 use std::fmt::Write;
@@ -145,7 +146,27 @@ fn cpu_line(out: &mut String, name: &str, t: &CpuTicks) {
     );
 }
 
-pub fn render(host: &str, cpus: &[CpuTicks], procs: &Procs) -> String {
+/// The boottime offset of a time namespace, in whole seconds (rounded), from
+/// `/proc/<pid>/timens_offsets` (`boottime <secs> <nsecs>`): 0 when the file or the line is
+/// missing (no time namespace) or garbled.
+pub fn boottime_offset_secs(timens_offsets: &str) -> i64 {
+    timens_offsets
+        .lines()
+        .find_map(|l| {
+            let mut it = l.split_ascii_whitespace();
+            if it.next()? != "boottime" {
+                return None;
+            }
+            let secs: i64 = it.next()?.parse().ok()?;
+            let nsecs: i64 = it.next()?.parse().ok()?;
+            Some(secs.saturating_add((nsecs + 500_000_000).div_euclid(1_000_000_000)))
+        })
+        .unwrap_or(0)
+}
+
+/// `boot_offset_secs`: the reader's boottime offset ([`boottime_offset_secs`]); a namespace
+/// whose clock starts later booted later by as much.
+pub fn render(host: &str, cpus: &[CpuTicks], procs: &Procs, boot_offset_secs: i64) -> String {
     let mut out = String::with_capacity(256 + 48 * cpus.len());
     let mut sum = CpuTicks::default();
     for c in cpus {
@@ -171,6 +192,19 @@ pub fn render(host: &str, cpus: &[CpuTicks], procs: &Procs) -> String {
                 }
                 out.push('\n');
             }
+            "btime" => match line
+                .split_ascii_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<i64>().ok())
+            {
+                Some(b) => {
+                    let _ = writeln!(out, "btime {}", b.saturating_sub(boot_offset_secs));
+                }
+                None => {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            },
             "processes" => {
                 let _ = writeln!(out, "processes {}", procs.processes);
             }
@@ -343,6 +377,7 @@ mod tests {
                 running: 1,
                 blocked: 0,
             },
+            0,
         );
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines[0], "cpu  30 0 6 70 0 0 0 1 0 0");
@@ -353,5 +388,22 @@ mod tests {
         assert!(out.contains("intr 0\nctxt 0\n"));
         assert!(out.contains("softirq 0 0 0 0 0 0 0 0 0 0 0\n"));
         assert_eq!(out.lines().filter(|l| l.starts_with("cpu")).count(), 3);
+    }
+
+    #[test]
+    fn btime_is_the_boot_in_the_readers_time_namespace() {
+        // a container whose boottime was set back 1200.7 s booted 1201 s after the host
+        let off = boottime_offset_secs(
+            "monotonic           0         0\nboottime        -1201 300000000\n",
+        );
+        assert_eq!(off, -1201);
+        let off2 = boottime_offset_secs("monotonic 0 0\nboottime -1201 600000000\n");
+        assert_eq!(off2, -1200);
+        let out = render(HOST, &[], &Procs::default(), off);
+        assert!(out.contains("btime 1700001201\n"), "{out}");
+        // no time namespace, or a garbled file: the host's btime
+        assert_eq!(boottime_offset_secs(""), 0);
+        assert_eq!(boottime_offset_secs("boottime x y\n"), 0);
+        assert!(render(HOST, &[], &Procs::default(), 0).contains("btime 1700000000\n"));
     }
 }
