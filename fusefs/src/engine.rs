@@ -400,15 +400,29 @@ impl Engine {
         }
     }
 
-    /// Cumulative time the container's tasks were runnable but waiting for a CPU (PSI `some`),
-    /// shown as steal: contention from outside the container. 0 without PSI.
-    fn steal_ns(&self, s: &CgState) -> u64 {
-        let Some(u) = &s.cg.unified else { return 0 };
-        let Ok(Some(t)) = s.files.read(u, "cpu.pressure") else {
-            return 0;
-        };
-        // The path only names the file in a parse error, which is discarded here.
-        pressure::parse_psi(Path::new("cpu.pressure"), &t).map_or(0, |p| p.some.total_us * 1000)
+    /// What the kernel counted of CPU the container was denied (all 0 where a file is missing:
+    /// no quota, or no PSI).
+    fn denial(&self, s: &CgState) -> stat::Denial {
+        let throttled_ns = need(s, Controller::Cpu)
+            .ok()
+            .and_then(|d| cpu::read_throttling(&d.dir, d.version).ok())
+            .map_or(0, |t| t.throttled_ns);
+        let psi = s.cg.unified.as_ref().and_then(|u| {
+            let t = s.files.read(u, "cpu.pressure").ok()??;
+            // The path only names the file in a parse error, which is discarded here.
+            pressure::parse_psi(Path::new("cpu.pressure"), &t).ok()
+        });
+        ensure_sampled(s);
+        let runnable = s.load.lock().unwrap_or_else(|e| e.into_inner()).running;
+        stat::Denial {
+            throttled_ns,
+            runnable,
+            psi_some_ns: psi.as_ref().map_or(0, |p| p.some.total_us * 1000),
+            psi_full_ns: psi
+                .as_ref()
+                .and_then(|p| p.full.as_ref())
+                .map_or(0, |f| f.total_us * 1000),
+        }
     }
 
     fn stat(&self, r: &Reader, l: &Limits, pid: u32) -> VResult<String> {
@@ -417,7 +431,8 @@ impl Engine {
         let (user_ns, system_ns, per) = self.cpu_split(s)?;
         let busy = stat::spread(&visible, per.as_deref(), user_ns, system_ns);
         let age = self.age_ns(r);
-        let ticks = stat::compute(age, &busy, self.steal_ns(s));
+        let steal = stat::denied_ns(&self.denial(s), visible.len());
+        let ticks = stat::compute(age, &busy, steal);
         let shown = {
             let mut last = s.stat_last.lock().unwrap_or_else(|e| e.into_inner());
             stat::monotonic(&mut last, ticks)
