@@ -460,6 +460,32 @@ impl Engine {
         self.resolver.prune(Duration::from_secs(600));
     }
 
+    /// The host CPUs the caller's cpuN directories mirror, in order.
+    fn cpu_dir_cpus(&self, pid: u32) -> Vec<u32> {
+        let host = || self.host.online().to_vec();
+        let Caller::Reader(r) = self.resolver.resolve(pid) else {
+            return host();
+        };
+        match self.limits(&r.cg) {
+            Ok(l) if self.is_virtual(&r, &l) => self.visible(&l),
+            _ => host(),
+        }
+    }
+
+    /// A file under the caller's cpu`i`/, or None when it has no such file.
+    pub fn cpu_leaf(&self, pid: u32, i: usize, leaf: views::topology::Leaf) -> Option<String> {
+        let cpus = self.cpu_dir_cpus(pid);
+        let h = *cpus.get(i)?;
+        views::topology::render(&self.host.cpu(h), &cpus, i, leaf)
+    }
+
+    /// How many cache/indexK/ directories the caller's cpu`i` has.
+    pub fn cpu_caches(&self, pid: u32, i: usize) -> usize {
+        self.cpu_dir_cpus(pid)
+            .get(i)
+            .map_or(0, |&h| self.host.cpu(h).caches.len())
+    }
+
     /// The number of cpuN directories the caller sees.
     pub fn cpu_dirs(&self, pid: u32) -> usize {
         let host_n = self.host.online().len();

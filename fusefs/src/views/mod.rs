@@ -10,6 +10,7 @@ pub mod loadavg;
 pub mod meminfo;
 pub mod stat;
 pub mod swaps;
+pub mod topology;
 pub mod uptime;
 pub mod vmstat;
 
