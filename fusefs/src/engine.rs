@@ -417,6 +417,8 @@ impl Engine {
         stat::Denial {
             throttled_ns,
             runnable,
+            // Summed per read so top's 1 s frames see it; a huge container relies on PSI.
+            run_delay_ns: cgsight_cgroup::tasks::run_delay_ns(&s.cg, 1024).unwrap_or(0),
             psi_some_ns: psi.as_ref().map_or(0, |p| p.some.total_us * 1000),
             psi_full_ns: psi
                 .as_ref()

@@ -128,20 +128,26 @@ pub struct Denial {
     pub psi_full_ns: u64,
     /// The container's runnable threads at the last load sample.
     pub runnable: u64,
+    /// Summed run-queue wait of its live threads (`/proc/<tid>/schedstat`): exact CPU time
+    /// denied, but it forgets threads that exited.
+    pub run_delay_ns: u64,
 }
 
 /// CPU time (ns, summed over CPUs) the container wanted and did not get, shown as steal as a
 /// hypervisor shows the time a vCPU was runnable but not run. Throttling counts it directly.
 /// PSI counts wall time, so it is turned into CPU time: while `some`, one CPU's worth waited;
 /// while `full`, as many CPUs' worth as there are runnable threads, up to the visible CPUs
-/// (exact for up to 2 visible CPUs, a lower bound beyond). Throttled tasks also stall PSI, so
-/// the larger estimate is taken, not the sum.
+/// (exact for up to 2 visible CPUs, a lower bound beyond), and PSI weights each CPU by its
+/// non-idle time, so the container's own running tasks on other CPUs dilute it. The live
+/// threads' run-queue wait counts both causes exactly but forgets exited threads. Each is a
+/// lower bound of the same time (throttled tasks also stall PSI and wait on the run queue), so
+/// the largest is taken, not the sum.
 pub fn denied_ns(d: &Denial, visible_cpus: usize) -> u64 {
     let wanting = d.runnable.clamp(1, visible_cpus.max(1) as u64);
     let contended = d
         .psi_some_ns
         .saturating_add(d.psi_full_ns.saturating_mul(wanting - 1));
-    d.throttled_ns.max(contended)
+    d.throttled_ns.max(contended).max(d.run_delay_ns)
 }
 
 /// Never shows a counter smaller than one shown before: `last` holds what was shown and is
@@ -354,8 +360,20 @@ mod tests {
             psi_some_ns: 5 * s / 2,
             psi_full_ns: 5 * s / 2,
             runnable: 2,
+            run_delay_ns: 4 * s,
         };
         assert_eq!(denied_ns(&d, 2), 5 * s);
+        // PSI diluted by the container's own tasks elsewhere: the threads' wait still counts
+        assert_eq!(
+            denied_ns(
+                &Denial {
+                    run_delay_ns: 6 * s,
+                    ..d
+                },
+                2
+            ),
+            6 * s
+        );
         let t = compute(10 * s, &spread(&[0, 1], None, 15 * s, 0), denied_ns(&d, 2));
         let idle: u64 = t.iter().map(|c| c.idle).sum();
         let steal: u64 = t.iter().map(|c| c.steal).sum();
@@ -372,6 +390,7 @@ mod tests {
             psi_some_ns: 108 * s / 10,
             psi_full_ns: 48 * s / 10,
             runnable: 2,
+            run_delay_ns: 0,
         };
         let t = compute(
             10 * s,
@@ -391,6 +410,7 @@ mod tests {
             psi_some_ns: 4 * s,
             psi_full_ns: 4 * s,
             runnable: 1,
+            run_delay_ns: 4 * s,
         };
         assert_eq!(denied_ns(&d, 2), 4 * s);
         let t = compute(10 * s, &spread(&[0, 1], None, 6 * s, 0), denied_ns(&d, 2));
