@@ -3,6 +3,7 @@
 //! kernel as root: real cgroups, mounts, namespaces, and the real `cgsight` binary.
 //!
 //! - `support`: helpers for driving the `cgsight` binary (views server, containers, inspect).
+//! - `clients`: ps, top, vmstat, lscpu and psutil in `cgsight launch` containers read the views.
 //! - `agent`: `cgsight agent` against real cgroups, promtool, TLS/basic auth, Prometheus.
 //! - `containment`: what a default container must not reach (fds, volumes, other containers).
 //! - `dashboards`: `cgsight daemon` under load scraped by Prometheus; rules and dashboards.
@@ -13,6 +14,7 @@
 mod support;
 
 mod agent;
+mod clients;
 mod containment;
 mod dashboards;
 mod fs_views;
