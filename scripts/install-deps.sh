@@ -3,7 +3,7 @@
 # non-interactive: packages already present are not fetched again.
 set -euo pipefail
 pkgs=(lxcfs prometheus prometheus-node-exporter crun runc busybox-static stress-ng procps htop
-      python3 iproute2 nftables util-linux psmisc qemu-system-x86 openssl curl hyperfine
+      python3 python3-psutil iproute2 nftables util-linux psmisc qemu-system-x86 openssl curl hyperfine
       libseccomp-dev pkg-config docker-registry skopeo umoci)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -49,16 +49,14 @@ fn read_into(path: &std::path::Path, buf: &mut String) -> bool {
         .is_ok()
 }
 
-/// Counts the threads of `cg` and its descendants by state. Threads and cgroups that vanish
-/// mid-walk are skipped: the counts are a sample, as the kernel's own are.
-pub fn count(cg: &Cgroup) -> TaskCounts {
-    let mut c = TaskCounts::default();
+/// Calls `f(tid, buf)` with the text of `/proc/<tid>/<file>` for each thread of `cg` and its
+/// descendants, until `f` returns false. Threads and cgroups that vanish mid-walk are skipped.
+fn walk_threads(cg: &Cgroup, file_of_tid: &str, mut f: impl FnMut(u32, &str) -> bool) {
     let Some((dir, file)) = thread_list(cg) else {
-        return c;
+        return;
     };
-    let (mut list, mut stat) = (String::new(), String::new());
+    let (mut list, mut text) = (String::new(), String::new());
     let mut proc_path = String::with_capacity(32);
-    let mut newest = 0u32;
     let mut stack = vec![dir];
     let mut seen_dirs = 0;
     while let Some(d) = stack.pop() {
@@ -69,16 +67,12 @@ pub fn count(cg: &Cgroup) -> TaskCounts {
         if read_into(&d.join(file), &mut list) {
             for tid in list.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
                 proc_path.clear();
-                let _ = write!(proc_path, "/proc/{tid}/stat");
-                if !read_into(std::path::Path::new(&proc_path), &mut stat) {
+                let _ = write!(proc_path, "/proc/{tid}/{file_of_tid}");
+                if !read_into(std::path::Path::new(&proc_path), &mut text) {
                     continue;
                 }
-                c.total += 1;
-                newest = newest.max(tid);
-                match parse_state(&stat) {
-                    Some('R') => c.running += 1,
-                    Some('D') => c.blocked += 1,
-                    _ => {}
+                if !f(tid, &text) {
+                    return;
                 }
             }
         }
@@ -90,6 +84,22 @@ pub fn count(cg: &Cgroup) -> TaskCounts {
             }
         }
     }
+}
+
+/// Counts the threads of `cg` and its descendants by state: a sample, as the kernel's own is.
+pub fn count(cg: &Cgroup) -> TaskCounts {
+    let mut c = TaskCounts::default();
+    let mut newest = 0u32;
+    walk_threads(cg, "stat", |tid, stat| {
+        c.total += 1;
+        newest = newest.max(tid);
+        match parse_state(stat) {
+            Some('R') => c.running += 1,
+            Some('D') => c.blocked += 1,
+            _ => {}
+        }
+        true
+    });
     if newest > 0 {
         c.last_pid = ProcStatus::read(newest as i32)
             .ok()
@@ -100,10 +110,41 @@ pub fn count(cg: &Cgroup) -> TaskCounts {
     c
 }
 
+/// The run-queue wait of one thread in ns: the second field of `/proc/<tid>/schedstat`
+/// (`<on-cpu ns> <waiting ns> <timeslices>`); None if garbled.
+pub fn parse_run_delay(schedstat: &str) -> Option<u64> {
+    schedstat.split_ascii_whitespace().nth(1)?.parse().ok()
+}
+
+/// The summed run-queue wait (ns) of the live threads of `cg` and its descendants: CPU time
+/// they were runnable and did not get. None past `max_threads` threads (too costly to sum on
+/// every read) or without a thread list.
+pub fn run_delay_ns(cg: &Cgroup, max_threads: usize) -> Option<u64> {
+    let (mut sum, mut n) = (0u64, 0usize);
+    let mut over = false;
+    walk_threads(cg, "schedstat", |_, text| {
+        n += 1;
+        if n > max_threads {
+            over = true;
+            return false;
+        }
+        sum = sum.saturating_add(parse_run_delay(text).unwrap_or(0));
+        true
+    });
+    (!over && n > 0).then_some(sum)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::Hierarchies;
+
+    #[test]
+    fn run_delay_is_the_second_schedstat_field() {
+        assert_eq!(parse_run_delay("123456 7890 12\n"), Some(7890));
+        assert_eq!(parse_run_delay("123456\n"), None);
+        assert_eq!(parse_run_delay("a b c"), None);
+    }
 
     #[test]
     fn our_own_cgroup_has_us_running() {

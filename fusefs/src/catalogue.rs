@@ -17,10 +17,11 @@ pub enum File {
     CpuOnline,
     CpuPresent,
     CpuPossible,
+    Vmstat,
 }
 
 impl File {
-    pub const ALL: [File; 13] = [
+    pub const ALL: [File; 14] = [
         File::Meminfo,
         File::Cpuinfo,
         File::Stat,
@@ -34,6 +35,7 @@ impl File {
         File::CpuOnline,
         File::CpuPresent,
         File::CpuPossible,
+        File::Vmstat,
     ];
 
     /// The label: the path under the mount's `proc/` or `sys/devices/system/`.
@@ -52,6 +54,7 @@ impl File {
             File::CpuOnline => "cpu/online",
             File::CpuPresent => "cpu/present",
             File::CpuPossible => "cpu/possible",
+            File::Vmstat => "vmstat",
         }
     }
 
@@ -72,6 +75,7 @@ impl File {
             File::CpuOnline => "/sys/devices/system/cpu/online",
             File::CpuPresent => "/sys/devices/system/cpu/present",
             File::CpuPossible => "/sys/devices/system/cpu/possible",
+            File::Vmstat => "/proc/vmstat",
         }
     }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cgsight_cgroup::cpu::{self, PerCpu};
-use cgsight_cgroup::memory::MemCounters;
+use cgsight_cgroup::memory::{MemCounters, MemoryStat};
 use cgsight_cgroup::{format, io, pressure, Controller, ControllerDir, Version};
 
 use crate::catalogue::File;
@@ -129,7 +129,7 @@ impl Engine {
             Caller::Host => return host::read(f.host_path()),
             Caller::Reader(r) => r,
         };
-        match self.render(f, &r) {
+        match self.render(f, &r, pid) {
             Ok(Some(s)) => s,
             Ok(None) => host::read(f.host_path()),
             Err(e) => {
@@ -217,7 +217,7 @@ impl Engine {
     }
 
     /// The view, or None for "serve the host file" (nothing to virtualize).
-    pub fn render(&self, f: File, r: &Reader) -> VResult<Option<String>> {
+    pub fn render(&self, f: File, r: &Reader, pid: u32) -> VResult<Option<String>> {
         let l = self.limits(&r.cg)?;
         if !self.is_virtual(r, &l) {
             return Ok(None);
@@ -234,7 +234,7 @@ impl Engine {
             File::CpuOnline | File::CpuPresent | File::CpuPossible => {
                 views::cpus::render_list(self.visible(&l).len())
             }
-            File::Stat => self.stat(r, &l)?,
+            File::Stat => self.stat(r, &l, pid)?,
             File::Uptime => {
                 if r.host_pidns {
                     return Ok(None);
@@ -256,6 +256,7 @@ impl Engine {
                 let devs = io::read(&d.dir, d.version)?;
                 views::diskstats::render(&self.host.diskstats(), &devs)
             }
+            File::Vmstat => self.vmstat(s)?,
             File::PressureCpu | File::PressureMemory | File::PressureIo => {
                 let Some(u) = &s.cg.unified else {
                     return Ok(None);
@@ -312,6 +313,32 @@ impl Engine {
             stat,
             swap,
         })
+    }
+
+    /// /proc/vmstat from memory.stat and the io counters (0 without an io controller).
+    fn vmstat(&self, s: &CgState) -> VResult<String> {
+        let d = need(s, Controller::Memory)?;
+        let text = required(
+            s,
+            &d.dir,
+            "memory.stat",
+            s.files.read(&d.dir, "memory.stat"),
+        )?;
+        let stat = parsed(
+            &d.dir,
+            MemoryStat::parse(Path::new("memory.stat"), d.version, &text),
+        )?;
+        let io = match s.cg.dir(Controller::Io) {
+            Some(d) => io::read(&d.dir, d.version)?.iter().fold(
+                views::vmstat::IoBytes::default(),
+                |a, x| views::vmstat::IoBytes {
+                    read: a.read.saturating_add(x.rbytes),
+                    written: a.written.saturating_add(x.wbytes),
+                },
+            ),
+            None => views::vmstat::IoBytes::default(),
+        };
+        Ok(views::vmstat::render(&self.host.vmstat(), &stat, io))
     }
 
     fn age_ns(&self, r: &Reader) -> u64 {
@@ -373,24 +400,41 @@ impl Engine {
         }
     }
 
-    /// Cumulative time the container's tasks were runnable but waiting for a CPU (PSI `some`),
-    /// shown as steal: contention from outside the container. 0 without PSI.
-    fn steal_ns(&self, s: &CgState) -> u64 {
-        let Some(u) = &s.cg.unified else { return 0 };
-        let Ok(Some(t)) = s.files.read(u, "cpu.pressure") else {
-            return 0;
-        };
-        // The path only names the file in a parse error, which is discarded here.
-        pressure::parse_psi(Path::new("cpu.pressure"), &t).map_or(0, |p| p.some.total_us * 1000)
+    /// What the kernel counted of CPU the container was denied (all 0 where a file is missing:
+    /// no quota, or no PSI).
+    fn denial(&self, s: &CgState) -> stat::Denial {
+        let throttled_ns = need(s, Controller::Cpu)
+            .ok()
+            .and_then(|d| cpu::read_throttling(&d.dir, d.version).ok())
+            .map_or(0, |t| t.throttled_ns);
+        let psi = s.cg.unified.as_ref().and_then(|u| {
+            let t = s.files.read(u, "cpu.pressure").ok()??;
+            // The path only names the file in a parse error, which is discarded here.
+            pressure::parse_psi(Path::new("cpu.pressure"), &t).ok()
+        });
+        ensure_sampled(s);
+        let runnable = s.load.lock().unwrap_or_else(|e| e.into_inner()).running;
+        stat::Denial {
+            throttled_ns,
+            runnable,
+            // Summed per read so top's 1 s frames see it; a huge container relies on PSI.
+            run_delay_ns: cgsight_cgroup::tasks::run_delay_ns(&s.cg, 1024).unwrap_or(0),
+            psi_some_ns: psi.as_ref().map_or(0, |p| p.some.total_us * 1000),
+            psi_full_ns: psi
+                .as_ref()
+                .and_then(|p| p.full.as_ref())
+                .map_or(0, |f| f.total_us * 1000),
+        }
     }
 
-    fn stat(&self, r: &Reader, l: &Limits) -> VResult<String> {
+    fn stat(&self, r: &Reader, l: &Limits, pid: u32) -> VResult<String> {
         let s = &*r.cg;
         let visible = self.visible(l);
         let (user_ns, system_ns, per) = self.cpu_split(s)?;
         let busy = stat::spread(&visible, per.as_deref(), user_ns, system_ns);
         let age = self.age_ns(r);
-        let ticks = stat::compute(age, &busy, self.steal_ns(s));
+        let steal = stat::denied_ns(&self.denial(s), visible.len());
+        let ticks = stat::compute(age, &busy, steal);
         let shown = {
             let mut last = s.stat_last.lock().unwrap_or_else(|e| e.into_inner());
             stat::monotonic(&mut last, ticks)
@@ -404,7 +448,10 @@ impl Engine {
                 blocked: ld.blocked,
             }
         };
-        Ok(stat::render(&self.host.stat(), &shown, &procs))
+        // The caller's own time namespace (its pid in ours): missing without one.
+        let offsets = host::read(&format!("/proc/{pid}/timens_offsets"));
+        let boot_offset = stat::boottime_offset_secs(&offsets);
+        Ok(stat::render(&self.host.stat(), &shown, &procs, boot_offset))
     }
 
     /// The load sampler: every 5 s, containers read in the last 10 minutes.
@@ -413,6 +460,32 @@ impl Engine {
             sample_into(&s, true);
         }
         self.resolver.prune(Duration::from_secs(600));
+    }
+
+    /// The host CPUs the caller's cpuN directories mirror, in order.
+    fn cpu_dir_cpus(&self, pid: u32) -> Vec<u32> {
+        let host = || self.host.online().to_vec();
+        let Caller::Reader(r) = self.resolver.resolve(pid) else {
+            return host();
+        };
+        match self.limits(&r.cg) {
+            Ok(l) if self.is_virtual(&r, &l) => self.visible(&l),
+            _ => host(),
+        }
+    }
+
+    /// A file under the caller's cpu`i`/, or None when it has no such file.
+    pub fn cpu_leaf(&self, pid: u32, i: usize, leaf: views::topology::Leaf) -> Option<String> {
+        let cpus = self.cpu_dir_cpus(pid);
+        let h = *cpus.get(i)?;
+        views::topology::render(&self.host.cpu(h), &cpus, i, leaf)
+    }
+
+    /// How many cache/indexK/ directories the caller's cpu`i` has.
+    pub fn cpu_caches(&self, pid: u32, i: usize) -> usize {
+        self.cpu_dir_cpus(pid)
+            .get(i)
+            .map_or(0, |&h| self.host.cpu(h).caches.len())
     }
 
     /// The number of cpuN directories the caller sees.

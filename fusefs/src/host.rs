@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::views::cpuinfo::HostCpuinfo;
+use crate::views::topology::{HostCpu, CACHE_FILES, MAX_CACHES, TOPOLOGY_FILES};
 
 const TTL: Duration = Duration::from_secs(1);
 
@@ -43,8 +44,22 @@ pub struct Host {
     stat: Mutex<Slot<String>>,
     diskstats: Mutex<Slot<String>>,
     swaps: Mutex<Slot<String>>,
+    vmstat: Mutex<Slot<String>>,
     cpuinfo: Mutex<Slot<HostCpuinfo>>,
     online: Mutex<Slot<Vec<u32>>>,
+    /// Per host CPU, read once: topology and caches do not change while a CPU id exists.
+    cpus: Mutex<std::collections::HashMap<u32, Arc<HostCpu>>>,
+}
+
+/// Reads the files `names` of `dir` that exist (trimmed).
+fn read_dir_files(dir: &str, names: &[&str]) -> std::collections::BTreeMap<String, String> {
+    names
+        .iter()
+        .filter_map(|n| {
+            let v = std::fs::read_to_string(format!("{dir}/{n}")).ok()?;
+            Some(((*n).to_owned(), v.trim().to_owned()))
+        })
+        .collect()
 }
 
 impl Host {
@@ -60,6 +75,10 @@ impl Host {
     pub fn swaps(&self) -> Arc<String> {
         cached(&self.swaps, || read("/proc/swaps"))
     }
+    /// Only its key set is used.
+    pub fn vmstat(&self) -> Arc<String> {
+        cached(&self.vmstat, || read("/proc/vmstat"))
+    }
     pub fn cpuinfo(&self) -> Arc<HostCpuinfo> {
         cached(&self.cpuinfo, || HostCpuinfo::parse(&read("/proc/cpuinfo")))
     }
@@ -71,6 +90,23 @@ impl Host {
                 .filter(|v| !v.is_empty())
                 .unwrap_or_else(|| vec![0])
         })
+    }
+    /// Host CPU `cpu`'s topology/ and cache/indexK/ files.
+    pub fn cpu(&self, cpu: u32) -> Arc<HostCpu> {
+        let mut m = self.cpus.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(cpu)
+            .or_insert_with(|| {
+                let base = format!("/sys/devices/system/cpu/cpu{cpu}");
+                let caches = (0..MAX_CACHES)
+                    .map(|k| read_dir_files(&format!("{base}/cache/index{k}"), &CACHE_FILES))
+                    .take_while(|c| !c.is_empty())
+                    .collect();
+                Arc::new(HostCpu {
+                    topology: read_dir_files(&format!("{base}/topology"), &TOPOLOGY_FILES),
+                    caches,
+                })
+            })
+            .clone()
     }
     pub fn mem_total_bytes(&self) -> u64 {
         crate::views::field(&self.meminfo(), "MemTotal").unwrap_or(0) * 1024

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::catalogue::File;
 use crate::engine::Engine;
+use crate::views::topology::{Leaf, CACHE_FILES, MAX_CACHES, TOPOLOGY_FILES};
 
 const ROOT: u64 = 1;
 pub(crate) const PROC: u64 = 2;
@@ -21,6 +22,75 @@ const FILE_BASE: u64 = 16;
 const CPU_DIR_BASE: u64 = 4096;
 /// cpuN directories exist up to this many (the kernel's NR_CPUS is far above any host here).
 const MAX_CPUS: u64 = 8192;
+
+/// Nodes under cpuN/: `CPU_NODE_BASE + N × CPU_NODE_STRIDE + local` (see [`Sub`]).
+const CPU_NODE_BASE: u64 = 1 << 24;
+const CPU_NODE_STRIDE: u64 = 1024;
+const LOCAL_TOPOLOGY_DIR: u64 = 0;
+const LOCAL_CACHE_DIR: u64 = 1;
+const LOCAL_ONLINE: u64 = 2;
+const LOCAL_TOPOLOGY_FILES: u64 = 16;
+const LOCAL_INDEX_DIRS: u64 = 64;
+const LOCAL_INDEX_STRIDE: u64 = 32;
+
+/// A node under cpuN/.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sub {
+    TopologyDir,
+    CacheDir,
+    IndexDir(usize),
+    Leaf(Leaf),
+}
+
+fn sub_local(s: Sub) -> u64 {
+    match s {
+        Sub::TopologyDir => LOCAL_TOPOLOGY_DIR,
+        Sub::CacheDir => LOCAL_CACHE_DIR,
+        Sub::IndexDir(k) => LOCAL_INDEX_DIRS + k as u64 * LOCAL_INDEX_STRIDE,
+        Sub::Leaf(Leaf::Online) => LOCAL_ONLINE,
+        Sub::Leaf(Leaf::Topology(t)) => LOCAL_TOPOLOGY_FILES + t as u64,
+        Sub::Leaf(Leaf::Cache(k, j)) => {
+            LOCAL_INDEX_DIRS + k as u64 * LOCAL_INDEX_STRIDE + 1 + j as u64
+        }
+    }
+}
+
+fn sub_ino(cpu: u64, s: Sub) -> u64 {
+    CPU_NODE_BASE + cpu * CPU_NODE_STRIDE + sub_local(s)
+}
+
+/// The CPU and node of an inode under cpuN/.
+fn ino_sub(ino: u64) -> Option<(u64, Sub)> {
+    let rel = ino.checked_sub(CPU_NODE_BASE)?;
+    let (cpu, local) = (rel / CPU_NODE_STRIDE, rel % CPU_NODE_STRIDE);
+    if cpu >= MAX_CPUS {
+        return None;
+    }
+    let sub = match local {
+        LOCAL_TOPOLOGY_DIR => Sub::TopologyDir,
+        LOCAL_CACHE_DIR => Sub::CacheDir,
+        LOCAL_ONLINE => Sub::Leaf(Leaf::Online),
+        l if (LOCAL_TOPOLOGY_FILES..LOCAL_TOPOLOGY_FILES + TOPOLOGY_FILES.len() as u64)
+            .contains(&l) =>
+        {
+            Sub::Leaf(Leaf::Topology((l - LOCAL_TOPOLOGY_FILES) as usize))
+        }
+        l if l >= LOCAL_INDEX_DIRS => {
+            let k = ((l - LOCAL_INDEX_DIRS) / LOCAL_INDEX_STRIDE) as usize;
+            let j = (l - LOCAL_INDEX_DIRS) % LOCAL_INDEX_STRIDE;
+            if k >= MAX_CACHES {
+                return None;
+            }
+            match j {
+                0 => Sub::IndexDir(k),
+                j if j <= CACHE_FILES.len() as u64 => Sub::Leaf(Leaf::Cache(k, j as usize - 1)),
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    Some((cpu, sub))
+}
 
 /// Static parts never change; per-caller ones (the cpuN entries) must not be cached, because
 /// the kernel's dentry cache is shared by every caller.
@@ -54,6 +124,7 @@ fn static_entries() -> &'static [(u64, &'static str, u64, bool)] {
             (PROC, "loadavg", file_ino(File::Loadavg), F),
             (PROC, "diskstats", file_ino(File::Diskstats), F),
             (PROC, "swaps", file_ino(File::Swaps), F),
+            (PROC, "vmstat", file_ino(File::Vmstat), F),
             (PROC, "pressure", PRESSURE, D),
             (PRESSURE, "cpu", file_ino(File::PressureCpu), F),
             (PRESSURE, "memory", file_ino(File::PressureMemory), F),
@@ -72,6 +143,14 @@ fn parent_of(ino: u64) -> u64 {
     if (CPU_DIR_BASE..CPU_DIR_BASE + MAX_CPUS).contains(&ino) {
         return CPU;
     }
+    if let Some((cpu, sub)) = ino_sub(ino) {
+        return match sub {
+            Sub::TopologyDir | Sub::CacheDir | Sub::Leaf(Leaf::Online) => CPU_DIR_BASE + cpu,
+            Sub::Leaf(Leaf::Topology(_)) => sub_ino(cpu, Sub::TopologyDir),
+            Sub::IndexDir(_) => sub_ino(cpu, Sub::CacheDir),
+            Sub::Leaf(Leaf::Cache(k, _)) => sub_ino(cpu, Sub::IndexDir(k)),
+        };
+    }
     static_entries()
         .iter()
         .find(|e| e.2 == ino)
@@ -81,10 +160,19 @@ fn parent_of(ino: u64) -> u64 {
 fn is_dir(ino: u64) -> bool {
     matches!(ino, ROOT | PROC | PRESSURE | SYS | DEVICES | SYSTEM | CPU)
         || (CPU_DIR_BASE..CPU_DIR_BASE + MAX_CPUS).contains(&ino)
+        || matches!(ino_sub(ino), Some((_, s)) if !matches!(s, Sub::Leaf(_)))
 }
 
 fn exists(ino: u64) -> bool {
-    is_dir(ino) || ino_file(ino).is_some()
+    is_dir(ino) || ino_file(ino).is_some() || ino_sub(ino).is_some()
+}
+
+/// The leaf of a file under cpuN/.
+fn ino_leaf(ino: u64) -> Option<(usize, Leaf)> {
+    match ino_sub(ino)? {
+        (cpu, Sub::Leaf(l)) => Some((cpu as usize, l)),
+        _ => None,
+    }
 }
 
 const SHARDS: usize = 16;
@@ -191,12 +279,63 @@ impl Tree {
                 }
             }
         }
+        if let Some(ino) = self
+            .cpu_children(parent, pid)
+            .into_iter()
+            .find(|e| e.2 == name)
+            .map(|e| e.0)
+        {
+            return Ok((ino, TTL_NONE));
+        }
         Err(libc::ENOENT)
+    }
+
+    /// The caller's entries of a directory at or under cpuN/ (empty for other directories).
+    fn cpu_children(&self, dir: u64, pid: u32) -> Vec<DirEntry> {
+        let (cpu, sub) = if (CPU_DIR_BASE..CPU_DIR_BASE + MAX_CPUS).contains(&dir) {
+            (dir - CPU_DIR_BASE, None)
+        } else {
+            match ino_sub(dir) {
+                Some((c, s)) if !matches!(s, Sub::Leaf(_)) => (c, Some(s)),
+                _ => return Vec::new(),
+            }
+        };
+        if cpu as usize >= self.engine.cpu_dirs(pid) {
+            return Vec::new();
+        }
+        let node =
+            |s: Sub, name: String| (sub_ino(cpu, s), !matches!(s, Sub::Leaf(_)), name.into());
+        match sub {
+            None => vec![
+                node(Sub::Leaf(Leaf::Online), "online".to_owned()),
+                node(Sub::TopologyDir, "topology".to_owned()),
+                node(Sub::CacheDir, "cache".to_owned()),
+            ],
+            Some(Sub::TopologyDir) => TOPOLOGY_FILES
+                .iter()
+                .enumerate()
+                .map(|(t, n)| node(Sub::Leaf(Leaf::Topology(t)), (*n).to_owned()))
+                .collect(),
+            Some(Sub::CacheDir) => (0..self.engine.cpu_caches(pid, cpu as usize).min(MAX_CACHES))
+                .map(|k| node(Sub::IndexDir(k), format!("index{k}")))
+                .collect(),
+            Some(Sub::IndexDir(k)) => CACHE_FILES
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| {
+                    self.engine
+                        .cpu_leaf(pid, cpu as usize, Leaf::Cache(k, *j))
+                        .is_some()
+                })
+                .map(|(j, n)| node(Sub::Leaf(Leaf::Cache(k, j)), (*n).to_owned()))
+                .collect(),
+            Some(Sub::Leaf(_)) => Vec::new(),
+        }
     }
 
     /// A new handle for a read-only open of a file.
     pub fn open(&self, ino: u64, flags: i32) -> Result<u64, Errno> {
-        if ino_file(ino).is_none() {
+        if ino_file(ino).is_none() && ino_leaf(ino).is_none() {
             return Err(libc::EISDIR);
         }
         if flags & libc::O_ACCMODE != libc::O_RDONLY {
@@ -214,7 +353,11 @@ impl Tree {
         size: u32,
         pid: u32,
     ) -> Result<(Arc<Vec<u8>>, std::ops::Range<usize>), Errno> {
-        let f = ino_file(ino).ok_or(libc::EISDIR)?;
+        let file = ino_file(ino);
+        let leaf = ino_leaf(ino);
+        if file.is_none() && leaf.is_none() {
+            return Err(libc::EISDIR);
+        }
         // Offset 0 regenerates (top keeps the fd and lseek(0)s every frame); later offsets
         // continue the snapshot taken then, so chunked reads see one consistent file.
         let snap = if offset == 0 {
@@ -225,7 +368,16 @@ impl Tree {
         let data = match snap {
             Some(d) => d,
             None => {
-                let d = Arc::new(self.engine.generate(f, pid));
+                let bytes = match (file, leaf) {
+                    (Some(f), _) => self.engine.generate(f, pid),
+                    (None, Some((cpu, l))) => self
+                        .engine
+                        .cpu_leaf(pid, cpu, l)
+                        .ok_or(libc::ENOENT)?
+                        .into_bytes(),
+                    (None, None) => return Err(libc::EISDIR),
+                };
+                let d = Arc::new(bytes);
                 self.shard(fh).insert(fh, d.clone());
                 d
             }
@@ -257,6 +409,7 @@ impl Tree {
                 entries.push((CPU_DIR_BASE + i, true, format!("cpu{i}").into()));
             }
         }
+        entries.extend(self.cpu_children(ino, pid));
         Ok(entries)
     }
 }
@@ -281,5 +434,35 @@ mod tests {
         assert_eq!(Tree::cpu_index("cpu01"), None);
         assert_eq!(Tree::cpu_index("cpufreq"), None);
         assert_eq!(Tree::cpu_index("cpu"), None);
+    }
+
+    #[test]
+    fn cpu_nodes_round_trip_and_hang_under_their_parents() {
+        let mut subs = vec![Sub::TopologyDir, Sub::CacheDir, Sub::Leaf(Leaf::Online)];
+        subs.extend((0..TOPOLOGY_FILES.len()).map(|t| Sub::Leaf(Leaf::Topology(t))));
+        for k in 0..MAX_CACHES {
+            subs.push(Sub::IndexDir(k));
+            subs.extend((0..CACHE_FILES.len()).map(|j| Sub::Leaf(Leaf::Cache(k, j))));
+        }
+        for cpu in [0, 1, MAX_CPUS - 1] {
+            for &s in &subs {
+                let ino = sub_ino(cpu, s);
+                assert_eq!(ino_sub(ino), Some((cpu, s)));
+                assert!(exists(ino));
+                assert_eq!(is_dir(ino), !matches!(s, Sub::Leaf(_)));
+                assert_eq!(ino_file(ino), None);
+                let p = parent_of(ino);
+                assert!(is_dir(p), "{s:?}");
+                assert!(p == CPU_DIR_BASE + cpu || ino_sub(p).map(|x| x.0) == Some(cpu));
+            }
+        }
+        assert!(
+            sub_ino(
+                MAX_CPUS - 1,
+                Sub::Leaf(Leaf::Cache(MAX_CACHES - 1, CACHE_FILES.len() - 1))
+            ) < CPU_NODE_BASE + MAX_CPUS * CPU_NODE_STRIDE
+        );
+        assert_eq!(ino_sub(CPU_NODE_BASE + 3), None);
+        assert_eq!(ino_sub(CPU_NODE_BASE + MAX_CPUS * CPU_NODE_STRIDE), None);
     }
 }

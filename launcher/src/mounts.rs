@@ -15,7 +15,7 @@ use crate::spec::Volume;
 use crate::sys::{do_mount, ChildResult};
 
 /// Files of the FUSE views bound over the container's /proc.
-pub const PROC_VIEWS: [&str; 7] = [
+pub const PROC_VIEWS: [&str; 11] = [
     "meminfo",
     "cpuinfo",
     "stat",
@@ -23,6 +23,10 @@ pub const PROC_VIEWS: [&str; 7] = [
     "loadavg",
     "diskstats",
     "swaps",
+    "vmstat",
+    "pressure/cpu",
+    "pressure/memory",
+    "pressure/io",
 ];
 /// Masked as docker does (an empty read-only tmpfs on directories, /dev/null on files);
 /// powercap exposes RAPL energy counters, a known side channel.

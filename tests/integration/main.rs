@@ -3,6 +3,7 @@
 //! kernel as root: real cgroups, mounts, namespaces, and the real `cgsight` binary.
 //!
 //! - `support`: helpers for driving the `cgsight` binary (views server, containers, inspect).
+//! - `clients`: ps, top, vmstat, lscpu and psutil in `cgsight launch` containers read the views.
 //! - `agent`: `cgsight agent` against real cgroups, promtool, TLS/basic auth, Prometheus.
 //! - `containment`: what a default container must not reach (fds, volumes, other containers,
 //!   disks, its own limits, the host keyring), and that each protection is what stops it.
@@ -14,6 +15,7 @@
 mod support;
 
 mod agent;
+mod clients;
 mod containment;
 mod dashboards;
 mod fs_views;

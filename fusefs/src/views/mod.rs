@@ -10,7 +10,9 @@ pub mod loadavg;
 pub mod meminfo;
 pub mod stat;
 pub mod swaps;
+pub mod topology;
 pub mod uptime;
+pub mod vmstat;
 
 /// The value of a `Key:   123 kB` line of a /proc file, in the file's unit.
 pub fn field(text: &str, key: &str) -> Option<u64> {

@@ -1,11 +1,13 @@
 //! /proc/stat: per-visible-CPU times from the container's cgroup.
 //!
 //! Counters start at the container's start (its init's start time): over the visible CPUs,
-//! user + system come from the cgroup's CPU usage, steal from its CPU pressure (time it was
-//! runnable but waited: contention from outside the container), and idle is the rest of
-//! (visible CPUs × age). So a container at a whole-CPU quota shows ≈100 % busy and an idle
-//! one ≈0 %. Counters never go backwards ([`monotonic`]). btime stays the host's (process start
-//! times are relative to it); processes / procs_running / procs_blocked describe the
+//! user + system come from the cgroup's CPU usage, steal is CPU time it wanted and did not get
+//! ([`denied_ns`]: quota throttling, or waiting behind other cgroups' tasks), and idle is the
+//! rest of (visible CPUs × age). So a container at its quota with a runnable thread per
+//! visible CPU shows ≈0 % idle (busy + steal), one using half its quota ≈50 % idle, and an
+//! idle one ≈100 %. Counters never go backwards ([`monotonic`]). btime is the reader's wall-clock boot
+//! in its own time namespace ([`boottime_offset_secs`]): process start times in /proc/<pid>/stat
+//! count from that namespace's boot, so `ps` adds them to this btime; processes / procs_running / procs_blocked describe the
 //! container; intr, ctxt and softirq are zeroed (host-wide, nothing per cgroup to show).
 
 use std::fmt::Write;
@@ -92,12 +94,18 @@ pub fn compute(age_ns: u64, busy: &[Busy], steal_ns: u64) -> Vec<CpuTicks> {
         *u += add;
         excess -= add;
     }
-    let n = b.len().max(1) as u64;
-    let steal_each = steal_ns / n;
+    // Steal comes out of each CPU's idle in proportion to it, so no CPU shows more steal than
+    // it had idle time and none is lost while another CPU has room.
+    let idle_total: u64 = b.iter().map(|&(u, s)| age_ns.saturating_sub(u + s)).sum();
+    let steal_total = steal_ns.min(idle_total);
     b.iter()
         .map(|&(u, s)| {
             let idle_ns = age_ns.saturating_sub(u + s);
-            let steal = steal_each.min(idle_ns);
+            let steal = if idle_total == 0 {
+                0
+            } else {
+                (steal_total as u128 * idle_ns as u128 / idle_total as u128) as u64
+            };
             CpuTicks {
                 user: u / NS_PER_TICK,
                 system: s / NS_PER_TICK,
@@ -106,6 +114,40 @@ pub fn compute(age_ns: u64, busy: &[Busy], steal_ns: u64) -> Vec<CpuTicks> {
             }
         })
         .collect()
+}
+
+/// What says a container was denied CPU, each cumulative since its cgroup was made.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Denial {
+    /// cpu.stat `throttled_time` (v1, ns) / `throttled_usec` (v2): summed over the CPUs whose
+    /// run queues were throttled, so already CPU time.
+    pub throttled_ns: u64,
+    /// cpu.pressure `some`: wall time at least one runnable task waited for a CPU.
+    pub psi_some_ns: u64,
+    /// cpu.pressure `full`: wall time every runnable task waited (none ran).
+    pub psi_full_ns: u64,
+    /// The container's runnable threads at the last load sample.
+    pub runnable: u64,
+    /// Summed run-queue wait of its live threads (`/proc/<tid>/schedstat`): exact CPU time
+    /// denied, but it forgets threads that exited.
+    pub run_delay_ns: u64,
+}
+
+/// CPU time (ns, summed over CPUs) the container wanted and did not get, shown as steal as a
+/// hypervisor shows the time a vCPU was runnable but not run. Throttling counts it directly.
+/// PSI counts wall time, so it is turned into CPU time: while `some`, one CPU's worth waited;
+/// while `full`, as many CPUs' worth as there are runnable threads, up to the visible CPUs
+/// (exact for up to 2 visible CPUs, a lower bound beyond), and PSI weights each CPU by its
+/// non-idle time, so the container's own running tasks on other CPUs dilute it. The live
+/// threads' run-queue wait counts both causes exactly but forgets exited threads. Each is a
+/// lower bound of the same time (throttled tasks also stall PSI and wait on the run queue), so
+/// the largest is taken, not the sum.
+pub fn denied_ns(d: &Denial, visible_cpus: usize) -> u64 {
+    let wanting = d.runnable.clamp(1, visible_cpus.max(1) as u64);
+    let contended = d
+        .psi_some_ns
+        .saturating_add(d.psi_full_ns.saturating_mul(wanting - 1));
+    d.throttled_ns.max(contended).max(d.run_delay_ns)
 }
 
 /// Never shows a counter smaller than one shown before: `last` holds what was shown and is
@@ -145,7 +187,27 @@ fn cpu_line(out: &mut String, name: &str, t: &CpuTicks) {
     );
 }
 
-pub fn render(host: &str, cpus: &[CpuTicks], procs: &Procs) -> String {
+/// The boottime offset of a time namespace, in whole seconds (rounded), from
+/// `/proc/<pid>/timens_offsets` (`boottime <secs> <nsecs>`): 0 when the file or the line is
+/// missing (no time namespace) or garbled.
+pub fn boottime_offset_secs(timens_offsets: &str) -> i64 {
+    timens_offsets
+        .lines()
+        .find_map(|l| {
+            let mut it = l.split_ascii_whitespace();
+            if it.next()? != "boottime" {
+                return None;
+            }
+            let secs: i64 = it.next()?.parse().ok()?;
+            let nsecs: i64 = it.next()?.parse().ok()?;
+            Some(secs.saturating_add((nsecs + 500_000_000).div_euclid(1_000_000_000)))
+        })
+        .unwrap_or(0)
+}
+
+/// `boot_offset_secs`: the reader's boottime offset ([`boottime_offset_secs`]); a namespace
+/// whose clock starts later booted later by as much.
+pub fn render(host: &str, cpus: &[CpuTicks], procs: &Procs, boot_offset_secs: i64) -> String {
     let mut out = String::with_capacity(256 + 48 * cpus.len());
     let mut sum = CpuTicks::default();
     for c in cpus {
@@ -171,6 +233,19 @@ pub fn render(host: &str, cpus: &[CpuTicks], procs: &Procs) -> String {
                 }
                 out.push('\n');
             }
+            "btime" => match line
+                .split_ascii_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<i64>().ok())
+            {
+                Some(b) => {
+                    let _ = writeln!(out, "btime {}", b.saturating_sub(boot_offset_secs));
+                }
+                None => {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            },
             "processes" => {
                 let _ = writeln!(out, "processes {}", procs.processes);
             }
@@ -269,8 +344,78 @@ mod tests {
         assert_eq!(t[0].user, 1000);
         assert_eq!(t[1].user, 400);
         assert_eq!(t[0].idle, 0);
-        assert_eq!(t[1].steal, 200);
-        assert_eq!(t[1].idle, 400);
+        // all 4 s of steal land on the CPU with idle time, none on the full one
+        assert_eq!(t[0].steal, 0);
+        assert_eq!(t[1].steal, 400);
+        assert_eq!(t[1].idle, 200);
+    }
+
+    #[test]
+    fn throttled_container_at_full_quota_shows_no_idle() {
+        let s = 1_000_000_000u64;
+        // --cpus 1.5, 2 busy loops, 2 visible CPUs, 10 s old: 15 s used, each run queue
+        // throttled a quarter of the time (5 s summed over CPUs); PSI saw 2.5 s of `some`.
+        let d = Denial {
+            throttled_ns: 5 * s,
+            psi_some_ns: 5 * s / 2,
+            psi_full_ns: 5 * s / 2,
+            runnable: 2,
+            run_delay_ns: 4 * s,
+        };
+        assert_eq!(denied_ns(&d, 2), 5 * s);
+        // PSI diluted by the container's own tasks elsewhere: the threads' wait still counts
+        assert_eq!(
+            denied_ns(
+                &Denial {
+                    run_delay_ns: 6 * s,
+                    ..d
+                },
+                2
+            ),
+            6 * s
+        );
+        let t = compute(10 * s, &spread(&[0, 1], None, 15 * s, 0), denied_ns(&d, 2));
+        let idle: u64 = t.iter().map(|c| c.idle).sum();
+        let steal: u64 = t.iter().map(|c| c.steal).sum();
+        assert_eq!((idle, steal), (0, 500));
+    }
+
+    #[test]
+    fn contended_container_shows_its_wait_as_steal_and_half_quota_half_idle() {
+        let s = 1_000_000_000u64;
+        // 2 loops on 2 visible CPUs, not throttled, but other cgroups left it 4.4 s of 20:
+        // one loop waited 6 s while the other ran, both waited 4.8 s (some 10.8, full 4.8)
+        let d = Denial {
+            throttled_ns: 0,
+            psi_some_ns: 108 * s / 10,
+            psi_full_ns: 48 * s / 10,
+            runnable: 2,
+            run_delay_ns: 0,
+        };
+        let t = compute(
+            10 * s,
+            &spread(&[0, 1], None, 44 * s / 10, 0),
+            denied_ns(&d, 2),
+        );
+        let idle: u64 = t.iter().map(|c| c.idle).sum();
+        assert!(idle <= 100, "{t:?}");
+        // one loop at --cpus 2 on 2 CPUs: half busy, half idle, nothing denied
+        let t = compute(10 * s, &spread(&[0, 1], None, 10 * s, 0), 0);
+        let idle: u64 = t.iter().map(|c| c.idle).sum();
+        assert_eq!(idle, 1000);
+        // the same loop on a contended host, waiting 4 s of 10: its wait is `some` and `full`
+        // at once, but only one CPU's worth (one runnable thread), so the other CPU stays idle
+        let d = Denial {
+            throttled_ns: 0,
+            psi_some_ns: 4 * s,
+            psi_full_ns: 4 * s,
+            runnable: 1,
+            run_delay_ns: 4 * s,
+        };
+        assert_eq!(denied_ns(&d, 2), 4 * s);
+        let t = compute(10 * s, &spread(&[0, 1], None, 6 * s, 0), denied_ns(&d, 2));
+        let idle: u64 = t.iter().map(|c| c.idle).sum();
+        assert_eq!(idle, 1000);
     }
 
     #[test]
@@ -343,6 +488,7 @@ mod tests {
                 running: 1,
                 blocked: 0,
             },
+            0,
         );
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines[0], "cpu  30 0 6 70 0 0 0 1 0 0");
@@ -353,5 +499,22 @@ mod tests {
         assert!(out.contains("intr 0\nctxt 0\n"));
         assert!(out.contains("softirq 0 0 0 0 0 0 0 0 0 0 0\n"));
         assert_eq!(out.lines().filter(|l| l.starts_with("cpu")).count(), 3);
+    }
+
+    #[test]
+    fn btime_is_the_boot_in_the_readers_time_namespace() {
+        // a container whose boottime was set back 1200.7 s booted 1201 s after the host
+        let off = boottime_offset_secs(
+            "monotonic           0         0\nboottime        -1201 300000000\n",
+        );
+        assert_eq!(off, -1201);
+        let off2 = boottime_offset_secs("monotonic 0 0\nboottime -1201 600000000\n");
+        assert_eq!(off2, -1200);
+        let out = render(HOST, &[], &Procs::default(), off);
+        assert!(out.contains("btime 1700001201\n"), "{out}");
+        // no time namespace, or a garbled file: the host's btime
+        assert_eq!(boottime_offset_secs(""), 0);
+        assert_eq!(boottime_offset_secs("boottime x y\n"), 0);
+        assert!(render(HOST, &[], &Procs::default(), 0).contains("btime 1700000000\n"));
     }
 }
