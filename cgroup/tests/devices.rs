@@ -77,20 +77,25 @@ struct Outcome {
     open_fuse: Res,
 }
 
-/// The `MAJ:MIN` of a block device of this host: loop0 when there is one.
+/// The `MAJ:MIN` of a block device of this host: loop0 when there is one, else the first in
+/// /sys/block, else loop's 7:0 (the rules judge numbers, not drivers: with no driver behind it
+/// an allowed open answers ENXIO, which counts as let through).
 fn some_block_device() -> libc::dev_t {
     if let Ok(m) = std::fs::metadata("/dev/loop0") {
         return m.rdev();
     }
     let mut names: Vec<PathBuf> = std::fs::read_dir("/sys/block")
-        .unwrap()
-        .flatten()
-        .map(|e| e.path().join("dev"))
-        .collect();
+        .map(|d| d.flatten().map(|e| e.path().join("dev")).collect())
+        .unwrap_or_default();
     names.sort();
-    let text = std::fs::read_to_string(names.first().expect("a block device")).unwrap();
-    let (a, b) = text.trim().split_once(':').unwrap();
-    libc::makedev(a.parse().unwrap(), b.parse().unwrap())
+    names
+        .first()
+        .and_then(|n| std::fs::read_to_string(n).ok())
+        .and_then(|t| {
+            let (a, b) = t.trim().split_once(':')?;
+            Some(libc::makedev(a.parse().ok()?, b.parse().ok()?))
+        })
+        .unwrap_or_else(|| libc::makedev(7, 0))
 }
 
 fn cstr(p: &Path) -> CString {

@@ -212,6 +212,12 @@ CONSOLE_LOG=$JOB/console.log
 cat "$JOB/out" &
 CATPID=$!
 
+# A scratch ext4 disk for the guest's /var/tmp: a real block device and a disk filesystem
+# (device nodes, idmapped mounts and overlay layers behave as on a host; tmpfs on 6.1 cannot
+# idmap). Sparse, so it costs only what the tests write; it goes with the job directory.
+truncate -s 8G "$JOB/scratch.img"
+mkfs.ext4 -q -F -E lazy_itable_init=1,lazy_journal_init=1 "$JOB/scratch.img" || die "mkfs.ext4 of the scratch disk"
+
 # shellcheck disable=SC2054 # the commas are qemu's
 QEMU=(qemu-system-x86_64
 	-machine q35,vmport=off "${ACCEL_ARGS[@]}"
@@ -220,6 +226,7 @@ QEMU=(qemu-system-x86_64
 	-kernel "$VMLINUX" -initrd "$INITRD" -append "$KARGS"
 	-serial "file:$CONSOLE_LOG"
 	-device virtio-rng-pci
+	-drive "file=$JOB/scratch.img,if=virtio,format=raw,cache=unsafe,discard=unmap"
 	-virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap"
 	"${QEMU_SHARES[@]+"${QEMU_SHARES[@]}"}"
 	-device virtio-serial-pci,max_ports=4
