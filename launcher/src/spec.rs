@@ -7,6 +7,8 @@ use std::path::{Component, Path, PathBuf};
 use cgsight_cgroup::{CpuList, Resources};
 use serde::{Deserialize, Serialize};
 
+pub use crate::image::ImageRef;
+
 /// Why a flag was refused. Each message is one line and names the flag and value.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum SpecError {
@@ -73,6 +75,12 @@ pub struct RawSpec {
     /// Descriptors 3..3+N passed to the command (every other one is closed).
     pub preserve_fds: u32,
     pub command: Vec<String>,
+    /// The image to run on instead of the host root (resolved by the CLI).
+    pub image_ref: Option<ImageRef>,
+    /// `-u USER[:GROUP]` (or the image's User).
+    pub user: Option<String>,
+    /// The signal `stop` sends first (the image's StopSignal; default SIGTERM).
+    pub stop_signal: Option<String>,
 }
 
 /// Limits as given by the user (before host-dependent defaults such as docker's swap = 2×memory).
@@ -111,11 +119,21 @@ pub struct ContainerSpec {
     /// Descriptors 3..3+N passed to the command (every other one is closed).
     #[serde(default)]
     pub preserve_fds: u32,
+    /// The image whose layers are the overlay's lower layers (`None`: rootfs or host root).
+    #[serde(default)]
+    pub image_ref: Option<ImageRef>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub stop_signal: Option<String>,
 }
 
 impl ContainerSpec {
-    /// The `image` field of the state: "host" or the rootfs path.
+    /// The `image` field of the state: the image reference, "host" or the rootfs path.
     pub fn image(&self) -> String {
+        if let Some(i) = &self.image_ref {
+            return i.reference.clone();
+        }
         self.rootfs
             .as_ref()
             .map_or_else(|| "host".to_owned(), |p| p.display().to_string())
@@ -472,6 +490,18 @@ pub fn build(
             )
         }
     };
+    if raw.image_ref.is_some() && rootfs.is_some() {
+        return Err(invalid(
+            "--rootfs",
+            "with an IMAGE",
+            "give either --rootfs or an image",
+        ));
+    }
+    if let Some(u) = &raw.user {
+        if u.is_empty() || u.contains('\0') || u.starts_with(':') {
+            return Err(invalid("--user", u, "expected USER[:GROUP] or UID[:GID]"));
+        }
+    }
     let mut env = Vec::new();
     for e in &raw.env {
         if let Some(kv) = parse_env(e, &lookup_env)? {
@@ -518,6 +548,9 @@ pub fn build(
         proc_views: !raw.no_proc_views,
         limits,
         preserve_fds: raw.preserve_fds,
+        image_ref: raw.image_ref.clone(),
+        user: raw.user.clone(),
+        stop_signal: raw.stop_signal.clone(),
     })
 }
 

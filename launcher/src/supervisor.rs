@@ -178,7 +178,7 @@ fn time_namespace() {
 /// layers and state, and other runtimes' too: those directories are covered (our store's,
 /// wherever CGSIGHT_STATE_DIR / CGSIGHT_ROOT_DIR put it, included).
 fn hidden_dirs(spec: &ContainerSpec, store: &Store) -> Vec<PathBuf> {
-    if spec.rootfs.is_some() {
+    if spec.rootfs.is_some() || spec.image_ref.is_some() {
         return Vec::new();
     }
     let mut dirs: Vec<PathBuf> = HOST_STATE_DIRS.iter().map(PathBuf::from).collect();
@@ -196,6 +196,10 @@ fn child_plan(spec: &ContainerSpec, p: &Prepared, m: &Managed) -> Result<ChildPl
     Ok(ChildPlan {
         root: RootPlan {
             lower: spec.rootfs.clone().unwrap_or_else(|| PathBuf::from("/")),
+            image_lowers: spec
+                .image_ref
+                .as_ref()
+                .map_or_else(Vec::new, |i| i.lowers.clone()),
             upper: dir.join("upper"),
             work: dir.join("work"),
             merged: dir.join("merged"),
@@ -214,6 +218,7 @@ fn child_plan(spec: &ContainerSpec, p: &Prepared, m: &Managed) -> Result<ChildPl
         path_var,
         argv: sys::cstrings(&spec.command)?,
         preserve_fds: p.preserved_fds.clone(),
+        user: spec.user.clone(),
     })
 }
 

@@ -49,6 +49,12 @@ pub struct LaunchArgs {
     /// Working directory inside the container.
     #[arg(short = 'w', long)]
     workdir: Option<String>,
+    /// Run as USER[:GROUP] or UID[:GID] (names from the container's /etc/passwd, /etc/group).
+    #[arg(short = 'u', long)]
+    user: Option<String>,
+    /// Replace the image's Entrypoint ("" for none).
+    #[arg(long)]
+    entrypoint: Option<String>,
     /// Network: none (own namespace, loopback up) or host.
     #[arg(long, alias = "network")]
     net: Option<String>,
@@ -73,7 +79,7 @@ pub struct LaunchArgs {
     /// Pass descriptors 3..3+N to the command (all others are closed).
     #[arg(long, default_value_t = 0)]
     preserve_fds: u32,
-    /// The command and its arguments.
+    /// IMAGE [CMD...] (the image's layers as the root), or -- CMD... (the host's root, or --rootfs).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
     command: Vec<String>,
 }
@@ -87,7 +93,7 @@ fn host_cpus() -> CpuList {
 }
 
 pub fn run(a: LaunchArgs) -> anyhow::Result<u8> {
-    let raw = RawSpec {
+    let mut raw = RawSpec {
         name: a.name,
         hostname: a.hostname,
         memory: a.memory,
@@ -109,7 +115,12 @@ pub fn run(a: LaunchArgs) -> anyhow::Result<u8> {
         no_proc_views: a.no_proc_views,
         preserve_fds: a.preserve_fds,
         command: a.command,
+        user: a.user,
+        ..RawSpec::default()
     };
+    if let Some(code) = with_image(&mut raw, a.entrypoint.as_deref()) {
+        return Ok(code);
+    }
     let id = spec::new_id().context("generating an id")?;
     let spec = match spec::build(&raw, &id, &host_cpus(), |k| std::env::var(k).ok()) {
         Ok(s) => s,
@@ -131,6 +142,35 @@ pub fn run(a: LaunchArgs) -> anyhow::Result<u8> {
         });
     }
     detached(prepared)
+}
+
+/// `launch IMAGE [CMD...]`: the image's layers and config into `raw`. Returns the exit code
+/// when the image cannot be used (one line printed, nothing created).
+fn with_image(raw: &mut RawSpec, entrypoint: Option<&str>) -> Option<u8> {
+    let argv: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    if !crate::image_run::is_image_form(&argv, &raw.command) {
+        if entrypoint.is_some() {
+            eprintln!("cgsight: --entrypoint needs an IMAGE (launch [OPTIONS] IMAGE [CMD...])");
+            return Some(EXIT_LAUNCHER);
+        }
+        return None;
+    }
+    let (name, args) = raw
+        .command
+        .split_first()
+        .map(|(n, a)| (n.clone(), a.to_vec()))?;
+    let res = crate::images::open_store()
+        .and_then(|s| crate::image_run::apply(&s, raw, &name, entrypoint, &args));
+    match res {
+        Ok(()) => None,
+        Err(e @ cgsight_image::Error::NoSuchImage(_)) => {
+            eprintln!("cgsight: {e} (cgsight pull {name}, or launch -- CMD for the host's root)");
+            Some(EXIT_LAUNCHER)
+        }
+        Err(e) => Some(crate::images::fail(&e)),
+    }
 }
 
 /// `-d`: the supervisor forks away into its own session with output to the log file; this
