@@ -44,6 +44,7 @@ pub fn apply(
         reference: rec.reference.clone(),
         id: rec.manifest.to_string(),
         lowers: store.lower_paths(name)?,
+        store: store.root().to_path_buf(),
     });
     raw.command = compose_command(&cfg, entrypoint, args);
     // The image's variables first, so -e replaces them; a bare KEY in a config is meaningless

@@ -15,8 +15,15 @@ pub fn store_root() -> PathBuf {
         .map_or_else(|| PathBuf::from(cgsight_image::DEFAULT_ROOT), PathBuf::from)
 }
 
+/// Opens the store at its absolute path: layer paths go into mount options and container
+/// state, which a relative `CGSIGHT_IMAGE_DIR` would make depend on the working directory.
 pub fn open_store() -> cgsight_image::Result<Store> {
-    Store::open(&store_root())
+    let root = store_root();
+    std::fs::create_dir_all(&root).map_err(|source| cgsight_image::Error::Io {
+        context: format!("creating {}", root.display()),
+        source,
+    })?;
+    Store::open(&root.canonicalize().unwrap_or(root))
 }
 
 /// Prints an image error as one line; docker's exit code for a failed verb.
@@ -41,9 +48,9 @@ pub struct User {
     pub running: bool,
 }
 
-/// The containers, running or not, whose image is `rec`: a stopped container still needs its
-/// image's layers to be committed.
-pub fn users_of(rec: &ImageRecord) -> Vec<User> {
+/// The containers, running or not, whose image is `rec` of `store`: a stopped container still
+/// needs its image's layers to be committed.
+pub fn users_of(store: &Store, rec: &ImageRecord) -> Vec<User> {
     cgsight_launcher::Store::from_env()
         .list()
         .into_iter()
@@ -51,7 +58,7 @@ pub fn users_of(rec: &ImageRecord) -> Vec<User> {
             s.spec
                 .image_ref
                 .as_ref()
-                .is_some_and(|i| i.id == rec.manifest.as_str())
+                .is_some_and(|i| i.id == rec.manifest.as_str() && i.store == store.root())
         })
         .map(|s| User {
             shown: format!("{} ({})", s.name, s.short_id()),

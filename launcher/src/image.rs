@@ -13,4 +13,8 @@ pub struct ImageRef {
     pub id: String,
     /// Layer directories, top layer first (overlay's lowerdir order).
     pub lowers: Vec<PathBuf>,
+    /// The image store they belong to (another store's image with the same digest is another
+    /// copy, which this container does not use).
+    #[serde(default)]
+    pub store: PathBuf,
 }

@@ -29,7 +29,7 @@ fn remove(store: &cgsight_image::Store, name: &str, force: bool) -> bool {
         Ok(r) => r,
         Err(e) => return images::fail(&e) == 0,
     };
-    let users = images::users_of(&rec);
+    let users = images::users_of(store, &rec);
     let running: Vec<_> = users.iter().filter(|u| u.running).collect();
     if !running.is_empty() {
         let list: Vec<&str> = running.iter().map(|u| u.shown.as_str()).collect();
@@ -40,7 +40,7 @@ fn remove(store: &cgsight_image::Store, name: &str, force: bool) -> bool {
         );
         return false;
     }
-    let in_use = |r: &cgsight_image::ImageRecord| !images::users_of(r).is_empty();
+    let in_use = |r: &cgsight_image::ImageRecord| !images::users_of(store, r).is_empty();
     match store.remove(name, force, &in_use) {
         Ok(r) => {
             println!("Untagged: {}", r.reference);
