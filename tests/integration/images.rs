@@ -166,6 +166,9 @@ fn images_commit_push_rmi_pull_round_trip() {
     let st = crate::support::inspect(&n).expect("inspect");
     assert_eq!(st["image"], name, "the state names the image");
     assert_eq!(st["spec"]["stop_signal"], "SIGINT");
+    let ps = stdout(&crate::support::cgsight(&["ps", "-a"]));
+    let row = ps.lines().find(|l| l.contains(&n)).unwrap_or_default();
+    assert!(row.contains(&name), "ps -a:\n{ps}");
     let new = format!("{}/test/committed:c1", reg.addr);
     img.ok(&["commit", &n, &new]);
     let check = "cat /added.txt; ls /keep; test -e /opq || echo no-opq";
