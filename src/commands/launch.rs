@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use cgsight_cgroup::CpuList;
+use cgsight_image::store::StoreLock;
 use cgsight_launcher::spec::{self, RawSpec};
 use cgsight_launcher::startup::{self, Detach, Forked, Report};
 use cgsight_launcher::supervisor::{self, Prepared};
@@ -118,9 +119,10 @@ pub fn run(a: LaunchArgs) -> anyhow::Result<u8> {
         user: a.user,
         ..RawSpec::default()
     };
-    if let Some(code) = with_image(&mut raw, a.entrypoint.as_deref()) {
-        return Ok(code);
-    }
+    let image_lock = match with_image(&mut raw, a.entrypoint.as_deref()) {
+        Ok(l) => l,
+        Err(code) => return Ok(code),
+    };
     let id = spec::new_id().context("generating an id")?;
     let spec = match spec::build(&raw, &id, &host_cpus(), |k| std::env::var(k).ok()) {
         Ok(s) => s,
@@ -135,6 +137,9 @@ pub fn run(a: LaunchArgs) -> anyhow::Result<u8> {
         Ok(p) => p,
         Err(e) => return Ok(super::fail(&e)),
     };
+    // The state naming the image exists now, so rmi sees the container; released before any
+    // fork, which would share the lock with the supervisor for the container's lifetime.
+    drop(image_lock);
     if !detach {
         return Ok(match supervisor::supervise(prepared, &mut |_| {}) {
             Ok(c) => c,
@@ -144,32 +149,39 @@ pub fn run(a: LaunchArgs) -> anyhow::Result<u8> {
     detached(prepared)
 }
 
-/// `launch IMAGE [CMD...]`: the image's layers and config into `raw`. Returns the exit code
-/// when the image cannot be used (one line printed, nothing created).
-fn with_image(raw: &mut RawSpec, entrypoint: Option<&str>) -> Option<u8> {
+/// `launch IMAGE [CMD...]`: the image's layers and config into `raw`, and the image store's
+/// lock, held until the container's state is written so `rmi` cannot remove the image in
+/// between. Errs with the exit code when the image cannot be used (one line printed, nothing
+/// created).
+fn with_image(raw: &mut RawSpec, entrypoint: Option<&str>) -> Result<Option<StoreLock>, u8> {
     let argv: Vec<String> = std::env::args_os()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     if !crate::image_run::is_image_form(&argv, &raw.command) {
         if entrypoint.is_some() {
             eprintln!("cgsight: --entrypoint needs an IMAGE (launch [OPTIONS] IMAGE [CMD...])");
-            return Some(EXIT_LAUNCHER);
+            return Err(EXIT_LAUNCHER);
         }
-        return None;
+        return Ok(None);
     }
-    let (name, args) = raw
+    let Some((name, args)) = raw
         .command
         .split_first()
-        .map(|(n, a)| (n.clone(), a.to_vec()))?;
-    let res = crate::images::open_store()
-        .and_then(|s| crate::image_run::apply(&s, raw, &name, entrypoint, &args));
+        .map(|(n, a)| (n.clone(), a.to_vec()))
+    else {
+        return Ok(None);
+    };
+    let res = crate::images::open_store().and_then(|s| {
+        let lock = s.lock()?;
+        crate::image_run::apply(&s, raw, &name, entrypoint, &args).map(|()| lock)
+    });
     match res {
-        Ok(()) => None,
+        Ok(lock) => Ok(Some(lock)),
         Err(e @ cgsight_image::Error::NoSuchImage(_)) => {
             eprintln!("cgsight: {e} (cgsight pull {name}, or launch -- CMD for the host's root)");
-            Some(EXIT_LAUNCHER)
+            Err(EXIT_LAUNCHER)
         }
-        Err(e) => Some(crate::images::fail(&e)),
+        Err(e) => Err(crate::images::fail(&e)),
     }
 }
 
