@@ -246,3 +246,38 @@ fn images_missing_image_or_registry_exit_125_and_leave_nothing() {
     assert!(o.status.success(), "{}", stderr(&o));
     fails_125(&img.run(&["commit", &h, "cgsight-test/host:1"]));
 }
+
+#[test]
+fn images_save_rmi_load_gives_back_a_runnable_image() {
+    require_root!();
+    let reg = Registry::start();
+    let img = Images::new();
+    let name = pulled(&reg, &img, "test/saved:v1");
+    // On a terminal (script(1) gives one) the layer lines are redrawn in place.
+    let o = Command::new("script")
+        .args(["-qec", &format!("{BIN} pull {name}"), "/dev/null"])
+        .env("CGSIGHT_IMAGE_DIR", img.dir.path().join("store"))
+        .output()
+        .expect("script (util-linux)");
+    let shown = stdout(&o);
+    assert!(o.status.success(), "{shown}");
+    assert!(
+        shown.contains("\x1b[3A"),
+        "cursor moves over 3 layer lines: {shown:?}"
+    );
+    assert_eq!(
+        shown.matches("already in the store").count(),
+        6,
+        "{shown:?}"
+    );
+    let tar = img.dir.path().join("saved.tar");
+    let tar = tar.to_str().expect("utf-8 temp path");
+    img.ok(&["save", "-o", tar, &name]);
+    img.ok(&["rmi", &name]);
+    assert!(img.ok(&["images", "-q"]).is_empty());
+    let out = img.ok(&["load", "-i", tar]);
+    assert!(out.contains(&name), "{out}");
+    assert_eq!(img.launch(&[&name, "cat", "/top.txt"]), "v1");
+    // A missing archive is one line too.
+    fails_125(&img.run(&["load", "-i", "/nonexistent-cgsight-test.tar"]));
+}
