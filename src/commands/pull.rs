@@ -6,8 +6,9 @@ use cgsight_image::{ClientOptions, Credentials, LayerProgress, Phase};
 
 use crate::images;
 
+/// How to reach the registry and whether to show progress (`pull` and `push`).
 #[derive(clap::Args)]
-pub struct Args {
+pub struct RegistryArgs {
     /// Registry credentials (default: ~/.docker/config.json).
     #[arg(long, value_name = "USER:PASS")]
     creds: Option<String>,
@@ -17,6 +18,32 @@ pub struct Args {
     /// Suppress the progress output.
     #[arg(short = 'q', long)]
     quiet: bool,
+}
+
+impl RegistryArgs {
+    pub fn client_options(&self) -> cgsight_image::Result<ClientOptions> {
+        Ok(ClientOptions {
+            insecure: self.insecure,
+            credentials: self.creds.as_deref().map(Credentials::parse).transpose()?,
+            connect_timeout: None,
+        })
+    }
+
+    /// The progress callback's body: the display, unless `-q`.
+    pub fn progress(&self) -> impl FnMut(&LayerProgress) {
+        let mut d = (!self.quiet).then(Display::new);
+        move |p| {
+            if let Some(d) = &mut d {
+                d.report(p)
+            }
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    registry: RegistryArgs,
     /// Image reference, e.g. 127.0.0.1:5000/app:1.
     image: String,
 }
@@ -90,23 +117,10 @@ fn render(p: &LayerProgress) -> String {
     }
 }
 
-pub fn client_options(creds: Option<&str>, insecure: bool) -> cgsight_image::Result<ClientOptions> {
-    Ok(ClientOptions {
-        insecure,
-        credentials: creds.map(Credentials::parse).transpose()?,
-        connect_timeout: None,
-    })
-}
-
 pub fn run(a: Args) -> anyhow::Result<u8> {
     Ok(images::with_store(|store| {
-        let opts = client_options(a.creds.as_deref(), a.insecure)?;
-        let mut d = Display::new();
-        let rec = cgsight_image::pull(store, &a.image, &opts, &mut |p| {
-            if !a.quiet {
-                d.report(p)
-            }
-        })?;
+        let opts = a.registry.client_options()?;
+        let rec = cgsight_image::pull(store, &a.image, &opts, &mut a.registry.progress())?;
         println!("{}", rec.reference);
         println!("digest: {}", rec.manifest);
         Ok(0)
