@@ -157,7 +157,8 @@ fn with_image(raw: &mut RawSpec, entrypoint: Option<&str>) -> Result<Option<Stor
     let argv: Vec<String> = std::env::args_os()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    if !crate::image_run::is_image_form(&argv, &raw.command) {
+    // With --rootfs the root is chosen: the first word is the command, `--` or not, as before.
+    if raw.rootfs.is_some() || !crate::image_run::is_image_form(&argv, &raw.command) {
         if entrypoint.is_some() {
             eprintln!("cgsight: --entrypoint needs an IMAGE (launch [OPTIONS] IMAGE [CMD...])");
             return Err(EXIT_LAUNCHER);

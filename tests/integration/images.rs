@@ -281,3 +281,33 @@ fn images_save_rmi_load_gives_back_a_runnable_image() {
     // A missing archive is one line too.
     fails_125(&img.run(&["load", "-i", "/nonexistent-cgsight-test.tar"]));
 }
+
+#[test]
+fn images_rootfs_launch_keeps_the_first_word_as_the_command() {
+    require_root!();
+    let img = Images::new();
+    let root = TempDir::new_in(Path::new("/var/tmp"), "img-rootfs");
+    let bin = root.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    std::fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox-static");
+    std::os::unix::fs::symlink("busybox", bin.join("sh")).expect("symlink");
+    let r = root.path().to_str().expect("utf-8 temp path");
+    // With --rootfs there is no image to name: no `--` needed, as before images existed.
+    let out = img.launch(&["--rootfs", r, "sh", "-c", "echo in-rootfs"]);
+    assert_eq!(out, "in-rootfs\n");
+    // --entrypoint belongs to an image.
+    let n = unique_name("img-ep");
+    let o = img.run(&[
+        "launch",
+        "--rm",
+        "--no-proc-views",
+        "--name",
+        &n,
+        "--entrypoint",
+        "/bin/sh",
+        "--",
+        "true",
+    ]);
+    fails_125(&o);
+    no_container_named(&n);
+}
