@@ -23,38 +23,39 @@ fn shown(users: &[images::User]) -> String {
         .join(", ")
 }
 
-/// Removes one image; every failure is printed here as one line.
+/// Removes one image; every failure is printed here as one line. Who uses it is decided
+/// under the store's lock (which `launch IMAGE` holds until its state exists), so a container
+/// starting meanwhile is seen.
 fn remove(store: &cgsight_image::Store, name: &str, force: bool) -> bool {
-    let rec = match store.image(name) {
-        Ok(r) => r,
-        Err(e) => return images::fail(&e) == 0,
+    let blocking = |r: &cgsight_image::ImageRecord| {
+        images::users_of(store, r)
+            .into_iter()
+            .filter(|u| !force || u.running)
+            .collect::<Vec<_>>()
     };
-    let users = images::users_of(store, &rec);
-    let running: Vec<_> = users.iter().filter(|u| u.running).collect();
-    if !running.is_empty() {
-        let list: Vec<&str> = running.iter().map(|u| u.shown.as_str()).collect();
-        eprintln!(
-            "cgsight: image {} is used by running container {} (stop it first; -f cannot remove it)",
-            rec.reference,
-            list.join(", ")
-        );
-        return false;
-    }
-    let in_use = |r: &cgsight_image::ImageRecord| !images::users_of(store, r).is_empty();
-    match store.remove(name, force, &in_use) {
+    match store.remove(name, false, &|r| !blocking(r).is_empty()) {
         Ok(r) => {
             println!("Untagged: {}", r.reference);
             println!("Deleted: {}", r.manifest);
             true
         }
         Err(Error::InUse(reference)) => {
+            let users = store.image(name).map(|r| blocking(&r)).unwrap_or_default();
+            let hint = if users.iter().any(|u| u.running) {
+                "stop it first; -f cannot remove an image from under a running container"
+            } else {
+                "remove it first, or use rmi -f"
+            };
             eprintln!(
-                "cgsight: image {reference} is used by container {} (remove it first, or use rmi -f)",
+                "cgsight: image {reference} is used by container {} ({hint})",
                 shown(&users)
             );
             false
         }
-        Err(e) => images::fail(&e) == 0,
+        Err(e) => {
+            images::fail(&e);
+            false
+        }
     }
 }
 
