@@ -65,21 +65,22 @@ fn fails_125(o: &Output) -> String {
     e
 }
 
-fn pulled(reg: &Registry, img: &Images, repo: &str) -> String {
-    let name = push_test_image(reg, repo);
+/// A registry holding the test image as `repo`, and a store it was pulled into by the CLI.
+fn pulled(repo: &str) -> (Registry, Images, String) {
+    let reg = Registry::start();
+    let img = Images::new();
+    let name = push_test_image(&reg, repo);
     let o = img.run(&["pull", &name]);
     assert!(o.status.success(), "{}", stderr(&o));
     // Not a terminal: plain lines, one per layer phase.
     assert!(stderr(&o).contains("[3/3]"), "{}", stderr(&o));
-    name
+    (reg, img, name)
 }
 
 #[test]
 fn images_pull_then_launch_shows_the_merged_tree_exactly() {
     require_root!();
-    let reg = Registry::start();
-    let img = Images::new();
-    let name = pulled(&reg, &img, "test/tree:v1");
+    let (reg, img, name) = pulled("test/tree:v1");
     assert!(img
         .ok(&["images"])
         .contains(&format!("{}/test/tree", reg.addr)));
@@ -114,9 +115,7 @@ fn images_pull_then_launch_shows_the_merged_tree_exactly() {
 #[test]
 fn images_config_is_applied_and_flags_override_it() {
     require_root!();
-    let reg = Registry::start();
-    let img = Images::new();
-    let name = pulled(&reg, &img, "test/config:v1");
+    let (_reg, img, name) = pulled("test/config:v1");
     // Entrypoint /bin/busybox, Env PATH=/bin, WorkingDir /keep, User 1000:1000.
     let script = "echo $PATH $FOO; pwd; id -u; id -g";
     let out = img.launch(&[&name, "sh", "-c", script]);
@@ -144,9 +143,7 @@ fn images_config_is_applied_and_flags_override_it() {
 #[test]
 fn images_commit_push_rmi_pull_round_trip() {
     require_root!();
-    let reg = Registry::start();
-    let img = Images::new();
-    let name = pulled(&reg, &img, "test/commit:v1");
+    let (reg, img, name) = pulled("test/commit:v1");
     let n = unique_name("img-commit");
     let _g = Ctr::named(&n);
     let script = "echo added > /added.txt && rm /keep/a.txt && rm -r /opq";
@@ -192,9 +189,7 @@ fn images_commit_push_rmi_pull_round_trip() {
 #[test]
 fn images_rmi_refuses_an_image_a_running_container_uses() {
     require_root!();
-    let reg = Registry::start();
-    let img = Images::new();
-    let name = pulled(&reg, &img, "test/busy:v1");
+    let (_reg, img, name) = pulled("test/busy:v1");
     let n = unique_name("img-busy");
     let g = Ctr::named(&n);
     let o = img.run(&[
@@ -250,9 +245,7 @@ fn images_missing_image_or_registry_exit_125_and_leave_nothing() {
 #[test]
 fn images_save_rmi_load_gives_back_a_runnable_image() {
     require_root!();
-    let reg = Registry::start();
-    let img = Images::new();
-    let name = pulled(&reg, &img, "test/saved:v1");
+    let (_reg, img, name) = pulled("test/saved:v1");
     // On a terminal (script(1) gives one) the layer lines are redrawn in place.
     let o = Command::new("script")
         .args(["-qec", &format!("{BIN} pull {name}"), "/dev/null"])
