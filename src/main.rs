@@ -44,7 +44,7 @@ enum Command {
     Ps(commands::ps::Args),
     /// Run a command in a running container.
     Exec(commands::exec::Args),
-    /// Stop a container (SIGTERM, then SIGKILL after a grace period).
+    /// Stop a container (SIGTERM or its image's StopSignal, then SIGKILL after a grace period).
     Stop(commands::stop::Args),
     /// Send a signal to a container's init.
     Kill(commands::kill::Args),
