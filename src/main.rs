@@ -3,6 +3,8 @@
 
 mod commands;
 mod fmt;
+mod image_run;
+mod images;
 
 use std::process::ExitCode;
 
@@ -42,7 +44,7 @@ enum Command {
     Ps(commands::ps::Args),
     /// Run a command in a running container.
     Exec(commands::exec::Args),
-    /// Stop a container (SIGTERM, then SIGKILL after a grace period).
+    /// Stop a container (SIGTERM or its image's StopSignal, then SIGKILL after a grace period).
     Stop(commands::stop::Args),
     /// Send a signal to a container's init.
     Kill(commands::kill::Args),
@@ -52,6 +54,24 @@ enum Command {
     Inspect(commands::inspect::Args),
     /// Show the output of a detached container.
     Logs(commands::logs::Args),
+    /// Pull an image from a registry.
+    Pull(commands::pull::Args),
+    /// Push a stored image to the registry its reference names.
+    Push(commands::push::Args),
+    /// Load images from a docker-archive or OCI layout.
+    Load(commands::load::Args),
+    /// Save images to a docker-archive.
+    Save(commands::save::Args),
+    /// List stored images.
+    Images(commands::images::Args),
+    /// Remove images.
+    Rmi(commands::rmi::Args),
+    /// Image subcommands (inspect).
+    Image(commands::image::Args),
+    /// Give a stored image another reference.
+    Tag(commands::tag::Args),
+    /// Make an image of a container's changes on top of its image.
+    Commit(commands::commit::Args),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +90,15 @@ fn main() -> ExitCode {
         Command::Rm(a) => commands::rm::run(a),
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Logs(a) => commands::logs::run(a),
+        Command::Pull(a) => commands::pull::run(a),
+        Command::Push(a) => commands::push::run(a),
+        Command::Load(a) => commands::load::run(a),
+        Command::Save(a) => commands::save::run(a),
+        Command::Images(a) => commands::images::run(a),
+        Command::Rmi(a) => commands::rmi::run(a),
+        Command::Image(a) => commands::image::run(a),
+        Command::Tag(a) => commands::tag::run(a),
+        Command::Commit(a) => commands::commit::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -50,6 +50,8 @@ pub(crate) struct ChildPlan {
     pub seccomp: Option<Program>,
     /// `--userns auto`: the container's ids.
     pub userns: Option<IdRange>,
+    /// `-u USER[:GROUP]`, looked up in the container's /etc/passwd and /etc/group.
+    pub user: Option<String>,
 }
 
 /// The child's ends of the supervisor's pipes.
@@ -162,6 +164,11 @@ fn container_child(plan: &ChildPlan, fds: &mut ChildFds) -> Result<Never, ChildE
         side.enter().map_err(lerr)?;
     }
     caps::restrict(last).map_err(lerr)?;
+    if let Some(u) = &plan.user {
+        crate::user::lookup(u)
+            .and_then(|ids| crate::user::switch(&ids))
+            .map_err(lerr)?;
+    }
     sys::close_inherited_fds(&plan.preserve_fds).map_err(lerr)?;
     let first = plan.argv.first().ok_or_else(|| lerr("no command given"))?;
     let prog = resolve(first, &plan.path_var)?;

@@ -1,5 +1,7 @@
 //! The container launcher behind `cgsight launch` and the lifecycle verbs.
 //!
+//! - [`image`]: the image a container runs on (its layer directories, as the CLI resolved them).
+//! - [`user`]: `-u USER[:GROUP]` looked up in the container's passwd/group files.
 //! - [`spec`]: command-line values -> a validated [`spec::ContainerSpec`] (pure).
 //! - [`state`]: the registry under `/run/cgsight/containers/<id>/state.json`.
 //! - [`supervisor`]: `launch`: prepare, fork the container, wait, record the exit.
@@ -23,6 +25,7 @@ pub mod caps;
 mod child;
 pub mod error;
 pub mod exec;
+pub mod image;
 pub mod lifecycle;
 pub mod mounts;
 mod pty;
@@ -33,6 +36,7 @@ pub mod state;
 pub mod supervisor;
 mod sys;
 mod tty;
+pub mod user;
 pub mod userns;
 pub mod views;
 pub mod volumes;

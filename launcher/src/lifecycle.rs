@@ -34,13 +34,20 @@ fn kill_cgroup(st: &State) {
     }
 }
 
-/// SIGTERM to the init, SIGKILL to the whole cgroup after `grace`.
+/// SIGTERM (or the image's StopSignal) to the init, SIGKILL to the whole cgroup after `grace`.
 pub fn stop(store: &Store, st: &State, grace: Duration) {
     if st.status != Status::Running {
         return;
     }
+    let first = st
+        .spec
+        .stop_signal
+        .as_deref()
+        .and_then(|s| s.parse::<SignalNumber>().ok())
+        .map_or(Signal::SIGTERM as i32, |s| s.0);
     if let Some(p) = st.pid {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), Signal::SIGTERM);
+        // SAFETY: kill(2) with a pid and a signal number 1..=64 (checked when parsed).
+        unsafe { libc::kill(p, first) };
     }
     if !wait_exited(store, &st.id, grace) {
         kill_cgroup(st);

@@ -79,6 +79,8 @@ pub enum CgroupView {
 #[derive(Clone, Debug)]
 pub struct RootPlan {
     pub lower: PathBuf,
+    /// An image's layer directories, top first; when given they replace `lower`.
+    pub image_lowers: Vec<PathBuf>,
     pub upper: PathBuf,
     pub work: PathBuf,
     pub merged: PathBuf,
@@ -145,18 +147,29 @@ pub fn build_root(p: &RootPlan) -> ChildResult<()> {
             crate::userns::idmap::idmapped_tree(src, fd, false).map_err(|e| e.to_string())?;
         crate::userns::idmap::attach_tree(tree, &p.lower).map_err(|e| e.to_string())?;
     }
-    for path in [&p.lower, &p.upper, &p.work] {
+    let lowers = if p.image_lowers.is_empty() {
+        std::slice::from_ref(&p.lower)
+    } else {
+        p.image_lowers.as_slice()
+    };
+    for path in lowers.iter().chain([&p.upper, &p.work]) {
         let s = path.to_string_lossy();
         if s.contains([',', ':']) {
             return Err(format!("overlay paths cannot contain ',' or ':': {s}"));
         }
     }
-    let opts = format!(
+    let lowerdir: Vec<String> = lowers.iter().map(|l| l.display().to_string()).collect();
+    let mut opts = format!(
         "lowerdir={},upperdir={},workdir={}",
-        p.lower.display(),
+        lowerdir.join(":"),
         p.upper.display(),
         p.work.display()
     );
+    if !p.image_lowers.is_empty() {
+        // An image container's upper may be committed as a layer: a tar layer cannot express
+        // overlay's redirect or metacopy entries, so the kernel must not make any.
+        opts.push_str(",redirect_dir=off,metacopy=off");
+    }
     do_mount(
         Some(Path::new("overlay")),
         &p.merged,

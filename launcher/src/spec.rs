@@ -7,6 +7,7 @@ use std::path::{Component, Path, PathBuf};
 use cgsight_cgroup::{CpuList, Resources};
 use serde::{Deserialize, Serialize};
 
+pub use crate::image::ImageRef;
 use crate::security::{self, Security};
 
 /// Why a flag was refused. Each message is one line and names the flag and value.
@@ -83,6 +84,12 @@ pub struct RawSpec {
     pub devices: Vec<String>,
     pub userns: Option<String>,
     pub command: Vec<String>,
+    /// The image to run on instead of the host root (resolved by the CLI).
+    pub image_ref: Option<ImageRef>,
+    /// `-u USER[:GROUP]` (or the image's User).
+    pub user: Option<String>,
+    /// The signal `stop` sends first (the image's StopSignal; default SIGTERM).
+    pub stop_signal: Option<String>,
 }
 
 /// Limits as given by the user (before host-dependent defaults such as docker's swap = 2×memory).
@@ -124,11 +131,21 @@ pub struct ContainerSpec {
     /// Seccomp, devices, user namespace.
     #[serde(default)]
     pub security: Security,
+    /// The image whose layers are the overlay's lower layers (`None`: rootfs or host root).
+    #[serde(default)]
+    pub image_ref: Option<ImageRef>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub stop_signal: Option<String>,
 }
 
 impl ContainerSpec {
-    /// The `image` field of the state: "host" or the rootfs path.
+    /// The `image` field of the state: the image reference, "host" or the rootfs path.
     pub fn image(&self) -> String {
+        if let Some(i) = &self.image_ref {
+            return i.reference.clone();
+        }
         self.rootfs
             .as_ref()
             .map_or_else(|| "host".to_owned(), |p| p.display().to_string())
@@ -485,6 +502,18 @@ pub fn build(
             )
         }
     };
+    if raw.image_ref.is_some() && rootfs.is_some() {
+        return Err(invalid(
+            "--rootfs",
+            "with an IMAGE",
+            "give either --rootfs or an image",
+        ));
+    }
+    if let Some(u) = &raw.user {
+        if u.is_empty() || u.contains('\0') || u.starts_with(':') {
+            return Err(invalid("--user", u, "expected USER[:GROUP] or UID[:GID]"));
+        }
+    }
     let mut env = Vec::new();
     for e in &raw.env {
         if let Some(kv) = parse_env(e, &lookup_env)? {
@@ -523,6 +552,15 @@ pub fn build(
     if let Some(u) = &raw.userns {
         sec.userns = security::parse_userns(u)?;
     }
+    if raw.image_ref.is_some() && sec.userns == security::Userns::Auto {
+        // Each image layer would need its own idmapped mount; until then, refuse rather than
+        // give container root an image whose files all belong to nobody.
+        return Err(invalid(
+            "--userns",
+            "auto",
+            "not yet supported with an IMAGE (use --rootfs DIR)",
+        ));
+    }
     Ok(ContainerSpec {
         id: id.to_owned(),
         name,
@@ -542,6 +580,9 @@ pub fn build(
         limits,
         preserve_fds: raw.preserve_fds,
         security: sec,
+        image_ref: raw.image_ref.clone(),
+        user: raw.user.clone(),
+        stop_signal: raw.stop_signal.clone(),
     })
 }
 

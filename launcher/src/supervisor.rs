@@ -200,7 +200,7 @@ fn time_namespace() {
 /// layers and state, and other runtimes' too: those directories are covered (our store's,
 /// wherever CGSIGHT_STATE_DIR / CGSIGHT_ROOT_DIR put it, included).
 fn hidden_dirs(spec: &ContainerSpec, store: &Store) -> Vec<PathBuf> {
-    if spec.rootfs.is_some() {
+    if spec.rootfs.is_some() || spec.image_ref.is_some() {
         return Vec::new();
     }
     let mut dirs: Vec<PathBuf> = HOST_STATE_DIRS.iter().map(PathBuf::from).collect();
@@ -232,6 +232,10 @@ fn child_plan(
     Ok(ChildPlan {
         root: RootPlan {
             lower,
+            image_lowers: spec
+                .image_ref
+                .as_ref()
+                .map_or_else(Vec::new, |i| i.lowers.clone()),
             upper: dir.join("upper"),
             work: dir.join("work"),
             merged: dir.join("merged"),
@@ -254,6 +258,7 @@ fn child_plan(
         preserve_fds: p.preserved_fds.clone(),
         seccomp: p.seccomp.clone(),
         userns: uns.map(|u| u.range),
+        user: spec.user.clone(),
     })
 }
 

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use cgsight_cgroup::CpuList;
+use cgsight_image::store::StoreLock;
 use cgsight_launcher::spec::{self, RawSpec};
 use cgsight_launcher::startup::{self, Detach, Forked, Report};
 use cgsight_launcher::supervisor::{self, Prepared};
@@ -49,6 +50,12 @@ pub struct LaunchArgs {
     /// Working directory inside the container.
     #[arg(short = 'w', long)]
     workdir: Option<String>,
+    /// Run as USER[:GROUP] or UID[:GID] (names from the container's /etc/passwd, /etc/group).
+    #[arg(short = 'u', long)]
+    user: Option<String>,
+    /// Replace the image's Entrypoint ("" for none).
+    #[arg(long)]
+    entrypoint: Option<String>,
     /// Network: none (own namespace, loopback up) or host.
     #[arg(long, alias = "network")]
     net: Option<String>,
@@ -82,7 +89,7 @@ pub struct LaunchArgs {
     /// User namespace: host (default) or auto (container root is an unprivileged host id range).
     #[arg(long)]
     userns: Option<String>,
-    /// The command and its arguments.
+    /// IMAGE [CMD...] (the image's layers as the root), or -- CMD... (the host's root, or --rootfs).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
     command: Vec<String>,
 }
@@ -96,7 +103,7 @@ fn host_cpus() -> CpuList {
 }
 
 pub fn run(a: LaunchArgs) -> anyhow::Result<u8> {
-    let raw = RawSpec {
+    let mut raw = RawSpec {
         name: a.name,
         hostname: a.hostname,
         memory: a.memory,
@@ -121,6 +128,12 @@ pub fn run(a: LaunchArgs) -> anyhow::Result<u8> {
         devices: a.device,
         userns: a.userns,
         command: a.command,
+        user: a.user,
+        ..RawSpec::default()
+    };
+    let image_lock = match with_image(&mut raw, a.entrypoint.as_deref()) {
+        Ok(l) => l,
+        Err(code) => return Ok(code),
     };
     let id = spec::new_id().context("generating an id")?;
     let spec = match spec::build(&raw, &id, &host_cpus(), |k| std::env::var(k).ok()) {
@@ -136,6 +149,9 @@ pub fn run(a: LaunchArgs) -> anyhow::Result<u8> {
         Ok(p) => p,
         Err(e) => return Ok(super::fail(&e)),
     };
+    // The state naming the image exists now, so rmi sees the container; released before any
+    // fork, which would share the lock with the supervisor for the container's lifetime.
+    drop(image_lock);
     if !detach {
         return Ok(match supervisor::supervise(prepared, &mut |_| {}) {
             Ok(c) => c,
@@ -143,6 +159,43 @@ pub fn run(a: LaunchArgs) -> anyhow::Result<u8> {
         });
     }
     detached(prepared)
+}
+
+/// `launch IMAGE [CMD...]`: the image's layers and config into `raw`, and the image store's
+/// lock, held until the container's state is written so `rmi` cannot remove the image in
+/// between. Errs with the exit code when the image cannot be used (one line printed, nothing
+/// created).
+fn with_image(raw: &mut RawSpec, entrypoint: Option<&str>) -> Result<Option<StoreLock>, u8> {
+    let argv: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    // With --rootfs the root is chosen: the first word is the command, `--` or not, as before.
+    if raw.rootfs.is_some() || !crate::image_run::is_image_form(&argv, &raw.command) {
+        if entrypoint.is_some() {
+            eprintln!("cgsight: --entrypoint needs an IMAGE (launch [OPTIONS] IMAGE [CMD...])");
+            return Err(EXIT_LAUNCHER);
+        }
+        return Ok(None);
+    }
+    let Some((name, args)) = raw
+        .command
+        .split_first()
+        .map(|(n, a)| (n.clone(), a.to_vec()))
+    else {
+        return Ok(None);
+    };
+    let res = crate::images::open_store().and_then(|s| {
+        let lock = s.lock()?;
+        crate::image_run::apply(&s, raw, &name, entrypoint, &args).map(|()| lock)
+    });
+    match res {
+        Ok(lock) => Ok(Some(lock)),
+        Err(e @ cgsight_image::Error::NoSuchImage(_)) => {
+            eprintln!("cgsight: {e} (cgsight pull {name}, or launch -- CMD for the host's root)");
+            Err(EXIT_LAUNCHER)
+        }
+        Err(e) => Err(crate::images::fail(&e)),
+    }
 }
 
 /// `-d`: the supervisor forks away into its own session with output to the log file; this

@@ -69,8 +69,8 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     }
     let dt = t0.elapsed().as_nanos() as f64;
     println!(
-        "{:<12}  {:<24}  {:<16}  {:>7}  {:>21}  {:>6}  CREATED",
-        "ID", "NAME", "STATUS", "PID", "MEM USAGE / LIMIT", "CPU %"
+        "{:<12}  {:<24}  {:<24}  {:<16}  {:>7}  {:>21}  {:>6}  CREATED",
+        "ID", "NAME", "IMAGE", "STATUS", "PID", "MEM USAGE / LIMIT", "CPU %"
     );
     for ((s, cg), f) in list.iter().zip(&cgs).zip(&first) {
         let (mem, cpu) = match cg {
@@ -94,9 +94,10 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
             _ => "-".into(),
         };
         println!(
-            "{:<12}  {:<24}  {:<16}  {:>7}  {:>21}  {:>6}  {}",
+            "{:<12}  {:<24}  {:<24}  {:<16}  {:>7}  {:>21}  {:>6}  {}",
             s.short_id(),
             s.name,
+            s.image,
             status(s),
             pid,
             mem,

@@ -5,6 +5,8 @@
 //! - [`cgroup`]: a test cgroup (killed and removed on drop) and spawning straight into one.
 //! - [`process`]: a child killed and reaped on drop; servers that report the port they bound.
 //! - [`fs`]: temporary directories and mounts, removed and detached on drop.
+//! - [`oci`]: hand-built layered test images (OCI layouts), a tree walk, skopeo copies.
+//! - [`registry`]: a throwaway docker-registry on a free loopback port.
 //! - [`fuse`]: what the kernel offers FUSE (io_uring) and a server's io_uring counters.
 //! - [`http`]: a minimal HTTP/1.1 GET for talking to test servers on loopback.
 //! - [`prometheus`]: a private Prometheus (stopped and its storage removed on drop).
@@ -14,8 +16,10 @@ pub mod cgroup;
 pub mod fs;
 pub mod fuse;
 pub mod http;
+pub mod oci;
 pub mod process;
 pub mod prometheus;
+pub mod registry;
 pub mod wait;
 
 use std::sync::atomic::{AtomicU32, Ordering};
