@@ -38,7 +38,7 @@ die() {
 
 # Modules the initramfs loads; their dependencies are added from modules.dep.
 # Missing ones are fine if they are built in (modules.builtin).
-INITRAMFS_MODULES="virtio_pci virtio_console virtio_rng virtio_blk 9pnet_virtio 9p overlay fuse ext4"
+INITRAMFS_MODULES="virtio_pci virtio_console virtio_rng virtio_blk 9pnet_virtio 9p overlay fuse crc32c_generic ext4"
 # Bump when the way the initramfs is built changes.
 INITRAMFS_RECIPE=1
 
