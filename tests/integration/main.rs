@@ -6,6 +6,7 @@
 //! - `agent`: `cgsight agent` against real cgroups, promtool, TLS/basic auth, Prometheus.
 //! - `containment`: what a default container must not reach (fds, volumes, other containers).
 //! - `dashboards`: `cgsight daemon` under load scraped by Prometheus; rules and dashboards.
+//! - `fs_daemon`: the views server's descriptors: inherited pipes, removed containers, EMFILE.
 //! - `fs_views`: `cgsight fs` views read by procps, glibc and Python in a container.
 //! - `launch_basic`: `cgsight launch` limits, namespaces, exit codes, volumes, exec, cleanup.
 //! - `launch_tty`: `launch -t/-i` through a real pty, `-d` with `logs`, stop and signals.
@@ -15,6 +16,7 @@ mod support;
 mod agent;
 mod containment;
 mod dashboards;
+mod fs_daemon;
 mod fs_views;
 mod launch_basic;
 mod launch_tty;
