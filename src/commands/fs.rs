@@ -120,6 +120,8 @@ fn pidfile_for(a: &Args) -> PathBuf {
 }
 
 pub fn run(a: Args) -> anyhow::Result<u8> {
+    // Before anything of ours is open: only stdio and the start-up pipe are meant for us.
+    startup::close_inherited(a.startup_fd);
     let mut notify = match a.startup_fd {
         Some(fd) => Notifier::inherited(fd)?,
         None if a.foreground => Notifier::none(),

@@ -247,3 +247,66 @@ fn out_of_descriptors_is_counted_logged_and_recovers() {
         .sum::<u64>();
     assert!(counted > 0, "no fd_exhaustion fallback counted:\n{m}");
 }
+
+#[test]
+fn a_daemonizing_fs_keeps_none_of_its_callers_descriptors() {
+    require_root!();
+    let dir = TempDir::new("fdinherit");
+    let mp = dir.path().join("views");
+    std::fs::create_dir_all(&mp).expect("mount point");
+    let _mount = MountGuard::new(&mp);
+    let pidfile = dir.path().join("fs.pid");
+    // The shell leaks its stdout (a pipe we read to EOF) to `cgsight fs` as descriptor 9, as
+    // scripts do; the daemon must not keep it, or the caller never sees EOF.
+    let script = format!(
+        "exec \"$0\" fs --mountpoint '{}' --pidfile '{}' --io-uring {} 9>&1",
+        mp.display(),
+        pidfile.display(),
+        fs_io_uring_arg()
+    );
+    let mut sh = ChildGuard::new(
+        Command::new("sh")
+            .args(["-c", &script, BIN])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("sh"),
+    );
+    let mut out = sh.child().stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        let _ = tx.send(s);
+    });
+    let status = sh.wait_timeout(Duration::from_secs(60));
+    // Stop the daemon on every path from here on.
+    struct StopDaemon(PathBuf);
+    impl Drop for StopDaemon {
+        fn drop(&mut self) {
+            if let Some(pid) = std::fs::read_to_string(&self.0)
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+                let end = std::time::Instant::now() + Duration::from_secs(10);
+                while Path::new(&format!("/proc/{pid}")).exists() && std::time::Instant::now() < end
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+    let _stop = StopDaemon(pidfile.clone());
+    assert!(status.success(), "cgsight fs: {status}");
+    assert!(cgsight_fusefs::is_serving(&mp), "the fs serves");
+    // Generous: EOF comes as soon as the parent exited if the daemon holds nothing of ours.
+    let eof = rx.recv_timeout(Duration::from_secs(30));
+    assert!(
+        eof.is_ok(),
+        "the caller's pipe never reached EOF: the daemon kept an inherited descriptor"
+    );
+}
