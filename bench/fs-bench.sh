@@ -99,7 +99,8 @@ noisy_row() {
             sh -c "for f in $NOISY_PROCS; do echo \$\$ > \$f; done; exec unshare --fork --kill-child --pid --mount-proc $W/fs-reader $mp/proc/meminfo 2000000 8" >/dev/null & H=$!
             sleep 0.5
             measure "$mp/proc/meminfo" 1 | cut -d' ' -f2 >>"$W/${x}n"
-            kill "$H" 2>/dev/null; wait "$H" 2>/dev/null || true
+            # unshare ignores SIGTERM while it waits; SIGKILL ends it and --kill-child the readers.
+            kill -KILL "$H" 2>/dev/null; wait "$H" 2>/dev/null || true
         done
     done
     printf '%-8s %2s | cgsight p99 µs quiet %s, 8 readers next door %s | lxcfs p99 µs quiet %s, 8 readers next door %s\n' \
