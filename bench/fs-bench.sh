@@ -9,6 +9,9 @@
 # Each cell is the median over ROUNDS runs of ITERS open+read+close per reader, the three
 # targets interleaved run by run: on a small VM one run's numbers swing by 2x with where the
 # scheduler happens to put the reader and the server threads (same vCPU or not).
+# The last row, "noisy", is the p99 of a lone meminfo reader in one container, quiet and while 8
+# readers hammer meminfo in a second container (same limits), for cgsight and lxcfs.
+# NOISY_ONLY=1 runs only that row.
 set -eu
 ITERS=${1:-20000}
 ROUNDS=${2:-5}
@@ -34,21 +37,28 @@ command -v lxcfs >/dev/null || { apt-get install -y lxcfs >/dev/null; }
 (cd "$ROOT" && cargo build --release --bin cgsight -q)
 gcc -O2 -pthread -o "$W/fs-reader" "$ROOT/bench/fs-reader.c"
 
-# The cgroup: v1/hybrid hierarchies or a v2 tree.
-if [ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ]; then
-    d=/sys/fs/cgroup$CG; mkdir "$d"; CGDIRS=$d
-    echo 268435456 > "$d/memory.max"; echo "150000 100000" > "$d/cpu.max"; echo 0-1 > "$d/cpuset.cpus"
-else
-    for c in memory cpu cpuacct cpuset blkio pids; do
-        d=/sys/fs/cgroup/$c$CG; [ -d "/sys/fs/cgroup/$c" ] || continue
-        [ -d "$d" ] || mkdir "$d"; CGDIRS="$d $CGDIRS"
-    done
-    [ -d /sys/fs/cgroup/unified ] && { mkdir /sys/fs/cgroup/unified$CG; CGDIRS="/sys/fs/cgroup/unified$CG $CGDIRS"; }
-    echo 268435456 > /sys/fs/cgroup/memory$CG/memory.limit_in_bytes
-    echo 100000 > /sys/fs/cgroup/cpu$CG/cpu.cfs_period_us; echo 150000 > /sys/fs/cgroup/cpu$CG/cpu.cfs_quota_us
-    echo 0-1 > /sys/fs/cgroup/cpuset$CG/cpuset.cpus; cat /sys/fs/cgroup/cpuset/cpuset.mems > /sys/fs/cgroup/cpuset$CG/cpuset.mems
-fi
-PROCS=; for d in $CGDIRS; do PROCS="$PROCS $d/cgroup.procs"; done
+# A cgroup (256 MiB, quota 1.5 CPUs, cpuset 0-1) named $CG$1: v1/hybrid hierarchies or a v2
+# tree. Adds its directories to CGDIRS (removed on exit).
+mkcg() {
+    n=$CG$1
+    if [ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ]; then
+        d=/sys/fs/cgroup$n; mkdir "$d"; CGDIRS="$d $CGDIRS"
+        echo 268435456 > "$d/memory.max"; echo "150000 100000" > "$d/cpu.max"; echo 0-1 > "$d/cpuset.cpus"
+    else
+        for c in memory cpu cpuacct cpuset blkio pids; do
+            d=/sys/fs/cgroup/$c$n; [ -d "/sys/fs/cgroup/$c" ] || continue
+            [ -d "$d" ] || mkdir "$d"; CGDIRS="$d $CGDIRS"
+        done
+        [ -d /sys/fs/cgroup/unified ] && { mkdir /sys/fs/cgroup/unified$n; CGDIRS="/sys/fs/cgroup/unified$n $CGDIRS"; }
+        echo 268435456 > /sys/fs/cgroup/memory$n/memory.limit_in_bytes
+        echo 100000 > /sys/fs/cgroup/cpu$n/cpu.cfs_period_us; echo 150000 > /sys/fs/cgroup/cpu$n/cpu.cfs_quota_us
+        echo 0-1 > /sys/fs/cgroup/cpuset$n/cpuset.cpus; cat /sys/fs/cgroup/cpuset/cpuset.mems > /sys/fs/cgroup/cpuset$n/cpuset.mems
+    fi
+}
+# cgroup.procs files of the cgroup named $CG$1
+procs_of() { for d in $CGDIRS; do case $d in *"$CG$1") echo "$d/cgroup.procs";; esac; done; }
+mkcg ""; mkcg -noisy
+PROCS=$(procs_of "" | tr "\n" " "); NOISY_PROCS=$(procs_of -noisy | tr "\n" " ")
 
 lxcfs -p "$W/lxcfs.pid" "$W/lxcfs" >"$W/lxcfs.log" 2>&1 & LXCFS_PID=$!
 # io_uring where the kernel has it (Linux 6.14+; `on` switches fuse.enable_uring on), else the
@@ -78,7 +88,26 @@ measure_all() {
     done
     o50=$o_1 o99=$o_2 ors=$o_3 d50=$d_1 d99=$d_2 drs=$d_3 l50=$l_1 l99=$l_2 lrs=$l_3 h50=$h_1 h99=$h_2 hrs=$h_3
 }
+# noisy: p99 (µs) of 1 reader of proc/meminfo in one container, alone and while 8 readers
+# hammer proc/meminfo in the other; medians over ROUNDS, servers interleaved.
+noisy_row() {
+    : >"$W/nq"; : >"$W/nn"; : >"$W/lq"; : >"$W/ln"
+    for r in $(seq "$ROUNDS"); do
+        for x in n l; do
+            case $x in n) mp=$W/ours;; l) mp=$W/lxcfs;; esac
+            measure "$mp/proc/meminfo" 1 | cut -d' ' -f2 >>"$W/${x}q"
+            sh -c "for f in $NOISY_PROCS; do echo \$\$ > \$f; done; exec unshare --fork --kill-child --pid --mount-proc $W/fs-reader $mp/proc/meminfo 2000000 8" >/dev/null & H=$!
+            sleep 0.5
+            measure "$mp/proc/meminfo" 1 | cut -d' ' -f2 >>"$W/${x}n"
+            # unshare ignores SIGTERM while it waits; SIGKILL ends it and --kill-child the readers.
+            kill -KILL "$H" 2>/dev/null; wait "$H" 2>/dev/null || true
+        done
+    done
+    printf '%-8s %2s | cgsight p99 µs quiet %s, 8 readers next door %s | lxcfs p99 µs quiet %s, 8 readers next door %s\n' \
+        noisy 1 "$(median <"$W/nq")" "$(median <"$W/nn")" "$(median <"$W/lq")" "$(median <"$W/ln")"
+}
 echo "cgsight = cgsight fs --io-uring $URING; /dev/fuse = cgsight fs --io-uring off${PIN:+; reader pinned to CPU $PIN}"
+if [ "${NOISY_ONLY:-0}" = 1 ]; then noisy_row; exit 0; fi
 printf '%-8s %2s | %-23s | %-23s | %-23s | %-23s | %s\n' file rd "cgsight p50/p99 µs r/s" "/dev/fuse p50/p99 r/s" "lxcfs p50/p99 µs r/s" "host p50/p99 µs r/s" "ours/lxcfs r/s, ours p99 < lxcfs p50"
 # The last row, sys/devices/system/cpu/online, is a view with next to no work on either side:
 # it shows the FUSE round-trip floor (open, read, read at EOF, close) on this machine.
@@ -92,4 +121,5 @@ for rel in proc/meminfo proc/cpuinfo proc/stat proc/uptime sys/devices/system/cp
             "$f" "$t" "$o50" "$o99" "$ors" "$d50" "$d99" "$drs" "$l50" "$l99" "$lrs" "$h50" "$h99" "$hrs" "$ratio" "$p99ok"
     done
 done
+noisy_row
 echo "(container view check) ours meminfo: $(sh -c "for f in $PROCS; do echo \$\$ > \$f; done; exec unshare --fork --pid --mount-proc head -1 $W/ours/proc/meminfo")"

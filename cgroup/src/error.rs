@@ -62,6 +62,20 @@ impl Error {
             _ => false,
         }
     }
+
+    /// True when the error is the process (EMFILE) or system (ENFILE) running out of file
+    /// descriptors: a transient state of the reader, not a fact about the cgroup.
+    pub fn is_fd_exhaustion(&self) -> bool {
+        match self {
+            Error::Read { source, .. } | Error::Fs { source, .. } | Error::Write { source, .. } => {
+                matches!(
+                    source.raw_os_error(),
+                    Some(libc::EMFILE) | Some(libc::ENFILE)
+                )
+            }
+            _ => false,
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

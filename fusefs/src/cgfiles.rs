@@ -78,6 +78,22 @@ impl CgFiles {
         })
     }
 
+    /// Closes every kept file (the cgroup is gone, or descriptors ran out); a later read opens
+    /// what it needs again.
+    pub fn close_all(&self) {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// How many files are held open.
+    #[cfg(test)]
+    pub fn open_count(&self) -> usize {
+        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots
+            .iter()
+            .filter(|s| matches!(s.1, Slot::Open(_)))
+            .count()
+    }
+
     fn forget(&self, name: &str) {
         self.slots
             .lock()

@@ -6,7 +6,7 @@
 //! once a minute per cgroup).
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,9 +36,14 @@ fn err(reason: &'static str, detail: impl std::fmt::Display) -> ViewError {
     }
 }
 
+/// The `reason` label of a view that failed for want of file descriptors.
+const FD_EXHAUSTION: &str = "fd_exhaustion";
+
 impl From<cgsight_cgroup::Error> for ViewError {
     fn from(e: cgsight_cgroup::Error) -> Self {
-        let reason = if e.is_gone() {
+        let reason = if e.is_fd_exhaustion() {
+            FD_EXHAUSTION
+        } else if e.is_gone() {
             "cgroup_gone"
         } else {
             "cgroup_read"
@@ -58,10 +63,14 @@ pub struct Engine {
     pub cpu_view: CpuView,
     pub metrics: Arc<FsMetrics>,
     clk_tck: u64,
+    /// Last descriptor-exhaustion warning (seconds on the resolver's epoch + 1; 0 = never).
+    exhaustion_logged: AtomicU64,
 }
 
 fn file_err(dir: &Path, name: &str, e: std::io::Error) -> ViewError {
-    let reason = if e.kind() == std::io::ErrorKind::InvalidData {
+    let reason = if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) {
+        FD_EXHAUSTION
+    } else if e.kind() == std::io::ErrorKind::InvalidData {
         "cgroup_parse"
     } else {
         "cgroup_read"
@@ -104,6 +113,7 @@ impl Engine {
             cpu_view,
             metrics,
             clk_tck: host::clk_tck(),
+            exhaustion_logged: AtomicU64::new(0),
         }
     }
 
@@ -125,11 +135,25 @@ impl Engine {
     }
 
     fn view(&self, f: File, pid: u32) -> String {
-        let r = match self.resolver.resolve(pid) {
+        let mut caller = self.resolver.resolve(pid);
+        if matches!(caller, Caller::NoFds) {
+            self.out_of_fds();
+            caller = self.resolver.resolve(pid);
+        }
+        let r = match caller {
             Caller::Host => return host::read(f.host_path()),
+            Caller::NoFds => {
+                self.metrics.fallback(f, FD_EXHAUSTION);
+                return host::read(f.host_path());
+            }
             Caller::Reader(r) => r,
         };
-        match self.render(f, &r, pid) {
+        let mut rendered = self.render(f, &r, pid);
+        if matches!(&rendered, Err(e) if e.reason == FD_EXHAUSTION) {
+            self.out_of_fds();
+            rendered = self.render(f, &r, pid);
+        }
+        match rendered {
             Ok(Some(s)) => s,
             Ok(None) => host::read(f.host_path()),
             Err(e) => {
@@ -148,6 +172,24 @@ impl Engine {
                 }
                 host::read(f.host_path())
             }
+        }
+    }
+
+    /// Descriptors ran out: free cached ones (least recently read first) so the retry that
+    /// follows can succeed, and say so at most every 10 s (the per-cgroup log would be silent
+    /// when the caller could not even be resolved).
+    fn out_of_fds(&self) {
+        let freed = self.resolver.evict_lru();
+        let now = self.resolver.now_secs() + 1;
+        let last = self.exhaustion_logged.load(Ordering::Relaxed);
+        if last == 0 || now.saturating_sub(last) >= 10 {
+            self.exhaustion_logged.store(now, Ordering::Relaxed);
+            tracing::warn!(
+                closed_files_of = freed,
+                "out of file descriptors (EMFILE/ENFILE): closed cached cgroup files and thread \
+                 pidfds and retried; views that still fail serve the host file \
+                 (cgsight_fs_fallbacks_total{{reason=\"fd_exhaustion\"}})"
+            );
         }
     }
 

@@ -4,7 +4,8 @@
 //!
 //! Modules, from the request inwards:
 //! - `server`: [`spawn`] mounts and serves on background threads; [`FsHandle`] ends it.
-//! - `mount`: the mount's lifecycle: [`is_serving`] (bounded), mount point, stale mounts.
+//! - `mount`: the mount's lifecycle: [`is_serving`] (bounded), mount point, stale mounts,
+//!   the server's pid and log files ([`pidfile_path`], [`log_path`]).
 //! - `probe`: a read in a forked child, killed after a timeout (a stuck FUSE read is not).
 //! - [`config`]: [`FsConfig`] and its choices ([`CpuView`], [`IoUringMode`]).
 //! - `devfuse`: the /dev/fuse transport (fuser), which also negotiates io_uring at INIT.
@@ -42,5 +43,5 @@ pub use catalogue::File;
 pub use config::{CpuView, FsConfig, IoUringMode, DEFAULT_MOUNTPOINT};
 pub use error::Error;
 pub use metrics::FsMetrics;
-pub use mount::is_serving;
+pub use mount::{is_serving, log_path, pidfile_path};
 pub use server::{spawn, FsHandle};

@@ -139,3 +139,23 @@ pub(crate) fn abort_connection(conn: u32) {
         tracing::debug!(path = %abort.display(), error = %e, "aborting the FUSE connection");
     }
 }
+
+/// The pid (and lock) file of the server for `mountpoint` when none is named:
+/// /run/cgsight/fs.pid for the default mount point, else one named after the mount point.
+pub fn pidfile_path(mountpoint: &Path) -> PathBuf {
+    if mountpoint == Path::new(crate::DEFAULT_MOUNTPOINT) {
+        return PathBuf::from("/run/cgsight/fs.pid");
+    }
+    let name: String = mountpoint
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    PathBuf::from(format!("/run/cgsight/fs{name}.pid"))
+}
+
+/// Where a background server logs: next to its pid file. One function for `cgsight fs` and
+/// the launcher that starts it, so a warning names the file the server really writes.
+pub fn log_path(pidfile: &Path) -> PathBuf {
+    pidfile.with_extension("log")
+}

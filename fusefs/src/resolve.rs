@@ -72,7 +72,30 @@ impl CgState {
 pub enum Caller {
     /// Not resolvable (pid 0 or gone): the host files.
     Host,
+    /// We are out of file descriptors (EMFILE/ENFILE), so the caller could not be resolved.
+    NoFds,
     Reader(Reader),
+}
+
+/// Why a caller was not resolved.
+enum Miss {
+    /// Gone, or not something we can place: the host files.
+    Gone,
+    /// Out of descriptors: worth freeing some and trying again.
+    NoFds,
+}
+
+fn is_fd_exhaustion(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
+/// A failed /proc read: exhaustion or (anything else) a caller we cannot place.
+fn miss(e: cgsight_cgroup::Error) -> Miss {
+    if e.is_fd_exhaustion() {
+        Miss::NoFds
+    } else {
+        Miss::Gone
+    }
 }
 
 pub struct Reader {
@@ -126,18 +149,18 @@ fn itoa_path(pid: u32) -> String {
 /// PIDFD_THREAD (Linux 6.9): a pidfd for any thread, not only a thread-group leader.
 const PIDFD_THREAD: libc::c_int = libc::O_EXCL;
 
-fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
     pidfd_open_flags(pid, 0)
 }
 
-fn pidfd_open_flags(pid: i32, flags: libc::c_int) -> Option<OwnedFd> {
+fn pidfd_open_flags(pid: i32, flags: libc::c_int) -> std::io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags) };
     if fd < 0 {
-        return None;
+        return Err(std::io::Error::last_os_error());
     }
     // SAFETY: the kernel just gave us this fd; nothing else owns it.
-    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 fn pidfd_alive(fd: &OwnedFd) -> bool {
@@ -175,15 +198,16 @@ impl Resolver {
             return Caller::Host;
         }
         let r = match self.cached(pid) {
-            Some(r) => Some(r),
+            Some(r) => Ok(r),
             None => self.resolve_uncached(pid),
         };
         match r {
-            Some(r) => {
+            Ok(r) => {
                 r.cg.last_read.store(self.now_secs(), Ordering::Relaxed);
                 Caller::Reader(r)
             }
-            None => Caller::Host,
+            Err(Miss::Gone) => Caller::Host,
+            Err(Miss::NoFds) => Caller::NoFds,
         }
     }
 
@@ -200,19 +224,22 @@ impl Resolver {
         })
     }
 
-    fn resolve_uncached(&self, tid: u32) -> Option<Reader> {
+    fn resolve_uncached(&self, tid: u32) -> Result<Reader, Miss> {
         // The pidfd first: if the tid is reused after this, the resolution below may describe
         // the new thread, but the cached entry then fails its liveness check (never the other
         // way round). Without PIDFD_THREAD (kernel < 6.9) only leaders get one; others are
         // simply not cached.
-        let pidfd = pidfd_open_flags(tid as i32, PIDFD_THREAD).or_else(|| pidfd_open(tid as i32));
-        let ns = pidns_ino(tid)?;
+        let pidfd = pidfd_open_flags(tid as i32, PIDFD_THREAD).or_else(|_| pidfd_open(tid as i32));
+        if matches!(&pidfd, Err(e) if is_fd_exhaustion(e)) {
+            return Err(Miss::NoFds);
+        }
+        let ns = pidns_ino(tid).ok_or(Miss::Gone)?;
         let r = if ns == self.self_pidns {
             self.own_cgroup(tid)
         } else {
             self.container(tid, ns)
         }?;
-        if let Some(pidfd) = pidfd {
+        if let Ok(pidfd) = pidfd {
             let mut map = self.by_tid.write().unwrap_or_else(|e| e.into_inner());
             if map.len() >= self.max_tids {
                 map.retain(|_, e| e.checked.elapsed() < MEMBERSHIP_TTL);
@@ -230,24 +257,26 @@ impl Resolver {
                 );
             }
         }
-        Some(r)
+        Ok(r)
     }
 
-    fn own_cgroup(&self, pid: u32) -> Option<Reader> {
-        let m = Membership::of_pid(pid as i32).ok()?.strip_init_scope();
-        Some(Reader {
+    fn own_cgroup(&self, pid: u32) -> Result<Reader, Miss> {
+        let m = Membership::of_pid(pid as i32)
+            .map_err(miss)?
+            .strip_init_scope();
+        Ok(Reader {
             host_pidns: true,
             start_ticks: 0,
             cg: self.state_for(&m),
         })
     }
 
-    fn container(&self, pid: u32, ns: u64) -> Option<Reader> {
+    fn container(&self, pid: u32, ns: u64) -> Result<Reader, Miss> {
         {
             let map = self.by_ns.read().unwrap_or_else(|e| e.into_inner());
             if let Some(e) = map.get(&ns) {
                 if pidfd_alive(&e.pidfd) && e.checked.elapsed() < MEMBERSHIP_TTL {
-                    return Some(Reader {
+                    return Ok(Reader {
                         host_pidns: false,
                         start_ticks: e.start_ticks,
                         cg: e.cg.clone(),
@@ -256,15 +285,21 @@ impl Resolver {
             }
         }
         // Miss, dead init, or membership due for a re-check: resolve from scratch.
-        let init = cgsight_cgroup::pidns_init(pid as i32).ok()?;
-        let pidfd = pidfd_open(init)?;
+        let init = cgsight_cgroup::pidns_init(pid as i32).map_err(miss)?;
+        let pidfd = pidfd_open(init).map_err(|e| {
+            if is_fd_exhaustion(&e) {
+                Miss::NoFds
+            } else {
+                Miss::Gone
+            }
+        })?;
         // The pid could have been reused between the walk and pidfd_open: the pidfd's process
         // must still be in the caller's namespace.
         if pidns_ino(init as u32) != Some(ns) {
-            return None;
+            return Err(Miss::Gone);
         }
-        let start_ticks = cgsight_cgroup::start_ticks(init).ok()?;
-        let m = Membership::of_pid(init).ok()?.strip_init_scope();
+        let start_ticks = cgsight_cgroup::start_ticks(init).map_err(miss)?;
+        let m = Membership::of_pid(init).map_err(miss)?.strip_init_scope();
         let cg = self.state_for(&m);
         let mut map = self.by_ns.write().unwrap_or_else(|e| e.into_inner());
         map.insert(
@@ -277,7 +312,7 @@ impl Resolver {
                 checked: Instant::now(),
             },
         );
-        Some(Reader {
+        Ok(Reader {
             host_pidns: false,
             start_ticks,
             cg,
@@ -316,7 +351,9 @@ impl Resolver {
             .collect()
     }
 
-    /// Drops entries of dead inits and of cgroups nobody has read for `idle`.
+    /// Drops entries of dead inits, of removed cgroups and of cgroups nobody has read for
+    /// `idle`. A removed cgroup's kept files are closed at once, even while a cached thread
+    /// still points at it: a short-lived container must not pin descriptors for `idle`.
     pub fn prune(&self, idle: Duration) {
         // Expired thread entries would be re-resolved anyway; dropping them frees their pidfds.
         self.by_tid
@@ -332,9 +369,42 @@ impl Resolver {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|_, s| {
+                // Any of its directories gone: no process can have this membership any more.
+                if s.cg.dirs.values().any(|d| !d.dir.is_dir()) {
+                    s.files.close_all();
+                    return false;
+                }
                 Arc::strong_count(s) > 1
                     || now.saturating_sub(s.last_read.load(Ordering::Relaxed)) <= idle.as_secs()
             });
+    }
+
+    /// Frees descriptors after EMFILE/ENFILE: every cached thread pidfd (a cache only) and the
+    /// kept files of the least recently read half of the cgroups (reopened on their next read).
+    /// Returns how many cgroups had their files closed.
+    pub fn evict_lru(&self) -> usize {
+        self.by_tid
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        let mut all: Vec<Arc<CgState>> = self
+            .cgroups
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by_key(|s| s.last_read.load(Ordering::Relaxed));
+        let n = all.len().div_ceil(2);
+        for s in all.iter().take(n) {
+            s.files.close_all();
+        }
+        n
+    }
+
+    #[cfg(test)]
+    fn cached_cgroups(&self) -> usize {
+        self.cgroups.read().unwrap_or_else(|e| e.into_inner()).len()
     }
 }
 
@@ -355,10 +425,73 @@ fn max_cached_tids() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn gettid() -> u32 {
         // SAFETY: gettid has no arguments and cannot fail.
         unsafe { libc::gettid() as u32 }
+    }
+
+    /// Kills and reaps the child and removes its cgroup, on success and failure alike.
+    struct Child(std::process::Child, std::path::PathBuf);
+    impl Drop for Child {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+            let _ = std::fs::remove_dir(&self.1);
+        }
+    }
+
+    #[test]
+    fn a_removed_cgroup_closes_its_files_at_the_next_prune() {
+        let h = Hierarchies::detect().expect("cgroup hierarchies");
+        let root = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+            "/sys/fs/cgroup"
+        } else {
+            "/sys/fs/cgroup/memory"
+        };
+        let dir = Path::new(root).join(format!("cgsight-test-prune-{}", std::process::id()));
+        if std::fs::create_dir(&dir).is_err() {
+            eprintln!("skipped: cannot create a cgroup under {root} (needs root)");
+            return;
+        }
+        let child = std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .expect("sleep");
+        let mut child = Child(child, dir.clone());
+        std::fs::write(dir.join("cgroup.procs"), child.0.id().to_string()).expect("move");
+        let r = Resolver::new(h);
+        let Caller::Reader(reader) = r.resolve(child.0.id()) else {
+            panic!("a live child resolves");
+        };
+        let mem = reader
+            .cg
+            .cg
+            .dir(cgsight_cgroup::Controller::Memory)
+            .expect("memory dir");
+        let name = if mem.version == cgsight_cgroup::Version::V2 {
+            "memory.current"
+        } else {
+            "memory.usage_in_bytes"
+        };
+        assert!(reader
+            .cg
+            .files
+            .read(&mem.dir, name)
+            .expect("read")
+            .is_some());
+        assert_eq!(reader.cg.files.open_count(), 1);
+        // An idle window far longer than the test: only removal can drop the entry.
+        let idle = Duration::from_secs(3600);
+        r.prune(idle);
+        assert_eq!(r.cached_cgroups(), 1, "a live cgroup stays cached");
+        let _ = child.0.kill();
+        let _ = child.0.wait();
+        std::fs::remove_dir(&dir).expect("rmdir the emptied cgroup");
+        r.prune(idle);
+        assert_eq!(r.cached_cgroups(), 0, "a removed cgroup is dropped");
+        assert_eq!(reader.cg.files.open_count(), 0, "and its files closed");
     }
 
     #[test]
@@ -366,7 +499,7 @@ mod tests {
         let h = Hierarchies::detect().expect("cgroup hierarchies");
         let r = Resolver::new(h);
         // Per-thread pidfds need PIDFD_THREAD (Linux 6.9); older kernels cache leaders only.
-        let thread_pidfds = pidfd_open_flags(gettid() as i32, PIDFD_THREAD).is_some();
+        let thread_pidfds = pidfd_open_flags(gettid() as i32, PIDFD_THREAD).is_ok();
         let tid = std::thread::scope(|s| {
             s.spawn(|| {
                 let tid = gettid();

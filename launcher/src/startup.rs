@@ -89,6 +89,12 @@ impl Notifier {
     }
 }
 
+/// Closes every descriptor from 3 up that our caller left open to us, except `keep` (the
+/// start-up pipe): a daemon holding a caller's pipe would keep that caller from seeing EOF.
+pub fn close_inherited(keep: Option<RawFd>) {
+    sys::close_fds_except(keep.unwrap_or(-1));
+}
+
 /// Where the daemon's output goes (None: /dev/null), and how long the parent waits.
 #[derive(Default)]
 pub struct Detach<'a> {

@@ -23,8 +23,6 @@ pub fn views_mountpoint() -> PathBuf {
         )
 }
 
-const LOG: &str = "/var/lib/cgsight/fs.log";
-
 /// Starts `cgsight fs` (the binary `exe`) if no live view is mounted. Returns the mountpoint,
 /// or None with a warning when the views cannot be served (the container then sees the
 /// host's files). Must be called while the process is single-threaded.
@@ -34,10 +32,17 @@ pub fn ensure_views(exe: &Path) -> Option<PathBuf> {
         return Some(mp);
     }
     let off = "the /proc views are off for this container";
-    let _ = fs::create_dir_all("/var/lib/cgsight");
     // The daemon outlives us: it must not hold our stdout/stderr (a caller reading our output
-    // to EOF would hang), so it logs to a file.
-    let log = fs::OpenOptions::new().create(true).append(true).open(LOG);
+    // to EOF would hang), so it logs where `cgsight fs` itself would for this mount point.
+    let log_file = cgsight_fusefs::log_path(&cgsight_fusefs::pidfile_path(&mp));
+    if let Some(d) = log_file.parent() {
+        let _ = fs::create_dir_all(d);
+    }
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_file);
+    let log_name = log_file.display();
     let argv: Result<Vec<CString>, _> = [
         exe.as_os_str().as_bytes(),
         b"fs",
@@ -65,15 +70,15 @@ pub fn ensure_views(exe: &Path) -> Option<PathBuf> {
         // Another launch may have started it meanwhile: that one serves us too.
         Ok(Report::Ready | Report::AlreadyServing(_)) => Some(mp),
         Ok(Report::Failed { msg, .. }) => {
-            warn!("{off}: `cgsight fs` failed: {msg} (see {LOG}); the container will see the host's /proc/meminfo, cpuinfo, ... (use --no-proc-views to silence)");
+            warn!("{off}: `cgsight fs` failed: {msg} (see {log_name}); the container will see the host's /proc/meminfo, cpuinfo, ... (use --no-proc-views to silence)");
             None
         }
         Ok(Report::TimedOut) => {
-            warn!("{off}: `cgsight fs` did not report serving within 10 s (see {LOG})");
+            warn!("{off}: `cgsight fs` did not report serving within 10 s (see {log_name})");
             None
         }
         Ok(Report::Silent) => {
-            warn!("{off}: `cgsight fs` exited during start-up (see {LOG})");
+            warn!("{off}: `cgsight fs` exited during start-up (see {log_name})");
             None
         }
         Err(e) => {

@@ -13,6 +13,8 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<u8> {
+    // A long-lived daemon must not hold a pipe its caller waits on for EOF.
+    cgsight_launcher::startup::close_inherited(None);
     let fs = cgsight_fusefs::spawn(a.views.config(4))
         .with_context(|| format!("mounting the views at {}", a.views.mountpoint.display()))?;
     let m = fs.metrics();

@@ -9,7 +9,7 @@
 
 use std::io::Write;
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use cgsight_fusefs::{CpuView, FsConfig, IoUringMode, DEFAULT_MOUNTPOINT};
@@ -103,23 +103,15 @@ pub struct Args {
 }
 
 fn pidfile_for(a: &Args) -> PathBuf {
-    if let Some(p) = &a.pidfile {
-        return p.clone();
+    match &a.pidfile {
+        Some(p) => p.clone(),
+        None => cgsight_fusefs::pidfile_path(&a.views.mountpoint),
     }
-    if a.views.mountpoint == Path::new(DEFAULT_MOUNTPOINT) {
-        return PathBuf::from("/run/cgsight/fs.pid");
-    }
-    let name: String = a
-        .views
-        .mountpoint
-        .to_string_lossy()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    PathBuf::from(format!("/run/cgsight/fs{name}.pid"))
 }
 
 pub fn run(a: Args) -> anyhow::Result<u8> {
+    // Before anything of ours is open: only stdio and the start-up pipe are meant for us.
+    startup::close_inherited(a.startup_fd);
     let mut notify = match a.startup_fd {
         Some(fd) => Notifier::inherited(fd)?,
         None if a.foreground => Notifier::none(),
@@ -155,7 +147,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
 /// Forks the daemon: stdin/stdout to /dev/null, stderr (the log) to a file next to the
 /// pidfile.
 fn daemonize(a: &Args) -> anyhow::Result<Forked> {
-    let log_path = pidfile_for(a).with_extension("log");
+    let log_path = cgsight_fusefs::log_path(&pidfile_for(a));
     if let Some(d) = log_path.parent() {
         let _ = std::fs::create_dir_all(d);
     }

@@ -15,6 +15,8 @@
 #
 # VM OPTIONS: --cpus N, --mem MIB, --timeout SECS, --accel auto|tcg|kvm, --console,
 #   --share DIR (see run-in-vm.sh), --only-integration (skip unit-test executables),
+#   --skip-package NAME (repeatable: a package whose tests do not depend on the cgroup layout,
+#   run on one lane only),
 #   --project DIR (the cargo workspace; default: this repo).
 # Environment: CGSIGHT_VM_* as for run-in-vm.sh; CARGO (default cargo); CARGO_TARGET_DIR
 #   is honoured (default <project>/target) and shared read-write with the guest.
@@ -25,6 +27,7 @@ PROJECT=$(cd "$HERE/../.." && pwd)
 CGROUP=${CGSIGHT_VM_CGROUP:-v2}
 VM_ARGS=()
 ONLY_INTEGRATION=0
+SKIP_PACKAGES=" "
 
 while [ $# -gt 0 ]; do
 	case "$1" in
@@ -32,6 +35,7 @@ while [ $# -gt 0 ]; do
 	--cpus | --mem | --timeout | --accel | --share) VM_ARGS+=("$1" "$2"); shift 2 ;;
 	--console) VM_ARGS+=("$1"); shift ;;
 	--only-integration) ONLY_INTEGRATION=1; shift ;;
+	--skip-package) SKIP_PACKAGES+="$2 "; shift 2 ;;
 	--project) PROJECT=$(cd "$2" && pwd); shift 2 ;;
 	-h | --help) sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
 	--) shift; break ;;
@@ -74,6 +78,7 @@ while read -r kind name dir exe; do
 	[ -n "$exe" ] || continue
 	[ "$ONLY_INTEGRATION" = 1 ] && [ "$kind" != test ] && continue
 	pkg=$(sed -nE '/^\[package\]/,/^\[/{s/^name *= *"([^"]*)".*/\1/p}' "$dir/Cargo.toml" | head -n1)
+	case "$SKIP_PACKAGES" in *" ${pkg:-$name} "*) continue ;; esac
 	entries+=$(printf '%s\t%s\t%s\t%s\t%s' "$kind" "$name" "$dir" "$exe" "${pkg:-$name}")$'\n'
 	count=$((count + 1))
 done <<<"$list"

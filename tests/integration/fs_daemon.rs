@@ -1,0 +1,319 @@
+//! The views server as a long-lived process: the descriptors it must not keep (a caller's
+//! pipes, a removed container's cgroup files and pidfds) and what it does when it runs out.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use cgsight_testkit::http::try_get;
+use cgsight_testkit::{
+    fs_io_uring_arg, require_root, unique_name, wait_for, ChildGuard, MountGuard, TempDir,
+};
+
+use crate::support::{cgsight_with_views, stderr, stdout, Ctr, BIN};
+
+/// Open descriptors of process `pid`.
+fn fd_count(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// `cgsight daemon` (views + /metrics) on a private mount point, its stderr in a file;
+/// SIGTERM on drop, then the mount is detached and the directory removed.
+struct Daemon {
+    child: ChildGuard,
+    mp: PathBuf,
+    log: PathBuf,
+    port: u16,
+    _mount: MountGuard,
+    _dir: TempDir,
+}
+
+impl Daemon {
+    fn start(tag: &str) -> Daemon {
+        let dir = TempDir::new(tag);
+        let mp = dir.path().join("views");
+        std::fs::create_dir_all(&mp).expect("mount point");
+        let log = dir.path().join("daemon.log");
+        let err = std::fs::File::create(&log).expect("log file");
+        let child = ChildGuard::new(
+            Command::new(BIN)
+                .args(["daemon", "--listen", "127.0.0.1:0", "--io-uring"])
+                .arg(fs_io_uring_arg())
+                .arg("--mountpoint")
+                .arg(&mp)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(err)
+                .spawn()
+                .expect("start cgsight daemon"),
+        );
+        let mut d = Daemon {
+            child,
+            _mount: MountGuard::new(&mp),
+            mp,
+            log,
+            port: 0,
+            _dir: dir,
+        };
+        d.port = wait_for("the daemon to serve", Duration::from_secs(60), || {
+            if let Ok(Some(st)) = d.child.child().try_wait() {
+                panic!("cgsight daemon exited: {st}\n{}", d.log_text());
+            }
+            let port = listening_port(&d.log_text())?;
+            cgsight_fusefs::is_serving(&d.mp).then_some(port)
+        });
+        d
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn fds(&self) -> usize {
+        fd_count(self.child.pid())
+    }
+
+    fn metrics(&self) -> String {
+        try_get(self.port, "/metrics", &[]).map_or_else(|e| panic!("scrape: {e}"), |r| r.text())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.pid()),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait_timeout(Duration::from_secs(10));
+    }
+}
+
+/// The port of the agent's "listening on http://127.0.0.1:PORT/metrics" line.
+fn listening_port(log: &str) -> Option<u16> {
+    let line = log.lines().find(|l| l.contains("listening on"))?;
+    let rest = line.split("127.0.0.1:").nth(1)?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok().filter(|p| *p != 0)
+}
+
+/// `launch --rm --memory {mib}m` printing the container's MemTotal line.
+fn memtotal_in_container(views: &Path, mib: u64) -> String {
+    let name = unique_name("fdmem");
+    let _g = Ctr::named(&name);
+    let mem = format!("{mib}m");
+    let out = cgsight_with_views(
+        views,
+        &[
+            "launch",
+            "--rm",
+            "--name",
+            &name,
+            "--memory",
+            &mem,
+            "--",
+            "grep",
+            "MemTotal",
+            "/proc/meminfo",
+        ],
+    );
+    format!("{}{}", stdout(&out), stderr(&out))
+}
+
+fn memtotal_line(mib: u64) -> String {
+    format!("{} kB", mib * 1024)
+}
+
+#[test]
+fn short_lived_containers_leave_no_descriptors_behind() {
+    require_root!();
+    let d = Daemon::start("fds");
+    let base = d.fds();
+    // The soak (300) on the host; under emulation (the VM lanes set CGSIGHT_VM) 30 still show
+    // the sweep on that lane's cgroup layout without the lane's time going to launches.
+    let per_thread: u64 = if std::env::var_os("CGSIGHT_VM").is_some() {
+        10
+    } else {
+        100
+    };
+    // A few in parallel: the launches are the slow part, the daemon serves them concurrently.
+    let (tx, rx) = mpsc::channel();
+    std::thread::scope(|s| {
+        for t in 0..3u64 {
+            let tx = tx.clone();
+            let mp = d.mp.clone();
+            s.spawn(move || {
+                for i in 0..per_thread {
+                    let mib = 64 + (t * per_thread + i) % 64;
+                    let out = memtotal_in_container(&mp, mib);
+                    let _ = tx.send((mib, out));
+                }
+            });
+        }
+    });
+    drop(tx);
+    let mut n = 0;
+    for (mib, out) in rx {
+        n += 1;
+        assert!(
+            out.contains(&memtotal_line(mib)),
+            "a {mib} MiB container saw {out:?}"
+        );
+    }
+    assert_eq!(n, 3 * per_thread);
+    let peak = d.fds();
+    // The sampler's sweep (every 5 s) closes what the removed cgroups held.
+    wait_for(
+        "the daemon's descriptors back at their baseline",
+        Duration::from_secs(60),
+        || (d.fds() <= base + 8).then_some(()),
+    );
+    eprintln!(
+        "daemon descriptors: baseline {base}, right after {n} containers {peak}, after the sweep {}",
+        d.fds()
+    );
+}
+
+#[test]
+fn out_of_descriptors_is_counted_logged_and_recovers() {
+    require_root!();
+    let d = Daemon::start("fdlow");
+    let base = d.fds();
+    // Containers whose init pidfds the daemon holds while they live (those are never evicted).
+    const K: usize = 4;
+    let held: Vec<Ctr> = (0..K)
+        .map(|_| {
+            Ctr::launch(
+                &d.mp,
+                "fdhold",
+                &[
+                    "--memory",
+                    "64m",
+                    "--",
+                    "sh",
+                    "-c",
+                    "cat /proc/meminfo >/dev/null; exec sleep 600",
+                ],
+            )
+        })
+        .collect();
+    wait_for(
+        "the daemon to hold the containers' pidfds",
+        Duration::from_secs(30),
+        || (d.fds() >= base + K).then_some(()),
+    );
+    // Room for the held pidfds and two more: a meminfo view needs a thread pidfd, the init's
+    // pidfd and three cgroup files, so every new container's view fails for want of a descriptor.
+    let soft = (base + K + 2) as libc::rlim_t;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    let pid = d.child.pid();
+    // SAFETY: prlimit reads and writes the struct we own.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut lim) };
+    assert_eq!(rc, 0, "prlimit get: {}", std::io::Error::last_os_error());
+    lim.rlim_cur = soft;
+    // SAFETY: as above.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &lim, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit set: {}", std::io::Error::last_os_error());
+
+    let starved = memtotal_in_container(&d.mp, 96);
+    assert!(
+        !starved.contains(&memtotal_line(96)),
+        "with no descriptor to spare the view cannot be served: {starved:?}"
+    );
+    wait_for(
+        "the exhaustion to be logged",
+        Duration::from_secs(10),
+        || {
+            d.log_text()
+                .contains("out of file descriptors")
+                .then_some(())
+        },
+    );
+
+    // The holders go away: their descriptors are released, and views work again under the
+    // same limit.
+    drop(held);
+    wait_for(
+        "the removed containers' descriptors to be released",
+        Duration::from_secs(60),
+        || (d.fds() + 5 <= soft as usize).then_some(()),
+    );
+    let out = memtotal_in_container(&d.mp, 80);
+    assert!(out.contains(&memtotal_line(80)), "after recovery: {out:?}");
+    let m = d.metrics();
+    let counted = m
+        .lines()
+        .filter(|l| {
+            l.starts_with("cgsight_fs_fallbacks_total{") && l.contains("reason=\"fd_exhaustion\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum::<u64>();
+    assert!(counted > 0, "no fd_exhaustion fallback counted:\n{m}");
+}
+
+#[test]
+fn a_daemonizing_fs_keeps_none_of_its_callers_descriptors() {
+    require_root!();
+    let dir = TempDir::new("fdinherit");
+    let mp = dir.path().join("views");
+    std::fs::create_dir_all(&mp).expect("mount point");
+    let _mount = MountGuard::new(&mp);
+    let pidfile = dir.path().join("fs.pid");
+    // The shell leaks its stdout (a pipe we read to EOF) to `cgsight fs` as descriptor 9, as
+    // scripts do; the daemon must not keep it, or the caller never sees EOF.
+    let script = format!(
+        "exec \"$0\" fs --mountpoint '{}' --pidfile '{}' --io-uring {} 9>&1",
+        mp.display(),
+        pidfile.display(),
+        fs_io_uring_arg()
+    );
+    let mut sh = ChildGuard::new(
+        Command::new("sh")
+            .args(["-c", &script, BIN])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("sh"),
+    );
+    let mut out = sh.child().stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        let _ = tx.send(s);
+    });
+    let status = sh.wait_timeout(Duration::from_secs(60));
+    // Stop the daemon on every path from here on.
+    struct StopDaemon(PathBuf);
+    impl Drop for StopDaemon {
+        fn drop(&mut self) {
+            if let Some(pid) = std::fs::read_to_string(&self.0)
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+                let end = std::time::Instant::now() + Duration::from_secs(10);
+                while Path::new(&format!("/proc/{pid}")).exists() && std::time::Instant::now() < end
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+    let _stop = StopDaemon(pidfile.clone());
+    assert!(status.success(), "cgsight fs: {status}");
+    assert!(cgsight_fusefs::is_serving(&mp), "the fs serves");
+    // Generous: EOF comes as soon as the parent exited if the daemon holds nothing of ours.
+    let eof = rx.recv_timeout(Duration::from_secs(30));
+    assert!(
+        eof.is_ok(),
+        "the caller's pipe never reached EOF: the daemon kept an inherited descriptor"
+    );
+}
