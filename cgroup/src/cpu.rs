@@ -92,7 +92,8 @@ pub fn read_limits(dir: &Path, v: Version) -> Result<CpuLimits> {
     }
 }
 
-pub(crate) fn parse_cpu_max(p: &Path, text: &str) -> Result<(Option<u64>, u64)> {
+/// `cpu.max` text: `(quota, period)`, quota None when `max`.
+pub fn parse_cpu_max(p: &Path, text: &str) -> Result<(Option<u64>, u64)> {
     let mut it = text.split_ascii_whitespace();
     let (Some(q), Some(per), None) = (it.next(), it.next(), it.next()) else {
         return Err(parse::parse_err(p, "`quota period`", text));

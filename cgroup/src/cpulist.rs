@@ -41,6 +41,37 @@ impl CpuList {
         Some(CpuList(v))
     }
 
+    /// The number of CPUs in a list, without building it (the agent counts every cgroup's
+    /// cpuset each scrape). The kernel prints ranges ascending and disjoint; any other
+    /// spelling is counted through [`CpuList::parse`]. `None` when the text is not a list.
+    pub fn count(text: &str) -> Option<usize> {
+        let mut n = 0usize;
+        let mut next = 0u32;
+        for part in text
+            .trim()
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            let (a, b) = match part.split_once('-') {
+                Some((a, b)) => (a.trim().parse::<u32>().ok()?, b.trim().parse::<u32>().ok()?),
+                None => {
+                    let x = part.parse::<u32>().ok()?;
+                    (x, x)
+                }
+            };
+            if a > b || b > MAX_CPU {
+                return None;
+            }
+            if a < next {
+                return Self::parse(text).map(|l| l.len());
+            }
+            n += (b - a) as usize + 1;
+            next = b + 1;
+        }
+        Some(n)
+    }
+
     pub(crate) fn parse_at(path: &Path, text: &str) -> Result<Self> {
         Self::parse(text).ok_or_else(|| parse::parse_err(path, "a CPU list", text))
     }
@@ -110,6 +141,19 @@ impl Serialize for CpuList {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn count_agrees_with_parse() {
+        for t in ["0-3,8,10-11\n", "", "\n", "3,1,2,2", "0-1,1-2", "7"] {
+            assert_eq!(
+                CpuList::count(t),
+                CpuList::parse(t).map(|l| l.len()),
+                "{t:?}"
+            );
+        }
+        assert_eq!(CpuList::count("0-x"), None);
+        assert_eq!(CpuList::count("3-1"), None);
+    }
 
     #[test]
     fn ranges_round_trip() {
