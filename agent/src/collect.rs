@@ -1,17 +1,19 @@
-//! One scrape: discover cgroups (keeping what is known about each across scrapes), read their
-//! accounting files with the cgroup crate's readers, hand the rows to [`crate::families`]. A cgroup that vanishes mid-scrape is skipped silently; a bad file costs
-//! that family's series for that cgroup, is counted in `cgsight_scrape_errors_total{kind}` and
-//! logged at most once a minute per kind.
+//! One scrape: discover cgroups (keeping what is known about each across scrapes: its labels,
+//! its kept-open files, its last readings), read them through [`crate::read`], hand the rows to
+//! [`crate::families`]. A cgroup that vanishes mid-scrape is skipped silently; a bad file costs
+//! that family's series for that cgroup and is counted by [`crate::errors`].
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use cgsight_cgroup::{Cgroup, Controller, ControllerDir, Error as CgError, Hierarchies, Version};
+use cgsight_cgroup::{Cgroup, Controller, ControllerDir, Hierarchies, Version};
 
 use crate::discover::{self, Kind};
+use crate::errors::Errors;
+pub use crate::errors::ERROR_KINDS;
 use crate::exposition::label_prefix;
 use crate::families::{self, Agent, RootFs, Row, Scrape, Stats};
 use crate::files::{CgFiles, Reader};
@@ -25,21 +27,6 @@ use crate::read::{slot, Files};
 #[derive(Debug, thiserror::Error)]
 #[error("the scrape deadline passed")]
 pub struct DeadlinePassed;
-
-/// Error kinds of `cgsight_scrape_errors_total`, all exported from the start at 0.
-pub const ERROR_KINDS: &[&str] = &[
-    "discovery",
-    "cpu",
-    "memory",
-    "cpuset",
-    "io",
-    "pids",
-    "oom",
-    "pressure",
-    "processes",
-    "net_dev",
-    "state",
-];
 
 /// What is known about one cgroup across scrapes.
 struct Entry {
@@ -58,44 +45,6 @@ struct Entry {
     fresh: bool,
     /// The first process and its network namespace inode, as of the last lookup.
     netns: Option<(i32, Option<u64>)>,
-}
-
-/// Error counts and their rate-limited log.
-struct Errors {
-    counts: BTreeMap<&'static str, u64>,
-    last_logged: HashMap<&'static str, Instant>,
-}
-
-impl Errors {
-    fn error(&mut self, kind: &'static str, path: &str, e: &dyn std::fmt::Display) {
-        *self.counts.entry(kind).or_insert(0) += 1;
-        let now = Instant::now();
-        let due = self
-            .last_logged
-            .get(kind)
-            .is_none_or(|t| now.duration_since(*t) >= Duration::from_secs(60));
-        if due {
-            self.last_logged.insert(kind, now);
-            tracing::warn!(
-                kind,
-                cgroup = path,
-                "scrape error (further ones of this kind are counted, not logged, for 60 s): {e}"
-            );
-        }
-    }
-
-    /// Reads a family, turning "gone" into None silently and other errors into a count.
-    fn take<T>(&mut self, kind: &'static str, path: &str, r: Result<T, CgError>) -> Option<T> {
-        match r {
-            Ok(v) => Some(v),
-            Err(e) if e.is_gone() => None,
-            Err(CgError::NoController(_)) => None,
-            Err(e) => {
-                self.error(kind, path, &e);
-                None
-            }
-        }
-    }
 }
 
 pub struct Collector {
@@ -123,10 +72,7 @@ impl Collector {
             labeler: Labeler::new(state_dir),
             entries: HashMap::new(),
             devnames: HashMap::new(),
-            errs: Errors {
-                counts: ERROR_KINDS.iter().map(|k| (*k, 0)).collect(),
-                last_logged: HashMap::new(),
-            },
+            errs: Errors::new(),
             reader,
             host: Host::probe(),
             version: env!("CARGO_PKG_VERSION"),

@@ -17,8 +17,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// Descriptors left to the rest of the process (listening and client sockets, /proc reads).
-const RESERVE: usize = 256;
+/// Descriptors left to the rest of the process (sockets, /proc reads, and in `cgsight daemon`
+/// the FUSE views' own kept files): an eighth of the limit, at least this many.
+const RESERVE: usize = 1024;
 /// Scrapes a missing file is believed missing before it is looked for again (a v2 controller
 /// enabled later adds files to existing cgroups).
 const MISSING_SCRAPES: u64 = 8;
@@ -86,7 +87,8 @@ impl Reader {
 
     /// Raises the soft `RLIMIT_NOFILE` to the hard limit and budgets all but a reserve of it.
     pub fn new() -> Self {
-        Self::with_limit(raise_nofile().saturating_sub(RESERVE))
+        let soft = raise_nofile();
+        Self::with_limit(soft.saturating_sub(RESERVE.max(soft / 8)))
     }
 
     /// Descriptors kept open now, across all cgroups.

@@ -4,6 +4,7 @@
 //! - [`discover`]: which cgroups, and which runtime owns them (pure path classification);
 //! - [`labels`]: names and images from the runtimes' state files;
 //! - [`collect`]: one scrape: discovery, the per-cgroup cache, error counting;
+//! - [`errors`]: scrape error counts and their rate-limited log;
 //! - [`read`]: one cgroup's readings through its kept-open files;
 //! - [`files`]: accounting files kept open and pread, within the descriptor limit;
 //! - [`families`]: every exported family as a table row, and the pure encoder over plain rows;
@@ -20,6 +21,7 @@ pub mod accept;
 pub mod auth;
 pub mod collect;
 pub mod discover;
+pub mod errors;
 pub mod exposition;
 pub mod families;
 pub mod files;
