@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use cgsight_cgroup::cpu::{self, CpuLimits, CpuUsage, PerCpu, Throttling, USER_HZ};
+use cgsight_cgroup::cpu::{self, CpuLimits, CpuUsage, Throttling};
 use cgsight_cgroup::format::{flat_keyed, limit_of, u64_of};
 use cgsight_cgroup::memory::{Memory, MemoryStat, Swap};
 use cgsight_cgroup::oom::OomEvents;
@@ -144,36 +144,11 @@ impl Files<'_> {
         }
         let total_ns = self.u64_req(ACCT_USAGE, dir, "cpuacct.usage")?;
         let mut per = prev.and_then(|p| p.per_cpu).unwrap_or_default();
-        per.clear();
         if let Some(t) = self.opt(ACCT_ALL, dir, "cpuacct.usage_all")? {
-            for c in cpu::usage_all(Path::new("cpuacct.usage_all"), t) {
-                per.push(c?);
-            }
-            let user_ns = per.iter().map(|c: &PerCpu| c.user_ns).sum();
-            let system_ns = per.iter().map(|c| c.system_ns).sum();
-            return Ok(CpuUsage {
-                total_ns,
-                user_ns,
-                system_ns,
-                per_cpu: Some(per),
-            });
+            return cpu::usage_v1_all(Path::new("cpuacct.usage_all"), total_ns, t, &mut per);
         }
         let t = self.req(ACCT_STAT, dir, "cpuacct.stat")?;
-        let (mut user, mut system) = (0, 0);
-        for kv in flat_keyed(Path::new("cpuacct.stat"), t) {
-            match kv? {
-                ("user", v) => user = v,
-                ("system", v) => system = v,
-                _ => {}
-            }
-        }
-        let tick = 1_000_000_000 / USER_HZ;
-        Ok(CpuUsage {
-            total_ns,
-            user_ns: user * tick,
-            system_ns: system * tick,
-            per_cpu: None,
-        })
+        cpu::usage_v1_stat(Path::new("cpuacct.stat"), total_ns, t)
     }
 
     /// v1 throttling from the cpu controller's `cpu.stat`, as `cpu::read_throttling`.

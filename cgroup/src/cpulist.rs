@@ -15,25 +15,32 @@ pub struct CpuList(Vec<u32>);
 /// CPU numbers above this are rejected as garbage rather than allocating a huge list.
 const MAX_CPU: u32 = 1 << 16;
 
+/// One `a-b` or `a` item of a list, checked (`a <= b <= MAX_CPU`).
+fn range(part: &str) -> Option<(u32, u32)> {
+    let (a, b) = match part.split_once('-') {
+        Some((a, b)) => (a.trim().parse::<u32>().ok()?, b.trim().parse::<u32>().ok()?),
+        None => {
+            let x = part.parse::<u32>().ok()?;
+            (x, x)
+        }
+    };
+    (a <= b && b <= MAX_CPU).then_some((a, b))
+}
+
+/// The checked items of a list, in text order.
+fn ranges(text: &str) -> impl Iterator<Item = Option<(u32, u32)>> + '_ {
+    text.trim()
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(range)
+}
+
 impl CpuList {
     pub fn parse(text: &str) -> Option<Self> {
         let mut v = Vec::new();
-        for part in text
-            .trim()
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-        {
-            let (a, b) = match part.split_once('-') {
-                Some((a, b)) => (a.trim().parse::<u32>().ok()?, b.trim().parse::<u32>().ok()?),
-                None => {
-                    let x = part.parse::<u32>().ok()?;
-                    (x, x)
-                }
-            };
-            if a > b || b > MAX_CPU {
-                return None;
-            }
+        for item in ranges(text) {
+            let (a, b) = item?;
             v.extend(a..=b);
         }
         v.sort_unstable();
@@ -47,22 +54,8 @@ impl CpuList {
     pub fn count(text: &str) -> Option<usize> {
         let mut n = 0usize;
         let mut next = 0u32;
-        for part in text
-            .trim()
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-        {
-            let (a, b) = match part.split_once('-') {
-                Some((a, b)) => (a.trim().parse::<u32>().ok()?, b.trim().parse::<u32>().ok()?),
-                None => {
-                    let x = part.parse::<u32>().ok()?;
-                    (x, x)
-                }
-            };
-            if a > b || b > MAX_CPU {
-                return None;
-            }
+        for item in ranges(text) {
+            let (a, b) = item?;
             if a < next {
                 return Self::parse(text).map(|l| l.len());
             }
