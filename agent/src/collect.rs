@@ -1,43 +1,32 @@
-//! One scrape: discover cgroups (keeping what is known about each across scrapes), read their
-//! accounting files with the cgroup crate's readers, hand the rows to [`crate::families`]. A cgroup that vanishes mid-scrape is skipped silently; a bad file costs
-//! that family's series for that cgroup, is counted in `cgsight_scrape_errors_total{kind}` and
-//! logged at most once a minute per kind.
+//! One scrape: discover cgroups (keeping what is known about each across scrapes: its labels,
+//! its kept-open files, its last readings), read them through [`crate::read`], hand the rows to
+//! [`crate::families`]. A cgroup that vanishes mid-scrape is skipped silently; a bad file costs
+//! that family's series for that cgroup and is counted by [`crate::errors`].
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::rc::Rc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use cgsight_cgroup::{Cgroup, Controller, Error as CgError, Hierarchies, Version};
+use cgsight_cgroup::{Cgroup, Controller, ControllerDir, Hierarchies, Version};
 
 use crate::discover::{self, Kind};
+use crate::errors::Errors;
+pub use crate::errors::ERROR_KINDS;
 use crate::exposition::label_prefix;
 use crate::families::{self, Agent, RootFs, Row, Scrape, Stats};
+use crate::files::{CgFiles, Reader};
 use crate::host::{self, Host};
 use crate::labels::Labeler;
 use crate::netdev::{self, Iface};
 use crate::process;
+use crate::read::{slot, Files};
 
 /// The scrape's deadline passed before it was done; its partial output is to be discarded.
 #[derive(Debug, thiserror::Error)]
 #[error("the scrape deadline passed")]
 pub struct DeadlinePassed;
-
-/// Error kinds of `cgsight_scrape_errors_total`, all exported from the start at 0.
-pub const ERROR_KINDS: &[&str] = &[
-    "discovery",
-    "cpu",
-    "memory",
-    "cpuset",
-    "io",
-    "pids",
-    "oom",
-    "pressure",
-    "processes",
-    "net_dev",
-    "state",
-];
 
 /// What is known about one cgroup across scrapes.
 struct Entry {
@@ -48,6 +37,14 @@ struct Entry {
     start: f64,
     runtime: &'static str,
     seen: bool,
+    /// Its accounting files, kept open.
+    files: CgFiles,
+    /// The last readings; refilled in place each scrape.
+    stats: Stats,
+    /// `stats` were read in this scrape.
+    fresh: bool,
+    /// The first process and its network namespace inode, as of the last lookup.
+    netns: Option<(i32, Option<u64>)>,
 }
 
 pub struct Collector {
@@ -56,55 +53,35 @@ pub struct Collector {
     labeler: Labeler,
     entries: HashMap<String, Entry>,
     devnames: HashMap<(u32, u32), String>,
-    errors: BTreeMap<&'static str, u64>,
-    last_logged: HashMap<&'static str, Instant>,
+    errs: Errors,
+    reader: Reader,
     host: Host,
     version: &'static str,
 }
 
 impl Collector {
     pub fn new(h: Hierarchies, all: bool, state_dir: PathBuf) -> Self {
+        Self::with_reader(h, all, state_dir, Reader::new())
+    }
+
+    /// As [`Self::new`] with a given file reader (tests bound its descriptor budget).
+    pub fn with_reader(h: Hierarchies, all: bool, state_dir: PathBuf, reader: Reader) -> Self {
         Collector {
             h,
             all,
             labeler: Labeler::new(state_dir),
             entries: HashMap::new(),
             devnames: HashMap::new(),
-            errors: ERROR_KINDS.iter().map(|k| (*k, 0)).collect(),
-            last_logged: HashMap::new(),
+            errs: Errors::new(),
+            reader,
             host: Host::probe(),
             version: env!("CARGO_PKG_VERSION"),
         }
     }
 
-    fn error(&mut self, kind: &'static str, path: &str, e: &dyn std::fmt::Display) {
-        *self.errors.entry(kind).or_insert(0) += 1;
-        let now = Instant::now();
-        let due = self
-            .last_logged
-            .get(kind)
-            .is_none_or(|t| now.duration_since(*t) >= Duration::from_secs(60));
-        if due {
-            self.last_logged.insert(kind, now);
-            tracing::warn!(
-                kind,
-                cgroup = path,
-                "scrape error (further ones of this kind are counted, not logged, for 60 s): {e}"
-            );
-        }
-    }
-
-    /// Reads a family, turning "gone" into None silently and other errors into a count.
-    fn take<T>(&mut self, kind: &'static str, path: &str, r: Result<T, CgError>) -> Option<T> {
-        match r {
-            Ok(v) => Some(v),
-            Err(e) if e.is_gone() => None,
-            Err(CgError::NoController(_)) => None,
-            Err(e) => {
-                self.error(kind, path, &e);
-                None
-            }
-        }
+    /// Accounting-file descriptors kept open now.
+    pub fn kept_files(&self) -> usize {
+        self.reader.kept()
     }
 
     /// Collects everything and appends the exposition to `out`.
@@ -128,7 +105,7 @@ impl Collector {
         let found = match discover::discover(&self.h, self.all) {
             Ok(f) => f,
             Err(e) => {
-                self.error("discovery", "/", &e);
+                self.errs.error("discovery", "/", &e);
                 vec![discover::Found {
                     path: "/".into(),
                     kind: Kind::Root,
@@ -137,6 +114,7 @@ impl Collector {
         };
         for e in self.entries.values_mut() {
             e.seen = false;
+            e.fresh = false;
         }
         let mut order = Vec::with_capacity(found.len());
         for f in found {
@@ -151,67 +129,74 @@ impl Collector {
             }
             order.push(f.path);
         }
+        // Dropping an entry closes its kept files.
         self.entries.retain(|_, e| e.seen);
         let live: HashSet<&str> = self.entries.values().filter_map(|e| e.kind.id()).collect();
         self.labeler.retain(&live);
 
-        let mut netns_cache: HashMap<u64, Option<Rc<Vec<Iface>>>> = HashMap::new();
-        let mut rows: Vec<(String, Stats)> = Vec::with_capacity(order.len());
-        for path in order {
+        self.reader.next_scrape();
+        let mut netns_cache: HashMap<u64, Option<Arc<Vec<Iface>>>> = HashMap::new();
+        let mut cpusets: HashMap<PathBuf, Option<usize>> = HashMap::new();
+        let mut per_read = 0u64;
+        for path in &order {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(DeadlinePassed);
             }
-            let Some(e) = self.entries.get(&path) else {
+            let Some(e) = self.entries.get_mut(path) else {
                 continue;
             };
-            let cg = e.cgroup.clone();
-            let kind = e.kind.clone();
-            let Some(st) = self.read_stats(&path, &cg, &kind, &mut netns_cache) else {
-                continue;
+            e.files.per_read = false;
+            let mut cx = Cx {
+                reader: &mut self.reader,
+                errs: &mut self.errs,
+                host: &self.host,
+                netns_cache: &mut netns_cache,
+                cpusets: &mut cpusets,
             };
-            rows.push((path, st));
+            e.fresh = cx.read_stats(path, e);
+            per_read += u64::from(e.files.per_read);
         }
 
-        let kube = rows.iter().any(|(p, _)| {
-            self.entries
-                .get(p)
-                .is_some_and(|e| e.kind.pod_uid().is_some())
-        });
-        let prefixes: Vec<String> = rows
+        let rows: Vec<(&str, &Entry)> = order
             .iter()
-            .map(|(p, _)| match self.entries.get(p) {
-                Some(e) if kube => {
-                    let pod = e.kind.pod_uid().unwrap_or("");
-                    format!(
-                        "{},{}",
-                        e.prefix,
-                        label_prefix(&[("pod", pod), ("namespace", ""), ("container", "")])
-                    )
-                }
-                Some(e) => e.prefix.clone(),
-                None => String::new(),
+            .filter_map(|p| Some((p.as_str(), self.entries.get(p).filter(|e| e.fresh)?)))
+            .collect();
+        let kube = rows.iter().any(|(_, e)| e.kind.pod_uid().is_some());
+        let prefixes: Vec<std::borrow::Cow<str>> = rows
+            .iter()
+            .map(|(_, e)| match e.kind.pod_uid() {
+                _ if !kube => std::borrow::Cow::Borrowed(e.prefix.as_str()),
+                pod => std::borrow::Cow::Owned(format!(
+                    "{},{}",
+                    e.prefix,
+                    label_prefix(&[
+                        ("pod", pod.unwrap_or("")),
+                        ("namespace", ""),
+                        ("container", "")
+                    ])
+                )),
             })
             .collect();
         let mut devices: HashMap<(u32, u32), String> = HashMap::new();
-        for (_, st) in &rows {
-            for d in st.io.iter().flatten() {
-                devices
-                    .entry((d.major, d.minor))
-                    .or_insert_with(|| self.devname(d.major, d.minor));
+        for (_, e) in &rows {
+            for d in e.stats.io.iter().flatten() {
+                devices.entry((d.major, d.minor)).or_insert_with(|| {
+                    self.devnames
+                        .entry((d.major, d.minor))
+                        .or_insert_with(|| host::device_name(d.major, d.minor))
+                        .clone()
+                });
             }
         }
         let table: Vec<Row> = rows
             .iter()
             .zip(prefixes.iter())
-            .filter_map(|((path, stats), prefix)| {
-                let e = self.entries.get(path)?;
-                Some(Row {
-                    prefix,
-                    stats,
-                    start: e.start,
-                    runtime: e.runtime,
-                    root: e.kind == Kind::Root,
-                })
+            .map(|((_, e), prefix)| Row {
+                prefix: prefix.as_ref(),
+                stats: &e.stats,
+                start: e.start,
+                runtime: e.runtime,
+                root: e.kind == Kind::Root,
             })
             .collect();
         let root_fs = self.host.root_fs.as_ref().and_then(|(dev, mp)| {
@@ -245,9 +230,11 @@ impl Collector {
             out,
             &Agent {
                 duration,
-                errors: &self.errors,
+                errors: &self.errs.counts,
                 version: self.version,
                 process: process.as_ref(),
+                kept_files: self.reader.kept() as u64,
+                open_per_read_cgroups: per_read,
             },
         );
         Ok(())
@@ -258,7 +245,8 @@ impl Collector {
         let meta = match self.labeler.meta(&kind) {
             Ok(m) => m,
             Err(file) => {
-                self.error("state", path, &format!("cannot parse {}", file.display()));
+                self.errs
+                    .error("state", path, &format!("cannot parse {}", file.display()));
                 Default::default()
             }
         };
@@ -284,138 +272,181 @@ impl Collector {
             prefix,
             start,
             seen: true,
+            files: self.reader.cgroup(slot::COUNT),
+            stats: Stats::default(),
+            fresh: false,
+            netns: None,
         })
     }
+}
 
-    fn read_stats(
-        &mut self,
-        path: &str,
-        cg: &Cgroup,
-        kind: &Kind,
-        netns_cache: &mut HashMap<u64, Option<Rc<Vec<Iface>>>>,
-    ) -> Option<Stats> {
+/// What reading one cgroup needs besides the cgroup itself.
+struct Cx<'a> {
+    reader: &'a mut Reader,
+    errs: &'a mut Errors,
+    host: &'a Host,
+    netns_cache: &'a mut HashMap<u64, Option<Arc<Vec<Iface>>>>,
+    /// Effective CPU counts of ancestors, by directory, for cgroups whose own cpuset is empty.
+    cpusets: &'a mut HashMap<PathBuf, Option<usize>>,
+}
+
+impl Cx<'_> {
+    /// Refills `e.stats`; false when the cgroup vanished.
+    fn read_stats(&mut self, path: &str, e: &mut Entry) -> bool {
+        let cg = &e.cgroup;
+        let prev = std::mem::take(&mut e.stats);
+        let mut f = Files {
+            r: &mut *self.reader,
+            cg: &mut e.files,
+        };
+        let errs = &mut *self.errs;
         let mut st = Stats::default();
-        let (acct, cpu) = (
-            cg.dir(Controller::Cpuacct).cloned(),
-            cg.dir(Controller::Cpu).cloned(),
-        );
-        if let Some(d) = &cpu {
-            st.limits = self.take(
-                "cpu",
-                path,
-                cgsight_cgroup::cpu::read_limits(&d.dir, d.version),
-            );
+        let (acct, cpu) = (cg.dir(Controller::Cpuacct), cg.dir(Controller::Cpu));
+        if let Some(d) = cpu {
+            st.limits = errs.take("cpu", path, f.cpu_limits(d));
         }
         let throttled = st.limits.as_ref().is_some_and(|l| l.quota_us.is_some());
-        match (&acct, &cpu) {
+        match (acct, cpu) {
             // v2: usage and throttling share one cpu.stat; read it once.
             (Some(a), Some(c)) if a.version == Version::V2 && a.dir == c.dir => {
-                if let Some((u, t)) =
-                    self.take("cpu", path, cgsight_cgroup::cpu::read_stat_v2(&a.dir))
-                {
+                if let Some((u, t)) = errs.take("cpu", path, f.cpu_stat_v2(&a.dir)) {
                     st.cpu = Some(u);
                     st.throttling = throttled.then_some(t);
                 }
             }
             _ => {
-                if let Some(d) = &acct {
-                    st.cpu = self.take(
-                        "cpu",
-                        path,
-                        cgsight_cgroup::cpu::read_usage(&d.dir, d.version),
-                    );
+                if let Some(d) = acct {
+                    st.cpu = errs.take("cpu", path, f.cpu_usage(d, prev.cpu));
                 }
-                if let (Some(d), true) = (&cpu, throttled) {
-                    st.throttling = self.take(
-                        "cpu",
-                        path,
-                        cgsight_cgroup::cpu::read_throttling(&d.dir, d.version),
-                    );
+                if let (Some(d), true) = (cpu, throttled) {
+                    st.throttling = match d.version {
+                        Version::V2 => errs.take("cpu", path, f.cpu_stat_v2(&d.dir).map(|x| x.1)),
+                        Version::V1 => errs.take("cpu", path, f.throttling_v1(&d.dir)),
+                    };
                 }
             }
         }
-        if let Some(d) = cg.dir(Controller::Memory).cloned() {
-            let r = cgsight_cgroup::memory::read(&d.dir, d.version);
-            st.mem = match (r, kind) {
+        if let Some(d) = cg.dir(Controller::Memory) {
+            let r = f.memory(d, prev.mem);
+            st.mem = match (r, &e.kind) {
                 // The v2 root has no memory.current: derive it from /proc/meminfo like cAdvisor.
-                (Err(e), Kind::Root) if e.is_gone() && d.version == Version::V2 => {
+                (Err(er), Kind::Root) if er.is_gone() && d.version == Version::V2 => {
                     host::root_memory_v2()
                 }
-                (r, _) => self.take("memory", path, r),
+                (r, _) => errs.take("memory", path, r),
             };
             // v2's memory read already parsed memory.events; v1 keeps OOM kills elsewhere.
             st.oom = match st.mem.as_ref().and_then(|m| m.oom.as_ref()) {
                 Some(o) => Some(o.oom_kill),
-                None => self
+                None if d.version == Version::V1 => errs.take("oom", path, f.oom_kills_v1(&d.dir)),
+                // memory.events absent (the root): no OOM kills there.
+                None if st.mem.is_some() => Some(0),
+                None => errs
                     .take("oom", path, cgsight_cgroup::oom::read(&d.dir, d.version))
                     .map(|o| o.oom_kill),
             };
         }
-        if let Some(d) = cg.dir(Controller::Cpuset).cloned() {
-            st.cpuset_count = self
-                .take("cpuset", path, cgsight_cgroup::cgroup::read_cpuset(&d))
-                .map(|c| c.cpus.len());
+        if let Some(d) = cg.dir(Controller::Cpuset) {
+            st.cpuset_count = match errs.take("cpuset", path, f.cpuset_count(d)) {
+                Some(Some(n)) => Some(n),
+                Some(None) => ancestors_cpuset(self.cpusets, errs, path, d),
+                None => None,
+            };
         }
-        if let Some(d) = cg.dir(Controller::Pids).cloned() {
-            st.pids = self.take("pids", path, cgsight_cgroup::pids::read(&d.dir, d.version));
+        if let Some(d) = cg.dir(Controller::Pids) {
+            st.pids = errs.take("pids", path, f.pids(&d.dir));
         }
-        if let Some(d) = cg.dir(Controller::Io).cloned() {
-            st.io = self.take("io", path, cgsight_cgroup::io::read(&d.dir, d.version));
+        if let Some(d) = cg.dir(Controller::Io) {
+            let mut io = prev.io.unwrap_or_default();
+            st.io = errs.take("io", path, f.io(d, &mut io)).map(|()| io);
         }
-        if cg.unified.is_some() {
-            st.psi = self.take("pressure", path, cg.pressure());
+        if let Some(u) = &cg.unified {
+            st.psi = errs.take("pressure", path, f.pressure(u));
         }
-        let procs = self.take("processes", path, cg.procs());
-        let first_pid = procs.as_ref().and_then(|p| p.first().copied());
-        st.procs = procs.map(|p| p.len());
+        let procs = errs.take("processes", path, f.procs(cg));
+        let first_pid = procs.and_then(|p| p.1);
+        st.procs = procs.map(|p| p.0);
         // Nothing readable at all: the cgroup vanished between discovery and now.
         if st.cpu.is_none() && st.mem.is_none() && st.procs.is_none() && !cg.exists() {
-            return None;
+            e.files.close_all();
+            return false;
         }
-        st.net = self.network(kind, first_pid, netns_cache);
-        Some(st)
+        st.net = self.network(&e.kind, first_pid, &mut e.netns);
+        e.stats = st;
+        true
     }
 
     /// Counters of the cgroup's network namespace, read once per namespace per scrape. Cgroups
     /// in the host namespace other than the root get none (their traffic is the host's).
+    /// `known` caches the namespace of the cgroup's first process while that stays the same.
     fn network(
         &mut self,
         kind: &Kind,
         pid: Option<i32>,
-        cache: &mut HashMap<u64, Option<Rc<Vec<Iface>>>>,
-    ) -> Option<Rc<Vec<Iface>>> {
+        known: &mut Option<(i32, Option<u64>)>,
+    ) -> Option<Arc<Vec<Iface>>> {
         let (ino, file) = if *kind == Kind::Root {
-            (self.host.netns?, self.host.netdev.to_owned())
+            (self.host.netns?, None)
         } else {
             let pid = pid?;
-            let ino = host::netns_inode(pid)?;
+            let ino = match *known {
+                Some((p, ino)) if p == pid => ino,
+                _ => {
+                    let ino = host::netns_inode(pid);
+                    *known = Some((pid, ino));
+                    ino
+                }
+            }?;
             if Some(ino) == self.host.netns {
                 return None;
             }
-            (ino, format!("/proc/{pid}/net/dev"))
+            (ino, Some(pid))
         };
-        if let Some(v) = cache.get(&ino) {
+        if let Some(v) = self.netns_cache.get(&ino) {
             return v.clone();
         }
+        let file = match file {
+            Some(pid) => format!("/proc/{pid}/net/dev"),
+            None => self.host.netdev.to_owned(),
+        };
         let v = match std::fs::read_to_string(&file) {
             Ok(t) => match netdev::parse(&t) {
-                Ok(v) => Some(Rc::new(v)),
+                Ok(v) => Some(Arc::new(v)),
                 Err(e) => {
-                    self.error("net_dev", &file, &e);
+                    self.errs.error("net_dev", &file, &e);
                     None
                 }
             },
             // The process exited: skip silently.
             Err(_) => None,
         };
-        cache.insert(ino, v.clone());
+        self.netns_cache.insert(ino, v.clone());
         v
     }
+}
 
-    fn devname(&mut self, major: u32, minor: u32) -> String {
-        self.devnames
-            .entry((major, minor))
-            .or_insert_with(|| host::device_name(major, minor))
-            .clone()
+/// The effective CPU count from the nearest ancestor with CPUs (v1 cpusets start empty),
+/// memoized per scrape by parent directory.
+fn ancestors_cpuset(
+    memo: &mut HashMap<PathBuf, Option<usize>>,
+    errs: &mut Errors,
+    path: &str,
+    d: &ControllerDir,
+) -> Option<usize> {
+    let Some(parent) = d.dir.parent().filter(|p| p.starts_with(&d.mount_point)) else {
+        return Some(0);
+    };
+    if let Some(n) = memo.get(parent) {
+        return *n;
     }
+    let up = ControllerDir {
+        version: d.version,
+        dir: parent.to_path_buf(),
+        mount_point: d.mount_point.clone(),
+    };
+    let n = errs
+        .take("cpuset", path, cgsight_cgroup::cgroup::read_cpuset(&up))
+        .map(|c| c.cpus.len());
+    memo.insert(parent.to_path_buf(), n);
+    n
 }

@@ -75,9 +75,7 @@ impl From<f64> for Val {
 
 fn push_val(out: &mut String, v: Val) {
     match v {
-        Val::U(u) => {
-            let _ = write!(out, "{u}");
-        }
+        Val::U(u) => out.push_str(itoa::Buffer::new().format(u)),
         Val::F(f) if f.is_nan() => out.push_str("NaN"),
         Val::F(f) if f.is_infinite() => out.push_str(if f > 0.0 { "+Inf" } else { "-Inf" }),
         Val::F(f) => {

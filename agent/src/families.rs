@@ -6,7 +6,7 @@
 //! pairs with the family's names, so a family cannot emit a label it does not declare.
 
 use std::collections::{BTreeMap, HashMap};
-use std::rc::Rc;
+use std::sync::Arc;
 
 use cgsight_cgroup::cpu::{CpuLimits, CpuUsage, Throttling};
 use cgsight_cgroup::io::IoDevice;
@@ -39,7 +39,7 @@ pub struct Stats {
     pub io: Option<Vec<IoDevice>>,
     pub oom: Option<u64>,
     pub psi: Option<Pressure>,
-    pub net: Option<Rc<Vec<Iface>>>,
+    pub net: Option<Arc<Vec<Iface>>>,
 }
 
 /// One exported cgroup as the encoder sees it.
@@ -82,6 +82,10 @@ pub struct Agent<'a> {
     pub version: &'a str,
     /// The agent process itself; None when /proc/self/stat is unreadable.
     pub process: Option<&'a Process>,
+    /// Accounting-file descriptors kept open across scrapes.
+    pub kept_files: u64,
+    /// Cgroups with a file read by open-per-read this scrape (descriptor budget exhausted).
+    pub open_per_read_cgroups: u64,
 }
 
 /// Receives one sample: the values of the family's labels (in table order) and the value.

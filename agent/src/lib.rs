@@ -3,7 +3,10 @@
 //!
 //! - [`discover`]: which cgroups, and which runtime owns them (pure path classification);
 //! - [`labels`]: names and images from the runtimes' state files;
-//! - [`collect`]: one scrape: discovery, the per-cgroup cache, reading accounting files;
+//! - [`collect`]: one scrape: discovery, the per-cgroup cache, error counting;
+//! - [`errors`]: scrape error counts and their rate-limited log;
+//! - [`read`]: one cgroup's readings through its kept-open files;
+//! - [`files`]: accounting files kept open and pread, within the descriptor limit;
 //! - [`families`]: every exported family as a table row, and the pure encoder over plain rows;
 //! - [`host`]: host facts (CPUs, memory, boot time, root device, netns, block device names);
 //! - [`exposition`]: the text encoder and the OpenMetrics conversion;
@@ -18,12 +21,15 @@ pub mod accept;
 pub mod auth;
 pub mod collect;
 pub mod discover;
+pub mod errors;
 pub mod exposition;
 pub mod families;
+pub mod files;
 pub mod host;
 pub mod labels;
 pub mod netdev;
 pub mod process;
+pub mod read;
 pub mod server;
 pub mod webconfig;
 

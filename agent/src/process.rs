@@ -72,6 +72,18 @@ fn sysconf(name: libc::c_int) -> Option<u64> {
     (v > 0).then_some(v as u64)
 }
 
+/// Descriptors open in this process. Since Linux 6.2 the size of /proc/self/fd is the count,
+/// which costs one stat instead of listing the agent's thousands of kept-open files each
+/// scrape; older kernels report 0 there, and the directory is listed.
+fn open_fds() -> Option<u64> {
+    match std::fs::metadata("/proc/self/fd") {
+        Ok(m) if m.len() > 0 => Some(m.len()),
+        _ => std::fs::read_dir("/proc/self/fd")
+            .ok()
+            .map(|d| d.count() as u64),
+    }
+}
+
 /// Reads the agent's own process; `boot_time` (seconds since the epoch) anchors the start time.
 pub fn read_self(boot_time: f64) -> Result<Process, String> {
     let text =
@@ -79,9 +91,7 @@ pub fn read_self(boot_time: f64) -> Result<Process, String> {
     let st = parse_stat(&text).map_err(|e| format!("/proc/self/stat: {e}"))?;
     let ticks = sysconf(libc::_SC_CLK_TCK).unwrap_or(100) as f64;
     let page = sysconf(libc::_SC_PAGESIZE).unwrap_or(4096);
-    let open_fds = std::fs::read_dir("/proc/self/fd")
-        .ok()
-        .map(|d| d.count() as u64);
+    let open_fds = open_fds();
     let max_fds = std::fs::read_to_string("/proc/self/limits")
         .ok()
         .and_then(|t| parse_max_fds(&t).ok());

@@ -92,7 +92,8 @@ pub fn read_limits(dir: &Path, v: Version) -> Result<CpuLimits> {
     }
 }
 
-pub(crate) fn parse_cpu_max(p: &Path, text: &str) -> Result<(Option<u64>, u64)> {
+/// `cpu.max` text: `(quota, period)`, quota None when `max`.
+pub fn parse_cpu_max(p: &Path, text: &str) -> Result<(Option<u64>, u64)> {
     let mut it = text.split_ascii_whitespace();
     let (Some(q), Some(per), None) = (it.next(), it.next(), it.next()) else {
         return Err(parse::parse_err(p, "`quota period`", text));
@@ -110,36 +111,55 @@ pub fn read_usage(dir: &Path, v: Version) -> Result<CpuUsage> {
             // usage_all has ns resolution per CPU; cpuacct.stat is in 10 ms ticks. Prefer the former.
             let all_path = join(dir, "cpuacct.usage_all");
             if let Some(text) = parse::read_opt(&all_path)? {
-                let per = usage_all(&all_path, &text).collect::<Result<Vec<_>>>()?;
-                let user_ns = per.iter().map(|c| c.user_ns).sum();
-                let system_ns = per.iter().map(|c| c.system_ns).sum();
-                return Ok(CpuUsage {
-                    total_ns,
-                    user_ns,
-                    system_ns,
-                    per_cpu: Some(per),
-                });
+                let mut per = Vec::new();
+                return usage_v1_all(&all_path, total_ns, &text, &mut per);
             }
             let sp = join(dir, "cpuacct.stat");
-            let text = parse::read(&sp)?;
-            let (mut user, mut system) = (0, 0);
-            for kv in parse::flat_keyed(&sp, &text) {
-                match kv? {
-                    ("user", v) => user = v,
-                    ("system", v) => system = v,
-                    _ => {}
-                }
-            }
-            let tick = 1_000_000_000 / USER_HZ;
-            Ok(CpuUsage {
-                total_ns,
-                user_ns: user * tick,
-                system_ns: system * tick,
-                per_cpu: None,
-            })
+            usage_v1_stat(&sp, total_ns, &parse::read(&sp)?)
         }
         Version::V2 => read_stat_v2(dir).map(|(u, _)| u),
     }
+}
+
+/// v1 usage from `cpuacct.usage_all` text, the per-CPU rows collected into `per` (cleared
+/// first: a caller may pass last scrape's vector to reuse it).
+pub fn usage_v1_all(
+    p: &Path,
+    total_ns: u64,
+    text: &str,
+    per: &mut Vec<PerCpu>,
+) -> Result<CpuUsage> {
+    per.clear();
+    for c in usage_all(p, text) {
+        per.push(c?);
+    }
+    let user_ns = per.iter().map(|c| c.user_ns).sum();
+    let system_ns = per.iter().map(|c| c.system_ns).sum();
+    Ok(CpuUsage {
+        total_ns,
+        user_ns,
+        system_ns,
+        per_cpu: Some(std::mem::take(per)),
+    })
+}
+
+/// v1 usage from `cpuacct.stat` text (USER_HZ ticks), where usage_all is absent.
+pub fn usage_v1_stat(p: &Path, total_ns: u64, text: &str) -> Result<CpuUsage> {
+    let (mut user, mut system) = (0, 0);
+    for kv in parse::flat_keyed(p, text) {
+        match kv? {
+            ("user", v) => user = v,
+            ("system", v) => system = v,
+            _ => {}
+        }
+    }
+    let tick = 1_000_000_000 / USER_HZ;
+    Ok(CpuUsage {
+        total_ns,
+        user_ns: user * tick,
+        system_ns: system * tick,
+        per_cpu: None,
+    })
 }
 
 /// v2 `cpu.stat` read once: usage and throttling, which v1 keeps in two controllers.

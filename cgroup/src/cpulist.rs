@@ -15,30 +15,54 @@ pub struct CpuList(Vec<u32>);
 /// CPU numbers above this are rejected as garbage rather than allocating a huge list.
 const MAX_CPU: u32 = 1 << 16;
 
+/// One `a-b` or `a` item of a list, checked (`a <= b <= MAX_CPU`).
+fn range(part: &str) -> Option<(u32, u32)> {
+    let (a, b) = match part.split_once('-') {
+        Some((a, b)) => (a.trim().parse::<u32>().ok()?, b.trim().parse::<u32>().ok()?),
+        None => {
+            let x = part.parse::<u32>().ok()?;
+            (x, x)
+        }
+    };
+    (a <= b && b <= MAX_CPU).then_some((a, b))
+}
+
+/// The checked items of a list, in text order.
+fn ranges(text: &str) -> impl Iterator<Item = Option<(u32, u32)>> + '_ {
+    text.trim()
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(range)
+}
+
 impl CpuList {
     pub fn parse(text: &str) -> Option<Self> {
         let mut v = Vec::new();
-        for part in text
-            .trim()
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-        {
-            let (a, b) = match part.split_once('-') {
-                Some((a, b)) => (a.trim().parse::<u32>().ok()?, b.trim().parse::<u32>().ok()?),
-                None => {
-                    let x = part.parse::<u32>().ok()?;
-                    (x, x)
-                }
-            };
-            if a > b || b > MAX_CPU {
-                return None;
-            }
+        for item in ranges(text) {
+            let (a, b) = item?;
             v.extend(a..=b);
         }
         v.sort_unstable();
         v.dedup();
         Some(CpuList(v))
+    }
+
+    /// The number of CPUs in a list, without building it (the agent counts every cgroup's
+    /// cpuset each scrape). The kernel prints ranges ascending and disjoint; any other
+    /// spelling is counted through [`CpuList::parse`]. `None` when the text is not a list.
+    pub fn count(text: &str) -> Option<usize> {
+        let mut n = 0usize;
+        let mut next = 0u32;
+        for item in ranges(text) {
+            let (a, b) = item?;
+            if a < next {
+                return Self::parse(text).map(|l| l.len());
+            }
+            n += (b - a) as usize + 1;
+            next = b + 1;
+        }
+        Some(n)
     }
 
     pub(crate) fn parse_at(path: &Path, text: &str) -> Result<Self> {
@@ -110,6 +134,19 @@ impl Serialize for CpuList {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn count_agrees_with_parse() {
+        for t in ["0-3,8,10-11\n", "", "\n", "3,1,2,2", "0-1,1-2", "7"] {
+            assert_eq!(
+                CpuList::count(t),
+                CpuList::parse(t).map(|l| l.len()),
+                "{t:?}"
+            );
+        }
+        assert_eq!(CpuList::count("0-x"), None);
+        assert_eq!(CpuList::count("3-1"), None);
+    }
 
     #[test]
     fn ranges_round_trip() {

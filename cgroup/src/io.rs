@@ -67,7 +67,8 @@ pub fn parse_io_stat(p: &Path, text: &str) -> Result<Vec<IoDevice>> {
 }
 
 /// v1 blkio `8:0 Read 123` rows plus a final `Total N`; `bytes` picks which counters to fill.
-fn merge_blkio(
+/// Merges one v1 blkio file (`bytes`: io_service_bytes, else io_serviced) into `devs`.
+pub fn merge_blkio(
     p: &Path,
     text: &str,
     bytes: bool,

@@ -36,6 +36,22 @@ pub static AGENT: &[Family<AgentSource>] = &[
         source: |a, emit| emit(&[a.version], 1u64.into()),
     },
     Family {
+        name: "cgsight_agent_kept_open_files",
+        kind: Gauge,
+        unit: "",
+        labels: &[],
+        help: "Accounting files the agent keeps open across scrapes.",
+        source: |a, emit| emit(&[], a.kept_files.into()),
+    },
+    Family {
+        name: "cgsight_agent_open_per_read_cgroups",
+        kind: Gauge,
+        unit: "",
+        labels: &[],
+        help: "Cgroups whose files were opened per read this scrape because the descriptor limit was reached.",
+        source: |a, emit| emit(&[], a.open_per_read_cgroups.into()),
+    },
+    Family {
         name: "process_cpu_seconds_total",
         kind: Counter,
         unit: "seconds",

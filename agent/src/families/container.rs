@@ -1,12 +1,13 @@
 //! The cAdvisor-compatible container families and the machine ones, in exposition order.
 
-use std::fmt::Write as _;
+use std::io::Write as _;
 
 use cgsight_cgroup::cpu::Throttling;
 use cgsight_cgroup::io::IoDevice;
-use cgsight_cgroup::memory::Memory;
+use cgsight_cgroup::memory::{Memory, StatKey};
 use cgsight_cgroup::pids::Pids;
 use cgsight_cgroup::pressure::{Pressure, Psi};
+use cgsight_cgroup::Version;
 
 use super::{Emit, Family, Row, Scrape, Source};
 use crate::exposition::{Type, Val};
@@ -55,11 +56,17 @@ fn cpu_usage(_: &Scrape, r: &Row, emit: Emit) {
         // v1 with cpuacct.usage_all: one series per CPU (as cAdvisor with percpu), never
         // together with cpu="total".
         Some(per) if !per.is_empty() => {
-            let mut label = String::new();
+            // `cpu` and up to ten digits: on the stack, not a String per row.
+            let mut b = [0u8; 16];
             for pc in per {
-                label.clear();
-                let _ = write!(label, "cpu{:02}", pc.cpu);
-                emit(&[&label], ns_to_s(pc.user_ns + pc.system_ns).into());
+                let mut w = &mut b[..];
+                let _ = write!(w, "cpu{:02}", pc.cpu);
+                let n = 16 - w.len();
+                let label = b
+                    .get(..n)
+                    .and_then(|l| std::str::from_utf8(l).ok())
+                    .unwrap_or("");
+                emit(&[label], ns_to_s(pc.user_ns + pc.system_ns).into());
             }
         }
         _ => emit(&["total"], ns_to_s(c.total_ns).into()),
@@ -70,6 +77,29 @@ fn thr(r: &Row, emit: Emit, f: fn(&Throttling) -> Val) {
     if let Some(t) = &r.stats.throttling {
         emit(&[], f(t));
     }
+}
+
+/// A memory.stat counter through the [`StatKey`] map (v1: the hierarchical `total_<key>`,
+/// else `<key>`), as `MemoryStat::stat` but with the `total_` key built on the stack.
+fn stat(m: &Memory, k: StatKey) -> Option<u64> {
+    let raw = &m.stat.raw;
+    if m.stat.version == Some(Version::V2) {
+        return raw.get(k.names().1?).copied();
+    }
+    let name = k.names().0?;
+    let mut b = [0u8; 64];
+    let mut w = &mut b[..];
+    let total = match write!(w, "total_{name}") {
+        Ok(()) => {
+            let n = 64 - w.len();
+            b.get(..n).and_then(|t| std::str::from_utf8(t).ok())
+        }
+        Err(_) => None,
+    };
+    total
+        .and_then(|t| raw.get(t))
+        .or_else(|| raw.get(name))
+        .copied()
 }
 
 fn mem(r: &Row, emit: Emit, f: fn(&Memory) -> u64) {
@@ -154,11 +184,11 @@ pub static CONTAINER: &[Family<Source>] = &[
     c("container_cpu_cfs_throttled_seconds_total", Counter, "seconds", NONE, "Total time duration the container has been throttled.", |_, r, emit| thr(r, emit, |t| ns_to_s(t.throttled_ns).into())),
     // Memory.
     c("container_memory_usage_bytes", Gauge, "bytes", NONE, "Current memory usage in bytes, including all memory regardless of when it was accessed.", |_, r, emit| mem(r, emit, |m| m.usage)),
-    c("container_memory_working_set_bytes", Gauge, "bytes", NONE, "Current working set in bytes.", |_, r, emit| mem(r, emit, |m| m.working_set())),
-    c("container_memory_rss", Gauge, "bytes", NONE, "Size of RSS in bytes.", |_, r, emit| mem(r, emit, |m| m.stat.anon().unwrap_or(0))),
-    c("container_memory_cache", Gauge, "bytes", NONE, "Number of bytes of page cache memory.", |_, r, emit| mem(r, emit, |m| m.stat.file().unwrap_or(0))),
+    c("container_memory_working_set_bytes", Gauge, "bytes", NONE, "Current working set in bytes.", |_, r, emit| mem(r, emit, |m| m.usage.saturating_sub(stat(m, StatKey::InactiveFile).unwrap_or(0)))),
+    c("container_memory_rss", Gauge, "bytes", NONE, "Size of RSS in bytes.", |_, r, emit| mem(r, emit, |m| stat(m, StatKey::Anon).unwrap_or(0))),
+    c("container_memory_cache", Gauge, "bytes", NONE, "Number of bytes of page cache memory.", |_, r, emit| mem(r, emit, |m| stat(m, StatKey::File).unwrap_or(0))),
     c("container_memory_swap", Gauge, "bytes", NONE, "Container swap usage in bytes.", |_, r, emit| mem(r, emit, |m| m.swap.as_ref().map_or(0, |s| s.usage))),
-    c("container_memory_mapped_file", Gauge, "bytes", NONE, "Size of memory mapped files in bytes.", |_, r, emit| mem(r, emit, |m| m.stat.file_mapped().unwrap_or(0))),
+    c("container_memory_mapped_file", Gauge, "bytes", NONE, "Size of memory mapped files in bytes.", |_, r, emit| mem(r, emit, |m| stat(m, StatKey::FileMapped).unwrap_or(0))),
     c("container_memory_max_usage_bytes", Gauge, "bytes", NONE, "Maximum memory usage recorded in bytes.", |_, r, emit| mem(r, emit, |m| m.peak.unwrap_or(0))),
     c("container_memory_failcnt", Counter, "", NONE, "Number of memory usage hits limits.", |_, r, emit| mem(r, emit, |m| m.failcnt.unwrap_or(0))),
     c("container_memory_failures_total", Counter, "", &["failure_type", "scope"], "Cumulative count of memory allocation failures.", memory_failures),

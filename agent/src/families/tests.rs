@@ -2,7 +2,7 @@
 //! a dropped or added label, or any change to the exposition of fixed rows fails here.
 
 use std::collections::{BTreeMap, HashMap};
-use std::rc::Rc;
+use std::sync::Arc;
 
 use cgsight_cgroup::cpu::{CpuLimits, CpuUsage, PerCpu, Throttling};
 use cgsight_cgroup::io::IoDevice;
@@ -186,6 +186,8 @@ const EXPECTED: &[(&str, &str, &str, &[&str])] = &[
     ("cgsight_scrape_duration_seconds", "gauge", "seconds", &[]),
     ("cgsight_scrape_errors_total", "counter", "", &["kind"]),
     ("cgsight_build_info", "gauge", "", &["version"]),
+    ("cgsight_agent_kept_open_files", "gauge", "", &[]),
+    ("cgsight_agent_open_per_read_cgroups", "gauge", "", &[]),
     ("process_cpu_seconds_total", "counter", "seconds", &[]),
     ("process_open_fds", "gauge", "", &[]),
     ("process_max_fds", "gauge", "", &[]),
@@ -338,7 +340,7 @@ fn fixture() -> (Vec<Stats>, Vec<String>) {
         }]),
         oom: Some(0),
         psi: None,
-        net: Some(Rc::new(vec![crate::netdev::Iface {
+        net: Some(Arc::new(vec![crate::netdev::Iface {
             name: "eth0".into(),
             rx_bytes: 1,
             rx_packets: 2,
@@ -465,6 +467,8 @@ fn golden_body() -> String {
                 open_fds: Some(12),
                 max_fds: Some(1024.0),
             }),
+            kept_files: 27,
+            open_per_read_cgroups: 0,
         },
     );
     out
