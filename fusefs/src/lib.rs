@@ -15,7 +15,8 @@
 //! - `engine`: gathers cgroup facts per request, falls back to the host file on failure.
 //! - `resolve`: caller thread → container init (cached per pid namespace, pidfd-validated) → cgroup.
 //! - `cgfiles`: cgroup files kept open per container, re-read with pread at offset 0.
-//! - `sampler`: the 5 s load sampler (loadavg's moving averages, R/D counts).
+//! - `load`: a container's load state (R/D counts, loadavg's moving averages).
+//! - `sampler`: the thread that steps every recently read container's load each 5 s.
 //! - `host`: the host's own files, cached briefly where only their layout is used.
 //! - [`views`]: pure renderers, one module per file, unit tested with v1 and v2 fixtures.
 //! - [`metrics`]: Prometheus counters of the views.
@@ -29,6 +30,7 @@ mod devfuse;
 mod engine;
 pub mod error;
 mod host;
+mod load;
 pub mod metrics;
 mod mount;
 mod probe;

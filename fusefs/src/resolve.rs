@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use cgsight_cgroup::{Cgroup, Hierarchies, Membership};
 
 use crate::cgfiles::CgFiles;
-use crate::sampler::LoadState;
+use crate::load::LoadState;
 use crate::views::stat::CpuTicks;
 
 /// How long a cached init's cgroup membership is trusted before /proc/<init>/cgroup is re-read.

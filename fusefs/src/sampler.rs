@@ -1,5 +1,5 @@
-//! The load sampler: every 5 s, the R + D thread count of each container read in the last
-//! 10 minutes feeds its loadavg moving averages (the kernel's own cadence and formula).
+//! The load sampler thread: every 5 s it has the engine step the load of each container read
+//! in the last 10 minutes (the kernel's own cadence; the state and formula are in `load`).
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,42 +8,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::engine::Engine;
-use crate::resolve::CgState;
 use crate::views::loadavg;
-
-/// A container's load: the averages and the latest counts.
-#[derive(Debug, Default)]
-pub struct LoadState {
-    pub loads: [u64; 3],
-    pub running: u64,
-    pub blocked: u64,
-    pub total: u64,
-    pub last_pid: u64,
-    pub sampled: bool,
-}
-
-/// Updates a container's load state with a fresh count; `step` advances the averages (the
-/// sampler does, every 5 s; a first read only fills the counts).
-pub fn sample_into(s: &CgState, step: bool) {
-    let c = cgsight_cgroup::tasks::count(&s.cg);
-    let mut l = s.load.lock().unwrap_or_else(|e| e.into_inner());
-    if step {
-        loadavg::step(&mut l.loads, c.running + c.blocked);
-    }
-    l.running = c.running;
-    l.blocked = c.blocked;
-    l.total = c.total;
-    l.last_pid = c.last_pid;
-    l.sampled = true;
-}
-
-/// Fills the counts once if the sampler has not yet (a container's first read).
-pub fn ensure_sampled(s: &CgState) {
-    let needs_sample = !s.load.lock().unwrap_or_else(|e| e.into_inner()).sampled;
-    if needs_sample {
-        sample_into(s, false);
-    }
-}
 
 struct Stop {
     flag: AtomicBool,

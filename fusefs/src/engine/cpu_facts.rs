@@ -74,7 +74,7 @@ impl Engine {
             // The path only names the file in a parse error, which is discarded here.
             pressure::parse_psi(Path::new("cpu.pressure"), &t).ok()
         });
-        ensure_sampled(s);
+        ensure_sampled(&s.cg, &s.load);
         let runnable = s.load.lock().unwrap_or_else(|e| e.into_inner()).running;
         stat::Denial {
             throttled_ns,
@@ -101,7 +101,7 @@ impl Engine {
             let mut last = s.stat_last.lock().unwrap_or_else(|e| e.into_inner());
             stat::monotonic(&mut last, ticks)
         };
-        ensure_sampled(s);
+        ensure_sampled(&s.cg, &s.load);
         let procs = {
             let ld = s.load.lock().unwrap_or_else(|e| e.into_inner());
             stat::Procs {

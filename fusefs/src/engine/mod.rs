@@ -18,9 +18,9 @@ use cgsight_cgroup::{format, io, pressure, Controller, ControllerDir, Version};
 
 use crate::catalogue::File;
 use crate::host::{self, Host};
+use crate::load::{ensure_sampled, sample_into};
 use crate::metrics::FsMetrics;
 use crate::resolve::{Caller, CgState, Limits, Reader, Resolver, LIMITS_TTL};
-use crate::sampler::{ensure_sampled, sample_into};
 use crate::views::{self, meminfo, stat};
 use crate::CpuView;
 
@@ -291,7 +291,7 @@ impl Engine {
                 if r.host_pidns {
                     return Ok(None);
                 }
-                ensure_sampled(s);
+                ensure_sampled(&s.cg, &s.load);
                 let ld = s.load.lock().unwrap_or_else(|e| e.into_inner());
                 views::loadavg::render(&ld.loads, ld.running, ld.total, ld.last_pid)
             }
@@ -393,7 +393,7 @@ impl Engine {
     /// The load sampler: every 5 s, containers read in the last 10 minutes.
     pub fn sample_loads(&self) {
         for s in self.resolver.recently_read(Duration::from_secs(600)) {
-            sample_into(&s, true);
+            sample_into(&s.cg, &s.load, true);
         }
         self.resolver.prune(Duration::from_secs(600));
     }
