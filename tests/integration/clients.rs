@@ -83,6 +83,12 @@ fn process_start_and_boot_time_are_the_launch_time() {
 #[test]
 fn pressure_is_the_containers_psi() {
     require_root!();
+    // Per-cgroup PSI lives in cgroup2; a legacy v1 host (no cgroup2 mounted) has none to show.
+    let h = cgsight_cgroup::Hierarchies::detect().expect("cgroup layout");
+    if h.unified().is_none() {
+        eprintln!("skipped: no cgroup2 on this host, so no per-container PSI");
+        return;
+    }
     let out = launch_sh(
         &["--memory", "256m", "--cpus", "1.5"],
         &format!(
@@ -198,8 +204,16 @@ fn top_at_full_quota_is_not_idle() {
         );
         assert_eq!(value(&out, "VISIBLE ") as usize, loops, "{out}");
         let idle = top_field(&out, "id");
+        // Under TCG emulation (the VM lanes set CGSIGHT_VM) the guest's vCPUs lose wall time
+        // whenever the host deschedules them, which the guest cannot see as throttling or
+        // waiting; the strict bound is the host lane's.
+        let bound = if std::env::var_os("CGSIGHT_VM").is_some() {
+            30.0
+        } else {
+            5.0
+        };
         assert!(
-            idle <= 5.0,
+            idle <= bound,
             "--cpus {cpus}, {loops} loops: idle {idle}\n{out}"
         );
         assert!(top_field(&out, "us") > 0.0, "{out}");

@@ -693,15 +693,21 @@ fn secret_file(d: &TempDir) -> String {
 #[test]
 fn userns_auto_keeps_host_root_files_unreadable() {
     require_root!();
-    // A stand-in for /etc/shadow: host root's, 0600, seen through the host-root mode's /.
+    // A stand-in for /etc/shadow: host root's, 0600. Bound at its own path: in a VM lane the
+    // test's /tmp is a separate mount that the host-root overlay (of / alone) does not show.
     let d = TempDir::new("userns");
     let secret = secret_file(&d);
+    let bind = format!("{0}:{0}:ro", d.path.display());
     let probe = format!("/{}", unique_name("userns-probe"));
     let script = format!(
         "id -u; cat {secret}; echo cat=$?; echo written > {probe} && cat {probe}; \
          cat /proc/self/uid_map"
     );
-    let shared = run(&launch_sh(&unique_name("uns-host"), &[], &script));
+    let shared = run(&launch_sh(
+        &unique_name("uns-host"),
+        &["-v", &bind],
+        &script,
+    ));
     assert!(
         stdout(&shared).contains("host-only-secret"),
         "{}",
@@ -709,7 +715,7 @@ fn userns_auto_keeps_host_root_files_unreadable() {
     );
     let o = run(&launch_sh(
         &unique_name("uns"),
-        &["--userns", "auto"],
+        &["--userns", "auto", "-v", &bind],
         &script,
     ));
     let (out, err) = (stdout(&o), stderr(&o));
