@@ -98,6 +98,16 @@ fn required<T>(s: &CgState, dir: &Path, name: &str, r: std::io::Result<Option<T>
     }
 }
 
+/// The cgroup's memory.stat text (meminfo and vmstat parse it each their own way).
+fn memory_stat(s: &CgState, d: &ControllerDir) -> VResult<String> {
+    required(
+        s,
+        &d.dir,
+        "memory.stat",
+        s.files.read(&d.dir, "memory.stat"),
+    )
+}
+
 fn need(s: &CgState, c: Controller) -> VResult<&ControllerDir> {
     s.cg.dir(c).ok_or_else(|| {
         err(
@@ -329,12 +339,7 @@ impl Engine {
             ("memory.usage_in_bytes", "memory.memsw.usage_in_bytes")
         };
         let usage = self.read_u64(s, &d.dir, usage_file)?;
-        let text = required(
-            s,
-            &d.dir,
-            "memory.stat",
-            s.files.read(&d.dir, "memory.stat"),
-        )?;
+        let text = memory_stat(s, d)?;
         let stat = parsed(
             &d.dir,
             MemCounters::parse(Path::new("memory.stat"), d.version, &text),
@@ -362,12 +367,7 @@ impl Engine {
     /// /proc/vmstat from memory.stat and the io counters (0 without an io controller).
     fn vmstat(&self, s: &CgState) -> VResult<String> {
         let d = need(s, Controller::Memory)?;
-        let text = required(
-            s,
-            &d.dir,
-            "memory.stat",
-            s.files.read(&d.dir, "memory.stat"),
-        )?;
+        let text = memory_stat(s, d)?;
         let stat = parsed(
             &d.dir,
             MemoryStat::parse(Path::new("memory.stat"), d.version, &text),
