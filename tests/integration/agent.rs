@@ -142,12 +142,19 @@ fn limits_and_usage_of_real_cgroups() {
     assert!(value(&s1, "container_cpu_cfs_periods_total", &mem.path).is_none());
     assert_eq!(value(&s1, "container_processes", &mem.path), Some(1.0));
     let c1 = value(&s1, "container_cpu_usage_seconds_total", &cpu.path).expect("cpu series");
-    let f1 = cpu.cgroup().cpu_usage().expect("cpu usage file").total_ns as f64 / 1e9;
+    // Like with like: the agent's per-CPU series (summed by `value`) come from v1's
+    // cpuacct.usage_all, which recent kernels (5.18+) fill from tick-based kcpustat, while
+    // cpuacct.usage is exact; under emulation the two drift apart by far more than 0.05 CPU.
+    let secs = |u: cgsight_cgroup::cpu::CpuUsage| match u.per_cpu {
+        Some(per) => per.iter().map(|c| c.user_ns + c.system_ns).sum::<u64>() as f64 / 1e9,
+        None => u.total_ns as f64 / 1e9,
+    };
+    let f1 = secs(cpu.cgroup().cpu_usage().expect("cpu usage file"));
 
     // Rate over two scrapes at least 3 s apart (polling, not sleeping blindly).
     let (c2, f2, dt) = wait_for("3 s between scrapes", Duration::from_secs(30), || {
         let s = scrape(agent.port);
-        let f = cpu.cgroup().cpu_usage().ok()?.total_ns as f64 / 1e9;
+        let f = secs(cpu.cgroup().cpu_usage().ok()?);
         let dt = t1.elapsed().as_secs_f64();
         (dt >= 3.0).then(|| {
             (
