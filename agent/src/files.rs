@@ -244,18 +244,29 @@ mod tests {
     use super::*;
     use std::path::PathBuf;
 
-    /// A real cgroup2 directory, removed on drop.
-    struct TestCg(PathBuf);
+    /// A real cgroup directory, removed on drop: in the cgroup2 mount where there is one, else
+    /// in the v1 pids hierarchy (a legacy host), with three files of that layout. The first
+    /// two take the numbers the budget test writes.
+    struct TestCg(PathBuf, [&'static str; 3]);
 
     impl TestCg {
         fn new(tag: &str) -> Option<Self> {
             let h = cgsight_cgroup::Hierarchies::detect().ok()?;
-            let u = h.unified()?;
-            let dir = u
-                .mount_point
-                .join(format!("cgsight-test-files-{tag}-{}", std::process::id()));
+            let (root, files) = match h.unified() {
+                Some(u) => (
+                    u.mount_point.clone(),
+                    ["cgroup.max.depth", "cgroup.max.descendants", "cgroup.type"],
+                ),
+                None => (
+                    h.mount_for(cgsight_cgroup::Controller::Pids)?
+                        .mount_point
+                        .clone(),
+                    ["pids.max", "cgroup.clone_children", "notify_on_release"],
+                ),
+            };
+            let dir = root.join(format!("cgsight-test-files-{tag}-{}", std::process::id()));
             std::fs::create_dir(&dir).ok()?;
-            Some(TestCg(dir))
+            Some(TestCg(dir, files))
         }
     }
 
@@ -277,31 +288,30 @@ mod tests {
             .unwrap_or(0)
     }
 
-    const FILES: [&str; 3] = ["cgroup.max.depth", "cgroup.max.descendants", "cgroup.type"];
-
     #[test]
     fn a_removed_cgroups_descriptors_are_released() {
-        let cg = TestCg::new("removed").expect("a cgroup2 mount and root");
+        let cg = TestCg::new("removed").expect("a cgroup mount and root");
+        let files_of = cg.1;
         let mut r = Reader::with_limit(100);
-        let mut files = r.cgroup(FILES.len() + 1);
-        for (i, f) in FILES.iter().enumerate() {
+        let mut files = r.cgroup(files_of.len() + 1);
+        for (i, f) in files_of.iter().enumerate() {
             assert!(r.read(&mut files, i, &cg.0, f).unwrap().is_some());
         }
         assert_eq!(
-            r.read(&mut files, FILES.len(), &cg.0, "no.such.file")
+            r.read(&mut files, files_of.len(), &cg.0, "no.such.file")
                 .unwrap(),
             None
         );
         assert_eq!((r.kept(), fds_under(&cg.0)), (3, 3));
         std::fs::remove_dir(&cg.0).unwrap();
         // The kept descriptor now reads ENODEV: the cgroup is gone and all its files close.
-        let e = r.read(&mut files, 0, &cg.0, FILES[0]).unwrap_err();
+        let e = r.read(&mut files, 0, &cg.0, files_of[0]).unwrap_err();
         assert!(is_gone(&e), "{e}");
         assert_eq!((r.kept(), fds_under(&cg.0)), (0, 0));
         // Dropping a cgroup's files (discovery no longer lists it) closes them too.
         let cg = TestCg::new("dropped").expect("cgroup");
-        let mut files = r.cgroup(FILES.len());
-        for (i, f) in FILES.iter().enumerate() {
+        let mut files = r.cgroup(files_of.len());
+        for (i, f) in files_of.iter().enumerate() {
             r.read(&mut files, i, &cg.0, f).unwrap();
         }
         assert_eq!((r.kept(), fds_under(&cg.0)), (3, 3));
@@ -312,14 +322,15 @@ mod tests {
     #[test]
     fn past_the_descriptor_budget_files_are_read_per_open_with_the_same_values() {
         let cg = TestCg::new("budget").expect("cgroup");
-        std::fs::write(cg.0.join("cgroup.max.depth"), "7").unwrap();
-        std::fs::write(cg.0.join("cgroup.max.descendants"), "11").unwrap();
+        let files_of = cg.1;
+        std::fs::write(cg.0.join(files_of[0]), "7").unwrap();
+        std::fs::write(cg.0.join(files_of[1]), "1").unwrap();
         let mut r = Reader::with_limit(1);
-        let mut files = r.cgroup(FILES.len());
+        let mut files = r.cgroup(files_of.len());
         for scrape in 0..3 {
             r.next_scrape();
             files.per_read = false;
-            for (i, f) in FILES.iter().enumerate() {
+            for (i, f) in files_of.iter().enumerate() {
                 let want = std::fs::read_to_string(cg.0.join(f)).unwrap();
                 let got = r.read(&mut files, i, &cg.0, f).unwrap().map(str::to_owned);
                 assert_eq!(got.as_deref(), Some(want.as_str()), "{f}, scrape {scrape}");
@@ -327,12 +338,9 @@ mod tests {
             assert!(files.per_read);
             assert_eq!((r.kept(), fds_under(&cg.0)), (1, 1));
             // Values change under both kinds of slot and are read fresh.
-            std::fs::write(cg.0.join("cgroup.max.depth"), format!("{}", 8 + scrape)).unwrap();
-            std::fs::write(
-                cg.0.join("cgroup.max.descendants"),
-                format!("{}", 12 + scrape),
-            )
-            .unwrap();
+            std::fs::write(cg.0.join(files_of[0]), format!("{}", 8 + scrape)).unwrap();
+            // 0 or 1: the v1 file is a flag.
+            std::fs::write(cg.0.join(files_of[1]), format!("{}", scrape % 2)).unwrap();
         }
     }
 }
