@@ -11,6 +11,17 @@ pub fn default_mask() -> u64 {
     DEFAULT_CAPS.iter().fold(0u64, |m, c| m | (1 << c))
 }
 
+/// Every capability up to `last` that this process's bounding set still holds
+/// (`--privileged`: a launcher itself run with fewer cannot give more).
+pub fn all_mask(last: u32) -> u64 {
+    (0..=last.min(63))
+        .filter(|&c| {
+            // SAFETY: prctl with integer arguments; 1 = in the bounding set.
+            unsafe { libc::prctl(libc::PR_CAPBSET_READ, c as libc::c_ulong, 0, 0, 0) == 1 }
+        })
+        .fold(0u64, |m, c| m | (1 << c))
+}
+
 /// The highest capability number the kernel knows.
 pub fn last_cap() -> u32 {
     std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
@@ -95,10 +106,10 @@ pub fn rlimit_nofile(n: u64) -> ChildResult<()> {
         .map_err(|e| format!("setrlimit NOFILE: {e}"))
 }
 
-/// All of it, in runc's order (caps last but one, nnp last).
-pub fn restrict(last: u32) -> ChildResult<()> {
+/// All of it, in runc's order (caps last but one, nnp last), keeping `mask`.
+pub fn restrict(mask: u64, last: u32) -> ChildResult<()> {
     rlimit_nofile(1024)?;
-    drop_to(default_mask(), last)?;
+    drop_to(mask, last)?;
     no_new_privs()
 }
 

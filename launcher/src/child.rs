@@ -52,6 +52,8 @@ pub(crate) struct ChildPlan {
     pub userns: Option<IdRange>,
     /// `-u USER[:GROUP]`, looked up in the container's /etc/passwd and /etc/group.
     pub user: Option<String>,
+    /// The capabilities kept (docker's 14, or all with `--privileged`).
+    pub caps: u64,
 }
 
 /// The child's ends of the supervisor's pipes.
@@ -163,7 +165,7 @@ fn container_child(plan: &ChildPlan, fds: &mut ChildFds) -> Result<Never, ChildE
         // Last of the namespaces, after pivot_root and everything host root had to do.
         side.enter().map_err(lerr)?;
     }
-    caps::restrict(last).map_err(lerr)?;
+    caps::restrict(plan.caps, last).map_err(lerr)?;
     if let Some(u) = &plan.user {
         crate::user::lookup(u)
             .and_then(|ids| crate::user::switch(&ids))

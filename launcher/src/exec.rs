@@ -51,8 +51,8 @@ pub fn exec(st: &State, req: &ExecRequest) -> Result<u8, LaunchError> {
         return Err(LaunchError::NoCommand);
     }
     // On the host's filesystem (the cache), before joining the mount namespace.
-    let seccomp =
-        security::seccomp_program(&st.spec.security, caps::default_mask())?.map(|(p, _)| p);
+    let mask = st.spec.security.caps();
+    let seccomp = security::seccomp_program(&st.spec.security, mask)?.map(|(p, _)| p);
     // Open every namespace first: after joining the mount ns, /proc is the container's.
     let mut nss = Vec::new();
     for (k, flag) in NAMESPACES {
@@ -115,7 +115,7 @@ pub fn exec(st: &State, req: &ExecRequest) -> Result<u8, LaunchError> {
                 if let Some(u) = &userns {
                     maps::join(u.as_fd()).map_err(lerr)?;
                 }
-                caps::restrict(last).map_err(lerr)?;
+                caps::restrict(mask, last).map_err(lerr)?;
                 sys::close_inherited_fds(&preserved).map_err(lerr)?;
                 let prog = resolve(&arg0, &path_var)?;
                 install_seccomp(seccomp.as_ref())?;

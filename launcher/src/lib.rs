@@ -25,6 +25,7 @@ pub mod caps;
 mod child;
 pub mod error;
 pub mod exec;
+mod hostdev;
 pub mod image;
 pub mod lifecycle;
 pub mod mounts;

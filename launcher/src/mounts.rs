@@ -93,6 +93,9 @@ pub struct RootPlan {
     pub hide: Vec<PathBuf>,
     /// `--device` nodes to create (the cgroup's rules allow them).
     pub devices: Vec<Device>,
+    /// `--privileged`: the host's device nodes in /dev, /sys and the cgroup tree writable, no
+    /// masked or read-only paths.
+    pub privileged: bool,
     /// `--userns auto` with an image root: (the image directory, a user namespace fd with the
     /// container's maps). An idmapped clone of the image is attached at `lower` first.
     pub idmap: Option<(PathBuf, RawFd)>,
@@ -186,6 +189,10 @@ pub fn build_root(p: &RootPlan) -> ChildResult<()> {
     do_mount(Some(Path::new("proc")), &proc_dir, Some("proc"), nsx, None)?;
 
     setup_dev(r)?;
+    if p.privileged {
+        // Still the host's /dev here: the root is switched at the end.
+        crate::hostdev::copy_nodes(Path::new("/dev"), &inside(r, "/dev"))?;
+    }
     for d in &p.devices {
         device_node(r, d)?;
     }
@@ -196,7 +203,14 @@ pub fn build_root(p: &RootPlan) -> ChildResult<()> {
     let sys = inside(r, "/sys");
     mkdir_p(&sys)?;
     do_mount(Some(Path::new("sysfs")), &sys, Some("sysfs"), nsx, None)?;
-    remount_ro(&sys, nsx)?;
+    if !p.privileged {
+        remount_ro(&sys, nsx)?;
+    }
+    let cg_ro = if p.privileged {
+        MsFlags::empty()
+    } else {
+        MsFlags::MS_RDONLY
+    };
 
     let cg = inside(r, "/sys/fs/cgroup");
     match &p.cgroup {
@@ -205,7 +219,7 @@ pub fn build_root(p: &RootPlan) -> ChildResult<()> {
                 Some(Path::new("cgroup2")),
                 &cg,
                 Some("cgroup2"),
-                nsx | MsFlags::MS_RDONLY,
+                nsx | cg_ro,
                 None,
             )?;
         }
@@ -220,7 +234,7 @@ pub fn build_root(p: &RootPlan) -> ChildResult<()> {
             for (name, host) in binds {
                 let d = cg.join(name);
                 mkdir_p(&d)?;
-                bind(host, &d, true, false)?;
+                bind(host, &d, !p.privileged, false)?;
             }
             remount_ro(&cg, nsx)?;
         }
@@ -241,7 +255,13 @@ pub fn build_root(p: &RootPlan) -> ChildResult<()> {
         }
     }
 
-    for m in MASKED {
+    // docker's --privileged drops the masks and read-only paths too.
+    let (masked, readonly): (&[&str], &[&str]) = if p.privileged {
+        (&[], &[])
+    } else {
+        (&MASKED, &READONLY)
+    };
+    for m in masked {
         let t = inside(r, m);
         match fs::symlink_metadata(&t) {
             Err(_) => {} // missing paths are skipped, like runc
@@ -268,7 +288,7 @@ pub fn build_root(p: &RootPlan) -> ChildResult<()> {
             )?;
         }
     }
-    for ro in READONLY {
+    for ro in readonly {
         let t = inside(r, ro);
         if t.exists() {
             bind(&t, &t, false, true)?;

@@ -87,6 +87,21 @@ pub struct Security {
     pub devices: Vec<Device>,
     #[serde(default)]
     pub userns: Userns,
+    /// `--privileged`: every capability, no seccomp filter, every host device, no masked or
+    /// read-only /proc and /sys paths (docker's meaning).
+    #[serde(default)]
+    pub privileged: bool,
+}
+
+impl Security {
+    /// The capability set of the container's processes.
+    pub fn caps(&self) -> u64 {
+        if self.privileged {
+            crate::caps::all_mask(crate::caps::last_cap())
+        } else {
+            crate::caps::default_mask()
+        }
+    }
 }
 
 fn bad(flag: &'static str, value: &str, reason: impl Into<String>) -> SpecError {
@@ -170,8 +185,12 @@ pub fn parse_userns(s: &str) -> Result<Userns, SpecError> {
     }
 }
 
-/// The device rules the container's cgroup gets: runc's defaults plus one per `--device`.
+/// The device rules the container's cgroup gets: runc's defaults plus one per `--device`;
+/// everything with `--privileged`.
 pub fn device_rules(sec: &Security) -> Vec<Rule> {
+    if sec.privileged {
+        return vec![Rule::new(true, Kind::All, None, None, Access::ALL)];
+    }
     let mut rules = devices::default_rules();
     rules.extend(sec.devices.iter().map(Device::rule));
     rules

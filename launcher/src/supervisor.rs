@@ -34,7 +34,7 @@ use crate::tty::TtyProxy;
 use crate::views::ensure_views;
 use crate::wait::wait_loop;
 use crate::LaunchError;
-use crate::{caps, security, userns};
+use crate::{security, userns};
 
 /// Everything done before the supervisor forks away (and before a detached launch returns):
 /// validation against the registry, directories, the views daemon.
@@ -58,7 +58,7 @@ pub fn prepare(spec: ContainerSpec, store: Store, exe: &Path) -> Result<Prepared
     let hier = Hierarchies::detect().map_err(LaunchError::cgroup("cgroup layout"))?;
     // Before anything is created: a profile that does not compile leaves nothing behind.
     let (seccomp, seccomp_cache_hit) =
-        match security::seccomp_program(&spec.security, caps::default_mask())? {
+        match security::seccomp_program(&spec.security, spec.security.caps())? {
             Some((p, hit)) => (Some(p), hit),
             None => (None, false),
         };
@@ -244,6 +244,7 @@ fn child_plan(
             cgroup: cgroup_view(&p.hier, m),
             hide: hidden_dirs(spec, &p.store),
             devices: spec.security.devices.clone(),
+            privileged: spec.security.privileged,
             idmap,
         },
         hostname: spec.hostname.clone(),
@@ -259,6 +260,7 @@ fn child_plan(
         seccomp: p.seccomp.clone(),
         userns: uns.map(|u| u.range),
         user: spec.user.clone(),
+        caps: spec.security.caps(),
     })
 }
 

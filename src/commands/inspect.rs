@@ -36,6 +36,8 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
             "device_rules": security::device_rules(sec).iter()
                 .map(|r| format!("{} {r}", if r.allow { "allow" } else { "deny" }))
                 .collect::<Vec<_>>(),
+            "privileged": sec.privileged,
+            "capabilities": format!("{:016x}", sec.caps()),
             "userns": sec.userns,
             "userns_range": userns::setup::recorded(&st.id)
                 .map(|r| serde_json::json!({"uid": r.uid, "gid": r.gid, "count": r.count})),

@@ -86,6 +86,10 @@ pub struct LaunchArgs {
     /// Expose a host device: HOST[:CONTAINER][:rwm] (node created in /dev, its rule allowed).
     #[arg(long = "device")]
     device: Vec<String>,
+    /// Give the container every capability and host device, with no seccomp filter and no
+    /// masked /proc or /sys paths (docker's --privileged; the cgroup limits still apply).
+    #[arg(long)]
+    privileged: bool,
     /// User namespace: host (default) or auto (container root is an unprivileged host id range).
     #[arg(long)]
     userns: Option<String>,
@@ -127,6 +131,7 @@ pub fn run(a: LaunchArgs) -> anyhow::Result<u8> {
         security_opts: a.security_opt,
         devices: a.device,
         userns: a.userns,
+        privileged: a.privileged,
         command: a.command,
         user: a.user,
         ..RawSpec::default()

@@ -364,6 +364,75 @@ fn host_disks_and_device_controls_are_out_of_reach() {
     assert_eq!(disk.detach_and_read(512, 8), "WRITTEN1");
 }
 
+/// The capability bounding set of this (root) process, as /proc/self/status prints it.
+fn own_cap_bnd() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .expect("CapBnd")
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn privileged_opts_out_of_every_protection() {
+    require_root!();
+    let Some(disk) = Loop::new() else {
+        eprintln!("skipped: no loop device (losetup -f failed)");
+        return;
+    };
+    // The host's disk by its own name (no mknod: the node is there), the filter and the
+    // capability set, and the masks and read-only mounts.
+    let script = format!(
+        "head -c 17 {d}; echo; grep -E '^(Seccomp|CapEff):' /proc/self/status; \
+         grep -E ' /proc/(sys|keys|kcore) | /sys ' /proc/self/mounts; echo done",
+        d = disk.dev
+    );
+    let n = unique_name("priv");
+    let _g = Ctr::named(&n);
+    let id = launch_detached_with(&n, &["--privileged"], &["sleep", "300"]);
+    assert!(!id.is_empty());
+    let sec = &inspect(&n).expect("inspect")["security"];
+    assert_eq!(sec["privileged"], true, "{sec}");
+    assert_eq!(sec["seccomp"], "unconfined", "{sec}");
+    assert_eq!(
+        sec["device_rules"],
+        serde_json::json!(["allow a *:* rwm"]),
+        "{sec}"
+    );
+    let o = cgsight(&["exec", &n, "sh", "-c", &script]);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out} {}", stderr(&o));
+    assert!(
+        out.contains(DISK_MARKER),
+        "privileged cannot read the disk: {out}"
+    );
+    assert!(out.contains("Seccomp:\t0"), "{out}");
+    assert!(
+        out.contains(&format!("CapEff:\t{}", own_cap_bnd())),
+        "not every capability: {out}"
+    );
+    for l in out
+        .lines()
+        .filter(|l| l.contains(" /sys ") || l.contains(" /proc/"))
+    {
+        assert!(
+            !l.contains(" ro,") && !l.contains("/proc/keys") && !l.contains("/proc/kcore"),
+            "still masked or read-only: {l}"
+        );
+    }
+    // The same script in a default container: the node is absent, the rest confined.
+    let o = run(&launch_sh(&unique_name("unpriv"), &[], &script));
+    let out = stdout(&o);
+    assert!(!out.contains(DISK_MARKER), "{out}");
+    assert!(out.contains("Seccomp:\t2"), "{out}");
+    assert!(
+        out.contains(" /proc/sys ") && out.contains(" /sys "),
+        "{out}"
+    );
+}
+
 /// (mount arguments, file, value to write, value the container was given) for the container's
 /// pids and cpu limits, chosen by where the host has each controller.
 fn limit_files(id: &str) -> Vec<(String, std::path::PathBuf, &'static str, &'static str)> {
@@ -654,6 +723,10 @@ fn bad_security_input_is_refused_and_leaves_nothing() {
             "/etc/hostname",
         ),
         (vec!["--userns".into(), "sometimes".into()], "sometimes"),
+        (
+            vec!["--privileged".into(), "--userns".into(), "auto".into()],
+            "--privileged",
+        ),
         unknown_flags(),
         unknown_flags(),
     ];

@@ -144,12 +144,44 @@ fn alert_expr(text: &str, alert: &str) -> String {
         .to_owned()
 }
 
+/// Prometheus's scrape (and rule evaluation) interval in seconds: 1 s, or 3 s under emulation,
+/// where one collection of this test's loaded containers can take longer than a second (a
+/// scrape past its timeout fails, and every series of the target goes stale with it).
+fn scrape_interval() -> u64 {
+    if std::env::var_os("CGSIGHT_VM").is_some() {
+        3
+    } else {
+        1
+    }
+}
+
+/// How the scrapes went over the last minute, for a failure message: the target's `up`
+/// samples and successes, and its slowest scrape.
+fn scrape_health(prom: &Prometheus) -> String {
+    [
+        "count_over_time(up{job=\"cgsight\"}[1m])",
+        "sum_over_time(up{job=\"cgsight\"}[1m])",
+        "max_over_time(scrape_duration_seconds{job=\"cgsight\"}[1m])",
+    ]
+    .iter()
+    .map(|q| {
+        let v = prom
+            .query(q)
+            .and_then(|r| r.first().map(|x| x["value"][1].to_string()))
+            .unwrap_or_else(|| "none".into());
+        format!("{q} = {v}")
+    })
+    .collect::<Vec<_>>()
+    .join("; ")
+}
+
 /// One run of panel_queries.py: the JSON report, or None when it could not run.
 fn panel_queries(prom: u16, args: &[&str]) -> Option<serde_json::Value> {
     let out = Command::new("python3")
         .arg(Path::new(REPO).join("dashboards/tests/panel_queries.py"))
         .args(["--url", &format!("http://127.0.0.1:{prom}")])
-        .args(["--scrape-interval", "1s", "--quiet", "--json", "-"])
+        .args(["--scrape-interval", &format!("{}s", scrape_interval())])
+        .args(["--quiet", "--json", "-"])
         .args(args)
         .output()
         .ok()?;
@@ -202,13 +234,15 @@ fn dashboards_and_rules_have_data_from_the_real_agent() {
     let mp = views.path().to_owned();
     let daemon = Daemon::start(&mp);
 
-    // Prometheus: 1 s scrapes and rule evaluation, our rule files, private storage.
+    // Prometheus: 1 s scrapes and rule evaluation (3 s emulated), our rule files, private
+    // storage.
     let rules = Path::new(REPO).join("dashboards/rules");
     let cfg = format!(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}/*.yml\n\
+        "global:\n  scrape_interval: {i}s\n  evaluation_interval: {i}s\nrule_files:\n  - {}/*.yml\n\
          scrape_configs:\n  - job_name: cgsight\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
         rules.display(),
-        daemon.port
+        daemon.port,
+        i = scrape_interval(),
     );
     let mut prom = Prometheus::start("dash-prom", &cfg);
 
@@ -361,7 +395,7 @@ fn dashboards_and_rules_have_data_from_the_real_agent() {
     let oom_expr = alert_expr(&alerts, "ContainerOomKilled");
     wait_for(
         "ContainerOomKilled for the OOM container",
-        Duration::from_secs(45),
+        Duration::from_secs(45 * scrape_interval()),
         || {
             prom.query(&oom_expr)?
                 .iter()
@@ -385,7 +419,7 @@ fn dashboards_and_rules_have_data_from_the_real_agent() {
     );
     wait_for(
         "throttling of the CPU-bound container",
-        Duration::from_secs(30),
+        Duration::from_secs(30 * scrape_interval()),
         || prom.query(&throttled),
     );
 
@@ -396,21 +430,25 @@ fn dashboards_and_rules_have_data_from_the_real_agent() {
     assert!(names.len() >= 10, "parsed only {names:?}");
     eprintln!("recording rules checked: {}", names.len());
     let mut empty = names.clone();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(30 * scrape_interval());
     while !empty.is_empty() && Instant::now() < deadline {
         empty.retain(|n| !excepted(n) && prom.query(n).is_none());
         if !empty.is_empty() {
             std::thread::sleep(Duration::from_millis(500));
         }
     }
-    assert!(empty.is_empty(), "recording rules without data: {empty:?}");
+    assert!(
+        empty.is_empty(),
+        "recording rules without data: {empty:?} ({})",
+        scrape_health(&prom)
+    );
 
     // Every panel and variable query of our three dashboards, $container = the detail
     // container, $instance = the daemon's target (resolved from Prometheus as Grafana does).
     let container_var = format!("container={}", cpu.name);
     let mut last = vec!["panel_queries.py did not run".to_owned()];
     let mut ours = serde_json::Value::Null;
-    let deadline = Instant::now() + Duration::from_secs(40);
+    let deadline = Instant::now() + Duration::from_secs(40 * scrape_interval());
     loop {
         if let Some(report) = panel_queries(prom.port, &["--ours", "--var", &container_var]) {
             last = missing(&report, true, &excepted);
@@ -423,7 +461,8 @@ fn dashboards_and_rules_have_data_from_the_real_agent() {
     }
     assert!(
         last.is_empty(),
-        "queries without data:\n{}",
+        "queries without data ({}):\n{}",
+        scrape_health(&prom),
         last.join("\n")
     );
     let results = ours["results"]
@@ -457,7 +496,7 @@ fn dashboards_and_rules_have_data_from_the_real_agent() {
     if community.is_dir() {
         let dir = community.to_string_lossy().into_owned();
         let mut report = serde_json::Value::Null;
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(20 * scrape_interval());
         loop {
             if let Some(r) = panel_queries(prom.port, &["--community", "--community-dir", &dir]) {
                 let done = missing(&r, false, &|_| false).is_empty();
@@ -491,7 +530,8 @@ fn dashboards_and_rules_have_data_from_the_real_agent() {
         let gaps = missing(&report, false, &|_| false);
         assert!(
             gaps.is_empty(),
-            "community queries without data:\n{}",
+            "community queries without data ({}):\n{}",
+            scrape_health(&prom),
             gaps.join("\n")
         );
     } else {

@@ -89,6 +89,8 @@ pub struct RawSpec {
     /// `--device HOST[:CTR][:rwm]` values.
     pub devices: Vec<String>,
     pub userns: Option<String>,
+    /// `--privileged`.
+    pub privileged: bool,
     pub command: Vec<String>,
     /// The image to run on instead of the host root (resolved by the CLI).
     pub image_ref: Option<ImageRef>,
@@ -364,6 +366,20 @@ pub fn build(
         .collect::<Result<_, _>>()?;
     if let Some(u) = &raw.userns {
         sec.userns = security::parse_userns(u)?;
+    }
+    if raw.privileged {
+        if sec.userns == security::Userns::Auto {
+            // Every capability and device of the host would be given to an unprivileged id
+            // range that cannot use them; docker refuses the same pair.
+            return Err(invalid(
+                "--privileged",
+                "--userns auto",
+                "a privileged container runs in the host's user namespace",
+            ));
+        }
+        // docker: privileged containers run without a filter, whatever profile is named.
+        sec.seccomp = security::Seccomp::Unconfined;
+        sec.privileged = true;
     }
     if raw.image_ref.is_some() && sec.userns == security::Userns::Auto {
         // Each image layer would need its own idmapped mount; until then, refuse rather than
