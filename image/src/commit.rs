@@ -9,7 +9,7 @@ use crate::manifest::{
     LayerDesc, DOCKER_CONFIG, DOCKER_LAYER_GZIP, DOCKER_MANIFEST, OCI_CONFIG, OCI_LAYER_GZIP,
     OCI_MANIFEST,
 };
-use crate::pack::{pack_upper, PackStats};
+use crate::pack::{pack_upper, IdShift, PackStats};
 use crate::reference::Reference;
 use crate::store::Store;
 use serde_json::{json, Value};
@@ -22,6 +22,8 @@ pub struct CommitOptions {
     pub author: Option<String>,
     /// What made the layer (`created_by`); "cgsight commit" if None.
     pub created_by: Option<String>,
+    /// The container's id range (`--userns auto`): owners are stored shifted into it.
+    pub id_shift: Option<IdShift>,
 }
 
 #[derive(Clone, Debug)]
@@ -115,7 +117,7 @@ pub fn commit(
     let mut diff_id = None;
     let (digest, size) = store.blobs().put_computed(|w| {
         let gz = flate2::write::GzEncoder::new(w, flate2::Compression::fast());
-        let (hw, st) = pack_upper(upper, HashWriter::new(gz))?;
+        let (hw, st) = pack_upper(upper, HashWriter::new(gz), opts.id_shift)?;
         let (gz, d, _) = hw.finish();
         gz.finish().map_err(io("compressing the layer"))?;
         stats = st;

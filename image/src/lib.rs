@@ -55,6 +55,7 @@ pub use config::RunConfig;
 pub use digest::Digest;
 pub use error::{Error, Result};
 pub use index::{ImageRecord, LayerRecord};
+pub use pack::IdShift;
 pub use progress::{LayerProgress, Phase, Progress};
 pub use reference::Reference;
 pub use registry::ClientOptions;

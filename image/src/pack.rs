@@ -26,14 +26,43 @@ struct Packer<W: Write> {
     /// First path seen for each multiply-linked inode, so later names become hard links.
     inodes: HashMap<(u64, u64), PathBuf>,
     stats: PackStats,
+    shift: Option<IdShift>,
 }
 
-fn header_for(m: &fs::Metadata, kind: EntryType) -> Header {
+/// A `--userns auto` container's id range: its files are stored as host ids `uid..uid+count`
+/// and go into the layer as the container's ids `0..count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdShift {
+    pub uid: u32,
+    pub gid: u32,
+    pub count: u32,
+}
+
+/// What an id outside the range showed as inside the container.
+const OVERFLOW_ID: u32 = 65534;
+
+impl IdShift {
+    fn map(base: u32, count: u32, id: u32) -> u32 {
+        match id.checked_sub(base) {
+            Some(n) if n < count => n,
+            _ => OVERFLOW_ID,
+        }
+    }
+}
+
+fn header_for(m: &fs::Metadata, kind: EntryType, shift: Option<IdShift>) -> Header {
     let mut h = Header::new_gnu();
     h.set_entry_type(kind);
     h.set_mode(m.mode() & 0o7777);
-    h.set_uid(u64::from(m.uid()));
-    h.set_gid(u64::from(m.gid()));
+    let (uid, gid) = match shift {
+        Some(s) => (
+            IdShift::map(s.uid, s.count, m.uid()),
+            IdShift::map(s.gid, s.count, m.gid()),
+        ),
+        None => (m.uid(), m.gid()),
+    };
+    h.set_uid(u64::from(uid));
+    h.set_gid(u64::from(gid));
     h.set_mtime(u64::try_from(m.mtime()).unwrap_or(0));
     h.set_size(0);
     h
@@ -117,7 +146,7 @@ impl<W: Write> Packer<W> {
         }
         self.xattrs(p)?;
         if ft.is_dir() {
-            let mut h = header_for(&m, EntryType::Directory);
+            let mut h = header_for(&m, EntryType::Directory, self.shift);
             self.tar
                 .append_data(&mut h, &rel, std::io::empty())
                 .map_err(werr())?;
@@ -132,19 +161,19 @@ impl<W: Write> Packer<W> {
         }
         if ft.is_symlink() {
             let to = fs::read_link(p).map_err(io(format!("reading link {}", p.display())))?;
-            let mut h = header_for(&m, EntryType::Symlink);
+            let mut h = header_for(&m, EntryType::Symlink, self.shift);
             return self.tar.append_link(&mut h, &rel, &to).map_err(werr());
         }
         if !ft.is_dir() && m.nlink() > 1 {
             if let Some(first) = self.inodes.get(&(m.dev(), m.ino())) {
                 let first = first.clone();
-                let mut h = header_for(&m, EntryType::Link);
+                let mut h = header_for(&m, EntryType::Link, self.shift);
                 return self.tar.append_link(&mut h, &rel, &first).map_err(werr());
             }
             self.inodes.insert((m.dev(), m.ino()), rel.clone());
         }
         if ft.is_file() {
-            let mut h = header_for(&m, EntryType::Regular);
+            let mut h = header_for(&m, EntryType::Regular, self.shift);
             h.set_size(m.len());
             let f = fs::File::open(p).map_err(io(format!("opening {}", p.display())))?;
             self.tar.append_data(&mut h, &rel, f).map_err(werr())?;
@@ -158,7 +187,7 @@ impl<W: Write> Packer<W> {
         } else {
             EntryType::Fifo
         };
-        let mut h = header_for(&m, kind);
+        let mut h = header_for(&m, kind, self.shift);
         let dev = m.rdev();
         let (major, minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
         h.set_device_major(u32::try_from(major).unwrap_or(0))
@@ -171,16 +200,37 @@ impl<W: Write> Packer<W> {
     }
 }
 
-/// Writes the layer tar of `upper` to `out` (uncompressed; the caller compresses and hashes).
-pub fn pack_upper<W: Write>(upper: &Path, out: W) -> Result<(W, PackStats)> {
+/// Writes the layer tar of `upper` to `out` (uncompressed; the caller compresses and hashes),
+/// owners shifted back by `shift` when the container had its own id range.
+pub fn pack_upper<W: Write>(
+    upper: &Path,
+    out: W,
+    shift: Option<IdShift>,
+) -> Result<(W, PackStats)> {
     let mut p = Packer {
         tar: Builder::new(out),
         root: upper.to_path_buf(),
         inodes: HashMap::new(),
         stats: PackStats::default(),
+        shift,
     };
     p.walk(upper)?;
     let stats = p.stats;
     let w = p.tar.into_inner().map_err(io("finishing the layer tar"))?;
     Ok((w, stats))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IdShift;
+
+    #[test]
+    fn ids_of_a_private_range_shift_back_and_others_are_nobody() {
+        let (base, count) = (100_000, 65_536);
+        assert_eq!(IdShift::map(base, count, base), 0);
+        assert_eq!(IdShift::map(base, count, base + 1000), 1000);
+        assert_eq!(IdShift::map(base, count, base + count - 1), count - 1);
+        assert_eq!(IdShift::map(base, count, base + count), 65534);
+        assert_eq!(IdShift::map(base, count, 0), 65534);
+    }
 }

@@ -54,6 +54,8 @@ pub(crate) struct ChildPlan {
     pub user: Option<String>,
     /// The capabilities kept (docker's 14, or all with `--privileged`).
     pub caps: u64,
+    /// HOME was given (`-e` or the image's Env): a `-u` user's passwd home does not replace it.
+    pub home_given: bool,
 }
 
 /// The child's ends of the supervisor's pipes.
@@ -166,11 +168,10 @@ fn container_child(plan: &ChildPlan, fds: &mut ChildFds) -> Result<Never, ChildE
         side.enter().map_err(lerr)?;
     }
     caps::restrict(plan.caps, last).map_err(lerr)?;
-    if let Some(u) = &plan.user {
-        crate::user::lookup(u)
-            .and_then(|ids| crate::user::switch(&ids))
-            .map_err(lerr)?;
-    }
+    let env = match &plan.user {
+        Some(u) => switch_user(u, &plan.env, plan.home_given)?,
+        None => plan.env.clone(),
+    };
     sys::close_inherited_fds(&plan.preserve_fds).map_err(lerr)?;
     let first = plan.argv.first().ok_or_else(|| lerr("no command given"))?;
     let prog = resolve(first, &plan.path_var)?;
@@ -178,10 +179,28 @@ fn container_child(plan: &ChildPlan, fds: &mut ChildFds) -> Result<Never, ChildE
     // the capability drop, so nothing of our own set-up runs under the filter.
     install_seccomp(plan.seccomp.as_ref())?;
     if plan.init {
-        run_init(plan, &prog, fds)
+        run_init(plan, &prog, &env, fds)
     } else {
-        exec(&prog, &plan.argv, &plan.env)
+        exec(&prog, &plan.argv, &env)
     }
+}
+
+/// Becomes `-u USER[:GROUP]` (looked up in the container's files) and returns `env` with HOME
+/// set to the user's home, as docker does, unless HOME was given.
+pub(crate) fn switch_user(
+    user: &str,
+    env: &[CString],
+    home_given: bool,
+) -> Result<Vec<CString>, ChildErr> {
+    let ids = crate::user::lookup(user).map_err(lerr)?;
+    crate::user::switch(&ids).map_err(lerr)?;
+    let mut env = env.to_vec();
+    if !home_given {
+        let home = ids.home.as_deref().filter(|h| !h.is_empty()).unwrap_or("/");
+        env.retain(|e| !e.as_bytes().starts_with(b"HOME="));
+        env.push(CString::new(format!("HOME={home}")).map_err(lerr)?);
+    }
+    Ok(env)
 }
 
 /// Installs the container's filter (allocation-free), if it has one.
@@ -266,12 +285,17 @@ pub(crate) fn exec(prog: &CString, argv: &[CString], env: &[CString]) -> Result<
 
 /// `--init`: pid 1 stays ours, forks the command, forwards signals to it and reaps every
 /// orphan; exits with the command's status.
-fn run_init(plan: &ChildPlan, prog: &CString, fds: &mut ChildFds) -> Result<Never, ChildErr> {
+fn run_init(
+    plan: &ChildPlan,
+    prog: &CString,
+    env: &[CString],
+    fds: &mut ChildFds,
+) -> Result<Never, ChildErr> {
     let signals = sys::block_all_signals().map_err(|e| lerr(format!("signalfd: {e}")))?;
     // SAFETY: the child is single-threaded; the forked command only execs or reports.
     match unsafe { nix::unistd::fork() }.map_err(|e| lerr(format!("fork: {e}")))? {
         ForkResult::Child => {
-            let (code, msg) = match exec(prog, &plan.argv, &plan.env) {
+            let (code, msg) = match exec(prog, &plan.argv, env) {
                 Ok(n) => match n {},
                 Err(e) => e,
             };

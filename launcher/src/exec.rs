@@ -10,7 +10,9 @@ use cgsight_cgroup::{Hierarchies, Managed};
 use nix::sched::CloneFlags;
 use nix::unistd::ForkResult;
 
-use crate::child::{container_env, exec as do_exec, install_seccomp, lerr, resolve, ChildErr};
+use crate::child::{
+    container_env, exec as do_exec, install_seccomp, lerr, resolve, switch_user, ChildErr,
+};
 use crate::error::child_report;
 use crate::security::Userns;
 use crate::state::{State, Status};
@@ -26,6 +28,8 @@ pub struct ExecRequest {
     pub workdir: Option<PathBuf>,
     /// Descriptors 3..3+N passed to the command (every other one is closed).
     pub preserve_fds: u32,
+    /// `-u USER[:GROUP]`; `None`: the container's own user (its `-u` or the image's User).
+    pub user: Option<String>,
 }
 
 /// The namespaces joined, in order (the mount namespace last: /proc changes with it).
@@ -93,6 +97,13 @@ pub fn exec(st: &State, req: &ExecRequest) -> Result<u8, LaunchError> {
         st.spec.env.iter().chain(req.env.iter()),
     );
     let envc = sys::cstrings(env.iter().map(|(k, v)| format!("{k}={v}")))?;
+    let user = req.user.clone().or_else(|| st.spec.user.clone());
+    let home_given = st
+        .spec
+        .env
+        .iter()
+        .chain(req.env.iter())
+        .any(|(k, _)| k == "HOME");
     let argv = sys::cstrings(&req.command)?;
     let arg0 = argv.first().ok_or(LaunchError::NoCommand)?.clone();
 
@@ -116,6 +127,10 @@ pub fn exec(st: &State, req: &ExecRequest) -> Result<u8, LaunchError> {
                     maps::join(u.as_fd()).map_err(lerr)?;
                 }
                 caps::restrict(mask, last).map_err(lerr)?;
+                let envc = match &user {
+                    Some(u) => switch_user(u, &envc, home_given)?,
+                    None => envc.clone(),
+                };
                 sys::close_inherited_fds(&preserved).map_err(lerr)?;
                 let prog = resolve(&arg0, &path_var)?;
                 install_seccomp(seccomp.as_ref())?;

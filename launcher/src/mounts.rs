@@ -93,12 +93,28 @@ pub struct RootPlan {
     pub hide: Vec<PathBuf>,
     /// `--device` nodes to create (the cgroup's rules allow them).
     pub devices: Vec<Device>,
+    /// `--userns auto`: the container's ids, so a `--device` node's owner is the one the
+    /// container sees (host root's node becomes container root's).
+    pub ids: Option<crate::userns::IdRange>,
     /// `--privileged`: the host's device nodes in /dev, /sys and the cgroup tree writable, no
     /// masked or read-only paths.
     pub privileged: bool,
-    /// `--userns auto` with an image root: (the image directory, a user namespace fd with the
-    /// container's maps). An idmapped clone of the image is attached at `lower` first.
-    pub idmap: Option<(PathBuf, RawFd)>,
+    /// `--userns auto` with a `--rootfs` or an image: idmapped clones of the root's
+    /// directories, attached before the overlay is mounted.
+    pub idmap: Option<Idmap>,
+}
+
+/// The directories container root must see as its own, and where their idmapped clones go.
+#[derive(Clone, Debug)]
+pub struct Idmap {
+    /// A user namespace with the container's maps (the supervisor keeps it open until exec).
+    pub userns: RawFd,
+    /// (source, mount point). For a `--rootfs`: the directory onto `lower`. For an image: each
+    /// layer onto the entry of `image_lowers` at the same index.
+    pub trees: Vec<(PathBuf, PathBuf)>,
+    /// The working directory while the overlay is mounted: the image's mount points are named
+    /// relative to it, so a long layer list stays within the one-page mount option limit.
+    pub base: PathBuf,
 }
 
 fn inside(root: &Path, p: &str) -> PathBuf {
@@ -143,12 +159,15 @@ pub fn build_root(p: &RootPlan) -> ChildResult<()> {
         MsFlags::MS_SLAVE | MsFlags::MS_REC,
         None,
     )?;
-    if let Some((src, userns)) = &p.idmap {
+    if let Some(im) = &p.idmap {
         // SAFETY: the supervisor keeps this descriptor open until the child has exec'd.
-        let fd = unsafe { BorrowedFd::borrow_raw(*userns) };
-        let tree =
-            crate::userns::idmap::idmapped_tree(src, fd, false).map_err(|e| e.to_string())?;
-        crate::userns::idmap::attach_tree(tree, &p.lower).map_err(|e| e.to_string())?;
+        let fd = unsafe { BorrowedFd::borrow_raw(im.userns) };
+        nix::unistd::chdir(&im.base).map_err(|e| format!("chdir {}: {e}", im.base.display()))?;
+        for (src, at) in &im.trees {
+            let tree =
+                crate::userns::idmap::idmapped_tree(src, fd, false).map_err(|e| e.to_string())?;
+            crate::userns::idmap::attach_tree(tree, at).map_err(|e| e.to_string())?;
+        }
     }
     let lowers = if p.image_lowers.is_empty() {
         std::slice::from_ref(&p.lower)
@@ -194,7 +213,7 @@ pub fn build_root(p: &RootPlan) -> ChildResult<()> {
         crate::hostdev::copy_nodes(Path::new("/dev"), &inside(r, "/dev"))?;
     }
     for d in &p.devices {
-        device_node(r, d)?;
+        device_node(r, d, p.ids.as_ref())?;
     }
 
     // /sys: a fresh sysfs (it shows this net namespace's devices), made read-only per mount
@@ -375,8 +394,9 @@ fn make_node(p: &Path, kind: SFlag, mode: Mode, major: u64, minor: u64) -> Child
     .map_err(|e| format!("chmod {}: {e}", p.display()))
 }
 
-/// A `--device` node: the host node's type, numbers, mode and owner, at its container path.
-fn device_node(r: &Path, d: &Device) -> ChildResult<()> {
+/// A `--device` node: the host node's type, numbers, mode and owner (shifted into the
+/// container's range under `--userns auto`), at its container path.
+fn device_node(r: &Path, d: &Device, ids: Option<&crate::userns::IdRange>) -> ChildResult<()> {
     let p = inside(r, &d.container.to_string_lossy());
     if let Some(parent) = p.parent() {
         mkdir_p(parent)?;
@@ -389,10 +409,15 @@ fn device_node(r: &Path, d: &Device) -> ChildResult<()> {
     let _ = fs::remove_file(&p);
     let mode = Mode::from_bits_truncate(d.mode);
     make_node(&p, kind, mode, d.major.into(), d.minor.into())?;
+    let (uid, gid) = match ids {
+        // An owner outside the range stays as it is (the container sees it as nobody).
+        Some(r) if d.uid < r.count && d.gid < r.count => (r.uid + d.uid, r.gid + d.gid),
+        _ => (d.uid, d.gid),
+    };
     nix::unistd::chown(
         &p,
-        Some(nix::unistd::Uid::from_raw(d.uid)),
-        Some(nix::unistd::Gid::from_raw(d.gid)),
+        Some(nix::unistd::Uid::from_raw(uid)),
+        Some(nix::unistd::Gid::from_raw(gid)),
     )
     .map_err(|e| format!("chown {}: {e}", p.display()))
 }

@@ -25,7 +25,7 @@ use nix::unistd::ForkResult;
 use tracing::{debug, warn};
 
 use crate::child::{self, container_env, ChildFds, ChildPlan};
-use crate::mounts::{CgroupView, RootPlan, HOST_STATE_DIRS};
+use crate::mounts::{CgroupView, Idmap, RootPlan, HOST_STATE_DIRS};
 use crate::security::Userns;
 use crate::spec::{ContainerSpec, Net};
 use crate::state::{now, State, StateLimits, Status, Store};
@@ -220,22 +220,36 @@ fn child_plan(
 ) -> Result<ChildPlan, LaunchError> {
     let dir = p.store.container_dir(&spec.id);
     let mut lower = spec.rootfs.clone().unwrap_or_else(|| PathBuf::from("/"));
+    let mut image_lowers = spec
+        .image_ref
+        .as_ref()
+        .map_or_else(Vec::new, |i| i.lowers.clone());
     let mut idmap = None;
-    if let (Some(fd), Some(rootfs)) = (uns.and_then(|u| u.userns_fd.as_ref()), &spec.rootfs) {
-        // The image, idmapped so its root-owned files are container root's, as the lower layer.
-        lower = dir.join("lower");
-        fs::create_dir_all(&lower)
-            .map_err(LaunchError::io(format!("creating {}", lower.display())))?;
-        idmap = Some((rootfs.clone(), fd.as_raw_fd()));
+    if let Some(fd) = uns.and_then(|u| u.userns_fd.as_ref()) {
+        // The root's directories, idmapped so their root-owned files are container root's.
+        let mut trees = Vec::new();
+        if let Some(rootfs) = &spec.rootfs {
+            lower = dir.join("lower");
+            mkdir(&lower)?;
+            trees.push((rootfs.clone(), lower.clone()));
+        }
+        for (i, layer) in image_lowers.iter_mut().enumerate() {
+            // Relative to `dir` (the overlay is mounted from there): "m/0:m/1:...".
+            let at = PathBuf::from(format!("m/{i}"));
+            mkdir(&dir.join(&at))?;
+            trees.push((std::mem::replace(layer, at.clone()), at));
+        }
+        idmap = Some(Idmap {
+            userns: fd.as_raw_fd(),
+            trees,
+            base: dir.clone(),
+        });
     }
     let (env, path_var) = container_env(&spec.hostname, spec.tty, &spec.env);
     Ok(ChildPlan {
         root: RootPlan {
             lower,
-            image_lowers: spec
-                .image_ref
-                .as_ref()
-                .map_or_else(Vec::new, |i| i.lowers.clone()),
+            image_lowers,
             upper: dir.join("upper"),
             work: dir.join("work"),
             merged: dir.join("merged"),
@@ -245,6 +259,7 @@ fn child_plan(
             hide: hidden_dirs(spec, &p.store),
             devices: spec.security.devices.clone(),
             privileged: spec.security.privileged,
+            ids: uns.map(|u| u.range),
             idmap,
         },
         hostname: spec.hostname.clone(),
@@ -261,6 +276,7 @@ fn child_plan(
         userns: uns.map(|u| u.range),
         user: spec.user.clone(),
         caps: spec.security.caps(),
+        home_given: spec.env.iter().any(|(k, _)| k == "HOME"),
     })
 }
 
@@ -313,7 +329,7 @@ fn supervise_inner(
         Some(userns::setup::prepare(
             &spec.id,
             &[&upper, &work],
-            spec.rootfs.is_some(),
+            spec.rootfs.is_some() || spec.image_ref.is_some(),
         )?)
     } else {
         None
@@ -447,4 +463,8 @@ fn recv_fd(sock: RawFd) -> Option<OwnedFd> {
         })
         // SAFETY: SCM_RIGHTS installed this descriptor in our table; we are its only owner.
         .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn mkdir(d: &Path) -> Result<(), LaunchError> {
+    fs::create_dir_all(d).map_err(LaunchError::io(format!("creating {}", d.display())))
 }

@@ -3,7 +3,8 @@
 //! - [`subid`]: /etc/subuid + /etc/subgid (or a built-in range) -> a [`Pool`] of 65536-id slots (pure).
 //! - [`alloc`]: one slot per container, recorded on disk under a flock so launches never share one.
 //! - [`maps`]: the parent/child handshake that writes `uid_map`/`gid_map`, and throwaway userns fds.
-//! - [`idmap`]: idmapped clones of a directory (`--rootfs`) and the writable layer's ownership.
+//! - [`idmap`]: idmapped clones of a directory (`--rootfs`, each image layer) and the writable
+//!   layer's ownership.
 //! - [`net`]: low ports and ping for container root in a net namespace host root owns.
 //! - [`setup`]: the launcher's glue: records dir, allocate + chown + handshake before fork, free.
 //!
@@ -18,12 +19,14 @@
 //! Supervisor, before fork:
 //! 1. `Allocator::new(dir, Pool::load(owner, SUBUID, SUBGID)?).allocate(id)?` -> [`IdRange`].
 //! 2. [`idmap::chown_writable`]`(&[upper, work], range)`: container root owns its layer.
-//! 3. With `--rootfs DIR`: [`maps::userns_fd`]`(range)?`, kept open across the fork.
+//! 3. With `--rootfs DIR` or an image: [`maps::userns_fd`]`(range)?`, kept open across the fork.
 //! 4. [`maps::Handshake::new`]`()?`.
 //!
 //! Container child (after fork, as host root, in its new mount namespace):
 //! 5. With `--rootfs DIR`: `attach_tree(idmapped_tree(DIR, userns_fd, false)?, STAGING)?`, then
 //!    mount the overlay with `lowerdir=STAGING` (overlayfs accepts idmapped layers since 5.19).
+//!    With an image, the same for each layer, onto `m/0`, `m/1`, ... in the container's
+//!    directory (relative names keep a long layer list within the mount option page).
 //! 6. With a private net namespace, right after unsharing it:
 //!    [`net::open_low_ports_and_ping`]`(range)`. Build the root as today, up to and including
 //!    `pivot_root`.

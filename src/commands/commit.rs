@@ -3,7 +3,7 @@
 //! has no image below its upper: its changes mean nothing without that host tree, so it is
 //! refused, as docker has no such container to commit either.
 
-use cgsight_image::{CommitOptions, Error};
+use cgsight_image::{CommitOptions, Error, IdShift};
 
 use crate::images;
 
@@ -49,6 +49,12 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
             comment: a.message.clone(),
             author: a.author.clone(),
             created_by: Some(format!("cgsight commit {}", st.name)),
+            // A --userns auto container's files are stored as its range's host ids.
+            id_shift: cgsight_launcher::userns::setup::recorded(&st.id).map(|r| IdShift {
+                uid: r.uid,
+                gid: r.gid,
+                count: r.count,
+            }),
         };
         let c = cgsight_image::commit(istore, &upper, &image.id, &a.reference, &opts)?;
         println!("{}", c.image.manifest);

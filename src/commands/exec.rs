@@ -19,6 +19,10 @@ pub struct Args {
     /// Working directory inside the container.
     #[arg(short = 'w', long)]
     workdir: Option<PathBuf>,
+    /// Run as USER[:GROUP] (name or id, looked up in the container); default: the container's
+    /// user.
+    #[arg(short = 'u', long)]
+    user: Option<String>,
     /// Pass descriptors 3..3+N to the command (all others are closed).
     #[arg(long, default_value_t = 0)]
     preserve_fds: u32,
@@ -54,6 +58,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         env,
         workdir: a.workdir,
         preserve_fds: a.preserve_fds,
+        user: a.user,
     };
     Ok(match cgsight_launcher::exec::exec(&st, &req) {
         Ok(c) => c,

@@ -250,6 +250,8 @@ const DISK_MARKER: &str = "CGSIGHT-HOST-DISK";
 
 impl Loop {
     fn new() -> Option<Loop> {
+        // A VM lane's kernel has loop as a module that nothing has loaded yet.
+        let _ = Command::new("modprobe").arg("loop").status();
         let backing = TempDir::new("loop");
         let f = backing.path.join("disk");
         let mut data = DISK_MARKER.as_bytes().to_vec();
@@ -361,6 +363,16 @@ fn host_disks_and_device_controls_are_out_of_reach() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stdout(&o).contains(DISK_MARKER), "{}", stdout(&o));
     assert!(stdout(&o).contains("write=0"), "{}", stdout(&o));
+    // Under --userns auto the node is container root's (host root's node, shifted into the
+    // range), so container root can use what it was given.
+    let o = run(&launch_sh(
+        &unique_name("dev-uns"),
+        &["--userns", "auto", "--device", &disk.dev],
+        &format!("stat -c %u:%g {d}; head -c 17 {d}; echo", d = disk.dev),
+    ));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("0:"), "{}", stdout(&o));
+    assert!(stdout(&o).contains(DISK_MARKER), "{}", stdout(&o));
     assert_eq!(disk.detach_and_read(512, 8), "WRITTEN1");
 }
 

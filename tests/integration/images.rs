@@ -138,6 +138,34 @@ fn images_config_is_applied_and_flags_override_it() {
     assert_eq!(out, "/x:/bin bar\n/opq\n0\n5\n");
     // The image's Cmd (`sh`, stdin /dev/null) when no command is given.
     img.launch(&[&name]);
+    // HOME: the user's passwd home, "/" for a user the image has no entry for (as runc),
+    // and -e HOME wins.
+    assert_eq!(img.launch(&[&name, "sh", "-c", "echo $HOME"]), "/\n");
+    assert_eq!(
+        img.launch(&["-e", "HOME=/h", &name, "sh", "-c", "echo $HOME"]),
+        "/h\n"
+    );
+    // exec runs as the container's user unless -u says otherwise.
+    let n = unique_name("img-exec");
+    let _g = Ctr::named(&n);
+    img.ok(&[
+        "launch",
+        "-d",
+        "--no-proc-views",
+        "--name",
+        &n,
+        &name,
+        "sleep",
+        "300",
+    ]);
+    let id = |args: &[&str]| {
+        let mut all = vec!["exec"];
+        all.extend_from_slice(args);
+        all.extend([n.as_str(), "sh", "-c", "id -u; id -g; echo $HOME"]);
+        img.ok(&all)
+    };
+    assert_eq!(id(&[]), "1000\n1000\n/\n");
+    assert_eq!(id(&["-u", "0:3"]), "0\n3\n/\n");
 }
 
 #[test]
@@ -303,4 +331,59 @@ fn images_rootfs_launch_keeps_the_first_word_as_the_command() {
     ]);
     fails_125(&o);
     no_container_named(&n);
+}
+
+#[test]
+fn images_userns_auto_gives_root_the_image_and_commit_stores_its_ids() {
+    require_root!();
+    let (reg, img, name) = pulled("test/userns:v1");
+    let n = unique_name("img-uns");
+    let _g = Ctr::named(&n);
+    // Inside: root, the image's root-owned files are root's, and writes work (copy-up of a
+    // root-owned directory, a chown to a user of the range).
+    let script = "id -u; stat -c %u:%g /bin/busybox /keep; echo made > /keep/made.txt; \
+                  echo owned > /owned.txt; chown 1000:1000 /owned.txt; \
+                  stat -c %u:%g /keep/made.txt /owned.txt";
+    let o = img.run(&[
+        "launch",
+        "--no-proc-views",
+        "--userns",
+        "auto",
+        "--name",
+        &n,
+        "-u",
+        "0",
+        &name,
+        "sh",
+        "-c",
+        script,
+    ]);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out} {}", stderr(&o));
+    assert_eq!(out, "0\n0:0\n0:0\n0:0\n1000:1000\n");
+    // On the host the layer holds the range's ids, not host root's.
+    let v = crate::support::inspect(&n).expect("inspect");
+    let base = v["security"]["userns_range"]["uid"]
+        .as_u64()
+        .expect("a range");
+    assert!(base > 0, "{v}");
+    let upper = Path::new(v["paths"]["upper"].as_str().expect("upper dir"));
+    use std::os::unix::fs::MetadataExt;
+    let uid_of = |p: &str| std::fs::metadata(upper.join(p)).expect(p).uid() as u64;
+    assert_eq!(uid_of("keep/made.txt"), base);
+    assert_eq!(uid_of("owned.txt"), base + 1000);
+    // commit shifts them back: the image holds the ids the container saw.
+    let new = format!("{}/test/userns-committed:c1", reg.addr);
+    img.ok(&["commit", &n, &new]);
+    let out = img.launch(&[
+        "-u",
+        "0",
+        &new,
+        "stat",
+        "-c",
+        "%u:%g",
+        "/keep/made.txt",
+        "/owned.txt",
+    ]);
+    assert_eq!(out, "0:0\n1000:1000\n");
 }

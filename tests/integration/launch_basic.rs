@@ -90,6 +90,35 @@ fn hostname_pid1_and_no_host_processes() {
 }
 
 #[test]
+fn user_flag_sets_ids_and_home_from_passwd() {
+    require_root!();
+    // The host root's passwd: nobody's home (Debian: /nonexistent).
+    let passwd = std::fs::read_to_string("/etc/passwd").expect("passwd");
+    let home = passwd
+        .lines()
+        .find_map(|l| l.strip_prefix("nobody:"))
+        .and_then(|l| l.split(':').nth(4))
+        .expect("a nobody entry")
+        .to_owned();
+    let n = unique_name("user");
+    let (code, out, err) = run_rm(
+        &n,
+        &["-u", "nobody", "--no-proc-views"],
+        "id -u; echo $HOME",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, format!("65534\n{home}\n"));
+    // Without -u: root, HOME=/root.
+    let (code, out, err) = run_rm(
+        &unique_name("user"),
+        &["--no-proc-views"],
+        "id -u; echo $HOME",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "0\n/root\n");
+}
+
+#[test]
 fn exit_code_is_the_commands() {
     require_root!();
     let (code, _, _) = run_rm(&unique_name("exit"), &["--no-proc-views"], "exit 7");

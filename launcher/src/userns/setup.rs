@@ -38,7 +38,8 @@ pub fn recorded(id: &str) -> Option<IdRange> {
 /// What the supervisor holds across the fork.
 pub struct Prepared {
     pub range: IdRange,
-    /// With `--rootfs`: a user namespace with the range's maps, for the idmapped lower layer.
+    /// With `--rootfs` or an image: a user namespace with the range's maps, for the idmapped
+    /// lower layers.
     pub userns_fd: Option<OwnedFd>,
     pub handshake: Handshake,
 }
