@@ -10,7 +10,7 @@ use crate::format::{ArchMapDoc, ArgDoc, FilterDoc, ProfileDoc, SyscallDoc};
 use crate::kernel::KernelVersion;
 
 /// What the kernel does with a matching syscall (docker's `SCMP_ACT_*`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
     Allow,
     /// Fail with this errno.
@@ -26,7 +26,7 @@ pub enum Action {
 }
 
 /// Argument comparison (docker's `SCMP_CMP_*`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CmpOp {
     Ne,
     Lt,
@@ -38,7 +38,7 @@ pub enum CmpOp {
     MaskedEq,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ArgCmp {
     pub index: u32,
     pub value: u64,
@@ -47,7 +47,7 @@ pub struct ArgCmp {
 }
 
 /// `includes`/`excludes` of a rule: arches are Go names as docker compares them ("amd64").
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Filter {
     pub arches: Vec<String>,
     pub caps: Vec<String>,
@@ -60,7 +60,7 @@ impl Filter {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Rule {
     pub names: Vec<String>,
     pub action: Action,
@@ -86,13 +86,13 @@ impl Rule {
 
 /// Which architectures the filter accepts: a fixed list, or docker's map from the native arch
 /// to the others it can run (x86_64 → x86, x32).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Arches {
     List(Vec<ScmpArch>),
     Map(Vec<(ScmpArch, Vec<ScmpArch>)>),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Profile {
     pub default_action: Action,
     pub arches: Arches,
