@@ -51,12 +51,31 @@ print("seccomp filter: from the compiled-program cache (cache_hit=true)")
 for i in range(runs):  # interleaved so drift hits every case alike
     for name, cmd in cases:
         t = time.perf_counter(); subprocess.run(cmd, check=True); res.setdefault(name, []).append((time.perf_counter() - t) * 1000)
+# What containment itself costs on the launch path, from the launcher's debug log (its own
+# clock, so host noise that dwarfs a sub-millisecond difference in the rows above is out).
+spans = {"seccomp filter ready": [], "device rules applied": []}
+for i in range(20):
+    log = subprocess.run(cases[2][1], check=True, capture_output=True, text=True,
+                         env={"CGSIGHT_LOG": "cgsight_launcher=debug", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}).stderr
+    for line in re.sub(r"\x1b\[[0-9;]*m", "", log).splitlines():
+        for k in spans:
+            m = re.search(r"\bus=(\d+)", line)
+            if k in line and m:
+                spans[k].append(int(m.group(1)))
 crun = statistics.median(res[cases[1][0]])
 print(f"{'case':60} {'median ms':>9} {'p90 ms':>7} {'vs crun':>7}")
 for name, _ in cases:
     v = sorted(res[name]); med = statistics.median(v)
     print(f"{name:60} {med:9.2f} {v[int(len(v)*0.9)-1]:7.2f} {med/crun:7.2f}x")
+print()
+for k, v in spans.items():
+    if not v:
+        sys.exit(f"no '{k}' span in the launcher's debug log")
+    print(f"containment: {k:40} median {statistics.median(v):6.0f} µs  max {max(v):6d} µs  ({len(v)} launches)")
 PY
 # The rootfs for crun and the floor: a bind of the host / (no submounts, like cgsight's lower).
 unshare -m sh -c "mount --bind '$work/empty' /sys/fs/cgroup/unified/cgroup.controllers 2>/dev/null || true
   mount --bind / '$work/rootfs' && python3 '$work/run.py'"
+# The filter's install (seccomp(2) in the container's child, just before exec), and the cold
+# compile the cache saves.
+cargo run --release -q -p cgsight-seccomp --example seccomp_timing

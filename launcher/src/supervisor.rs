@@ -57,11 +57,17 @@ pub fn prepare(spec: ContainerSpec, store: Store, exe: &Path) -> Result<Prepared
     let preserved_fds = sys::preserved_fds(spec.preserve_fds);
     let hier = Hierarchies::detect().map_err(LaunchError::cgroup("cgroup layout"))?;
     // Before anything is created: a profile that does not compile leaves nothing behind.
+    let t = std::time::Instant::now();
     let (seccomp, seccomp_cache_hit) =
         match security::seccomp_program(&spec.security, spec.security.caps())? {
             Some((p, hit)) => (Some(p), hit),
             None => (None, false),
         };
+    debug!(
+        us = t.elapsed().as_micros() as u64,
+        cache_hit = seccomp_cache_hit,
+        "seccomp filter ready"
+    );
     let me = std::process::id() as i32;
     let state = State {
         id: spec.id.clone(),
@@ -392,6 +398,7 @@ fn supervise_inner(
         return Err(kill_child(LaunchError::cgroup("joining cgroup")(e)));
     }
     // Before the child is released: it must not open a device the rules deny, ever.
+    let t = std::time::Instant::now();
     let rules = security::device_rules(&spec.security);
     if let Err(e) = devices::apply(&p.hier, managed.cgroup(), &rules) {
         drop(go_w);
@@ -399,6 +406,8 @@ fn supervise_inner(
             "applying the device rules: {e}"
         ))));
     }
+    // For bench/launch-bench.sh: what containment costs on the launch path.
+    debug!(us = t.elapsed().as_micros() as u64, "device rules applied");
     sys::write_all_fd(&go_w, b"g");
     drop(go_w);
 
