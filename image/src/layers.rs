@@ -70,14 +70,14 @@ impl Layers {
         let head = br
             .fill_buf()
             .map_err(io(format!("reading {}", blob.display())))?;
-        if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            return Err(crate::error::format(
-                format!("layer {diff_id}"),
-                "zstd layers are not supported",
-            ));
-        }
+        // By magic number, not media type: a docker-archive names no compression at all.
         let decoded: Box<dyn Read> = if head.starts_with(&[0x1f, 0x8b]) {
             Box::new(flate2::bufread::MultiGzDecoder::new(br))
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Box::new(
+                zstd::stream::read::Decoder::with_buffer(br)
+                    .map_err(|e| crate::error::format(format!("layer {diff_id}"), e))?,
+            )
         } else {
             Box::new(br)
         };

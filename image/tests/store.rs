@@ -200,6 +200,53 @@ fn skopeo_docker_archive_loads_like_the_oci_layout_and_save_round_trips() {
     assert_eq!(back[0].config, from_oci[0].config);
 }
 
+#[test]
+fn zstd_layers_recompressed_by_skopeo_load_like_gzip() {
+    require_root!();
+    let (_d, store) = temp_store("img-zstd");
+    let gz = TempDir::new("img-oci-gz");
+    test_image(gz.path(), b"v1");
+    let zst = TempDir::new("img-oci-zst");
+    let o = std::process::Command::new("skopeo")
+        .args([
+            "--insecure-policy",
+            "copy",
+            "--quiet",
+            "--dest-compress-format",
+            "zstd",
+        ])
+        .arg(format!("oci:{}:latest", gz.path().display()))
+        .arg(format!("oci:{}/layout:latest", zst.path().display()))
+        .output()
+        .expect("skopeo (scripts/install-deps.sh)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Every layer blob skopeo wrote is zstd (its magic number), not gzip.
+    let blobs = zst.path().join("layout/blobs/sha256");
+    let zstd_blobs = fs::read_dir(&blobs)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            fs::read(e.path())
+                .unwrap()
+                .starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        })
+        .count();
+    assert_eq!(zstd_blobs, 3, "three zstd layers");
+    let recs = load(
+        &store,
+        &zst.path().join("layout"),
+        Some("test/zstd:v1"),
+        &mut |_| {},
+    )
+    .unwrap();
+    let from_gz = load(&store, gz.path(), Some("test/gz:v1"), &mut |_| {}).unwrap();
+    // Same uncompressed layers: stored once, whatever the compression.
+    assert_eq!(recs[0].diff_ids(), from_gz[0].diff_ids());
+    assert_eq!(store.layers().count().unwrap(), 3);
+    let ovl = mount_overlay(&store.lowerdir("test/zstd:v1").unwrap());
+    assert_eq!(walk(&ovl.merged), expected_tree());
+}
+
 struct TempPathFile(std::path::PathBuf);
 impl Drop for TempPathFile {
     fn drop(&mut self) {
