@@ -121,7 +121,7 @@ impl Engine {
     pub fn new(resolver: Resolver, cpu_view: CpuView, metrics: Arc<FsMetrics>) -> Engine {
         Engine {
             resolver,
-            host: Host::default(),
+            host: Host::open(),
             cpu_view,
             metrics,
             clk_tck: host::clk_tck(),
@@ -139,7 +139,7 @@ impl Engine {
             Err(_) => {
                 self.metrics.fallback(f, "panic");
                 tracing::error!(file = f.label(), "view panicked; served the host file");
-                host::read(f.host_path())
+                self.host.read(f.host_path())
             }
         };
         self.metrics.observe(f, t0.elapsed());
@@ -153,10 +153,10 @@ impl Engine {
             caller = self.resolver.resolve(pid);
         }
         let r = match caller {
-            Caller::Host => return host::read(f.host_path()),
+            Caller::Host => return self.host.read(f.host_path()),
             Caller::NoFds => {
                 self.metrics.fallback(f, FD_EXHAUSTION);
-                return host::read(f.host_path());
+                return self.host.read(f.host_path());
             }
             Caller::Reader(r) => r,
         };
@@ -167,7 +167,7 @@ impl Engine {
         }
         match rendered {
             Ok(Some(s)) => s,
-            Ok(None) => host::read(f.host_path()),
+            Ok(None) => self.host.read(f.host_path()),
             Err(e) => {
                 self.metrics.fallback(f, e.reason);
                 let now = self.resolver.now_secs() + 1;
@@ -182,7 +182,7 @@ impl Engine {
                         e.detail
                     );
                 }
-                host::read(f.host_path())
+                self.host.read(f.host_path())
             }
         }
     }
