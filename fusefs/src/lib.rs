@@ -46,4 +46,5 @@ pub use config::{CpuView, FsConfig, IoUringMode, DEFAULT_MOUNTPOINT};
 pub use error::Error;
 pub use metrics::FsMetrics;
 pub use mount::{is_serving, log_path, pidfile_path};
+pub use probe::{read_bounded, Probe};
 pub use server::{spawn, FsHandle};

@@ -48,6 +48,14 @@ fn reader(path: &CString, out: i32) -> ! {
     // SAFETY: getpid, open, read, write and _exit are async-signal-safe; path and the buffer
     // were made before the fork.
     unsafe {
+        // Nothing of the caller's but the result pipe: a reader stuck in an unkillable wait
+        // (io_uring) would otherwise hold, say, the caller's stdout, and whoever reads that
+        // to EOF (a script around `cgsight ps`) would hang with it. close_range is a plain
+        // syscall; ENOSYS (Linux < 5.9) leaves them open, no worse than before.
+        if out > 0 {
+            libc::syscall(libc::SYS_close_range, 0u32, (out - 1) as u32, 0u32);
+        }
+        libc::syscall(libc::SYS_close_range, (out + 1) as u32, u32::MAX, 0u32);
         send(out, TAG_PID, libc::getpid());
         let mut buf = [0u8; 64];
         let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);

@@ -87,3 +87,49 @@ pub fn ensure_views(exe: &Path) -> Option<PathBuf> {
         }
     }
 }
+
+/// Whether a running container's /proc views answer, as `ps` and `inspect` show it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ViewsHealth {
+    /// Nothing of the views is mounted in the container (`--no-proc-views`, or they could not
+    /// be started): it sees the host's files.
+    Off,
+    Ok,
+    /// The bind's server is gone ("Transport endpoint is not connected"): every read of the
+    /// bound files fails until the views are repaired or the container restarted.
+    Broken,
+    /// The server does not answer within a second (stopped or hung).
+    Hung,
+}
+
+impl ViewsHealth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ViewsHealth::Off => "off",
+            ViewsHealth::Ok => "ok",
+            ViewsHealth::Broken => "broken",
+            ViewsHealth::Hung => "hung",
+        }
+    }
+}
+
+/// The views of the container whose init is `pid`: its mount table says whether a FUSE file
+/// is bound at /proc/uptime, and a bounded read of that file through the container's root (in
+/// a killable child, so a hung server cannot hang `ps`) says whether it answers.
+pub fn health(pid: i32) -> ViewsHealth {
+    let Ok(mounts) = cgsight_cgroup::mountinfo::read(Path::new(&format!("/proc/{pid}/mountinfo")))
+    else {
+        return ViewsHealth::Off;
+    };
+    let bound = cgsight_cgroup::mountinfo::top_mount_at(&mounts, Path::new("/proc/uptime"))
+        .is_some_and(|m| m.fstype.starts_with("fuse"));
+    if !bound {
+        return ViewsHealth::Off;
+    }
+    let file = PathBuf::from(format!("/proc/{pid}/root/proc/uptime"));
+    match cgsight_fusefs::read_bounded(&file, Duration::from_secs(1)) {
+        cgsight_fusefs::Probe::Read => ViewsHealth::Ok,
+        cgsight_fusefs::Probe::TimedOut => ViewsHealth::Hung,
+        cgsight_fusefs::Probe::Failed(_) => ViewsHealth::Broken,
+    }
+}

@@ -53,6 +53,9 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
             if let Ok(mem) = m.cgroup().memory() {
                 v["memory_usage"] = mem.usage.into();
             }
+            if let Some(pid) = st.pid {
+                v["views"] = cgsight_launcher::views::health(pid).as_str().into();
+            }
         }
         out.push(v);
         Ok(0)

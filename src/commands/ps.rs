@@ -4,6 +4,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use cgsight_cgroup::{Cgroup, Hierarchies};
+use cgsight_launcher::views::{self, ViewsHealth};
 use cgsight_launcher::{State, Status, Store};
 
 use crate::fmt;
@@ -32,6 +33,13 @@ fn status(s: &State) -> String {
     match (s.status, s.exit_code, s.supervisor_dead) {
         (_, _, true) => "dead".to_string(),
         (Status::Exited, Some(c), _) => format!("exited ({c})"),
+        (Status::Running, _, _) => match s.pid.map(views::health) {
+            // A container whose /proc files fail looks healthy otherwise: say so.
+            Some(h @ (ViewsHealth::Broken | ViewsHealth::Hung)) => {
+                format!("running (views {})", h.as_str())
+            }
+            _ => "running".to_string(),
+        },
         (st, _, _) => st.to_string(),
     }
 }

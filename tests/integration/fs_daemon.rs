@@ -265,6 +265,62 @@ fn out_of_descriptors_is_counted_logged_and_recovers() {
 }
 
 #[test]
+fn ps_and_inspect_show_a_container_whose_views_are_broken() {
+    require_root!();
+    let mut d = Daemon::start("vhealth");
+    let c = Ctr::launch(&d.mp, "vhealth", &["--", "sleep", "600"]);
+    let off = Ctr::launch(
+        &d.mp,
+        "vhealth-off",
+        &["--no-proc-views", "--", "sleep", "600"],
+    );
+    let views = |name: &str| {
+        crate::support::inspect(name).expect("inspect")["views"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+    let ps_row = |name: &str| {
+        let ps = stdout(&crate::support::cgsight(&["ps"]));
+        ps.lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(views(&c.name), "ok");
+    assert_eq!(views(&off.name), "off");
+    assert!(!ps_row(&c.name).contains("views"), "{}", ps_row(&c.name));
+    let pid = nix::unistd::Pid::from_raw(d.child.pid());
+    let signal = |s| nix::sys::signal::kill(pid, s).expect("signal the daemon");
+    // Stopped: reads wait forever; inspect and ps say so within their bound, and do not hang.
+    signal(nix::sys::signal::Signal::SIGSTOP);
+    assert_eq!(views(&c.name), "hung");
+    assert!(
+        ps_row(&c.name).contains("running (views hung)"),
+        "{}",
+        ps_row(&c.name)
+    );
+    signal(nix::sys::signal::Signal::SIGCONT);
+    assert_eq!(views(&c.name), "ok");
+    // Killed: the container's binds are dead.
+    signal(nix::sys::signal::Signal::SIGKILL);
+    let _ = d.child.wait_timeout(Duration::from_secs(10));
+    assert_eq!(views(&c.name), "broken");
+    assert!(
+        ps_row(&c.name).contains("running (views broken)"),
+        "{}",
+        ps_row(&c.name)
+    );
+    // The container without views is as it was.
+    assert_eq!(views(&off.name), "off");
+    assert!(
+        !ps_row(&off.name).contains("views"),
+        "{}",
+        ps_row(&off.name)
+    );
+}
+
+#[test]
 fn a_daemonizing_fs_keeps_none_of_its_callers_descriptors() {
     require_root!();
     let dir = TempDir::new("fdinherit");
