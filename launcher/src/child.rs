@@ -168,9 +168,10 @@ fn container_child(plan: &ChildPlan, fds: &mut ChildFds) -> Result<Never, ChildE
         side.enter().map_err(lerr)?;
     }
     caps::restrict(plan.caps, last).map_err(lerr)?;
-    let env = match &plan.user {
-        Some(u) => switch_user(u, &plan.env, plan.home_given)?,
-        None => plan.env.clone(),
+    // Borrowed unless -u changes HOME: no copy of the environment on the common path.
+    let env: std::borrow::Cow<'_, [CString]> = match &plan.user {
+        Some(u) => switch_user(u, &plan.env, plan.home_given)?.into(),
+        None => (&plan.env[..]).into(),
     };
     sys::close_inherited_fds(&plan.preserve_fds).map_err(lerr)?;
     let first = plan.argv.first().ok_or_else(|| lerr("no command given"))?;

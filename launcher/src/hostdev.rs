@@ -6,7 +6,7 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+use nix::sys::stat::{Mode, SFlag};
 
 use crate::sys::ChildResult;
 
@@ -53,9 +53,7 @@ fn copy_dir(host: &Path, dev: &Path, depth: usize) -> ChildResult<()> {
         let rdev = md.rdev();
         let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
         let mode = Mode::from_bits_truncate(md.mode() & 0o7777);
-        mknod(&dst, kind, mode, makedev(major, minor))
-            .map_err(|err| format!("mknod {}: {err}", dst.display()))?;
-        let _ = fs::set_permissions(&dst, fs::Permissions::from_mode(md.mode() & 0o7777));
+        crate::mounts::make_node(&dst, kind, mode, major, minor)?;
         let _ = std::os::unix::fs::lchown(&dst, Some(md.uid()), Some(md.gid()));
     }
     Ok(())

@@ -382,7 +382,13 @@ fn setup_dev(r: &Path) -> ChildResult<()> {
 }
 
 /// A device node with exactly `mode` (mknod applies the umask, so the mode is set again).
-fn make_node(p: &Path, kind: SFlag, mode: Mode, major: u64, minor: u64) -> ChildResult<()> {
+pub(crate) fn make_node(
+    p: &Path,
+    kind: SFlag,
+    mode: Mode,
+    major: u64,
+    minor: u64,
+) -> ChildResult<()> {
     mknod(p, kind, mode, makedev(major, minor))
         .map_err(|e| format!("mknod {}: {e}", p.display()))?;
     nix::sys::stat::fchmodat(

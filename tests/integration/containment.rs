@@ -425,6 +425,8 @@ fn privileged_opts_out_of_every_protection() {
         out.contains(&format!("CapEff:\t{}", own_cap_bnd())),
         "not every capability: {out}"
     );
+    // The sysfs mount is there to check (so the loop below cannot pass on no lines).
+    assert!(out.contains(" /sys "), "{out}");
     for l in out
         .lines()
         .filter(|l| l.contains(" /sys ") || l.contains(" /proc/"))
