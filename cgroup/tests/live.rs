@@ -1,7 +1,9 @@
 //! Live tests against this machine's real cgroup hierarchy (root required). They run the same
 //! on hybrid, legacy v1 and unified v2 kernels (the VM lane runs them on the latter two).
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use cgsight_cgroup::{Cgroup, CpuList, Hierarchies, Layout, Managed, Resources, Version};
@@ -52,20 +54,32 @@ fn limits_read_back_and_usage_moves() {
 
     // A child that touches 64 MiB and then spins: usage and CPU time must rise.
     let before = cg.cpu_usage().unwrap().total_ns;
-    let mut child = tc.spawn(Command::new("python3").args([
-        "-c",
-        // One C-speed write of every byte: under a 0.5 quota on an emulated CPU (the VM lane) a
-        // per-page Python loop took longer than the wait.
-        "b = b'\\x01' * (64 << 20)\nprint('ready', flush=True)\nwhile True: pass",
-    ]));
-    let usage = wait_for(
-        "64 MiB charged to the cgroup",
-        Duration::from_secs(60),
-        || {
-            let u = cg.memory().ok()?.usage;
-            (u >= 60 * MIB).then_some(u)
-        },
+    let mut child = tc.spawn(
+        Command::new("python3")
+            .args([
+                "-c",
+                // One C-speed write of every byte: under a 0.5 quota on an emulated CPU (the VM
+                // lane) a per-page Python loop took longer than the wait.
+                "b = b'\\x01' * (64 << 20)\nprint('ready', flush=True)\nwhile True: pass",
+            ])
+            .stdout(Stdio::piped()),
     );
+    // "ready" means the 64 MiB are written, so they are charged from then on. Waiting for the line
+    // rather than polling usage against a clock: a starved emulated CPU once needed over 60 s just
+    // to start Python under this quota, and that is slowness, not a failure.
+    let out = child.child().stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(out).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(900))
+        .expect("the child wrote its 64 MiB and said so");
+    assert_eq!(line.trim(), "ready", "child output");
+    let usage = cg.memory().unwrap().usage;
+    assert!(usage >= 60 * MIB, "usage {usage} counts the 64 MiB written");
     assert!(usage < 256 * MIB, "usage {usage} within the limit");
     wait_for("CPU time charged", Duration::from_secs(60), || {
         (cg.cpu_usage().ok()?.total_ns > before + 100_000_000).then_some(())
