@@ -32,11 +32,23 @@ pub(crate) fn lerr(msg: impl std::fmt::Display) -> ChildErr {
 
 pub(crate) enum Never {}
 
+/// The network namespace pid 1 ends up in.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum ChildNet {
+    /// The host's.
+    Host,
+    /// A new one with only loopback (`--net none`).
+    Empty,
+    /// One prepared by the supervisor (`own`: this container's bridge namespace) or another
+    /// container's.
+    Join { fd: i32, own: bool },
+}
+
 /// What the child needs, prepared before fork so the child only does syscalls and I/O.
 pub(crate) struct ChildPlan {
     pub root: RootPlan,
     pub hostname: String,
-    pub net_none: bool,
+    pub net: ChildNet,
     pub tty: bool,
     pub interactive: bool,
     pub init: bool,
@@ -128,19 +140,30 @@ fn container_child(plan: &ChildPlan, fds: &mut ChildFds) -> Result<Never, ChildE
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWCGROUP;
-    if plan.net_none {
-        flags |= CloneFlags::CLONE_NEWNET;
-    }
+    let own_netns = match plan.net {
+        ChildNet::Host => false,
+        ChildNet::Empty => {
+            flags |= CloneFlags::CLONE_NEWNET;
+            true
+        }
+        ChildNet::Join { fd, own } => {
+            // SAFETY: the supervisor keeps this descriptor open until we have exec'd.
+            let ns = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            nix::sched::setns(ns, CloneFlags::CLONE_NEWNET)
+                .map_err(|e| lerr(format!("joining the network namespace: {e}")))?;
+            own
+        }
+    };
     // The cgroup ns is made now that we are in our cgroup, so that cgroup is its root.
     nix::sched::unshare(flags).map_err(|e| lerr(format!("unshare: {e}")))?;
-    if let (Some(range), true) = (&plan.userns, plan.net_none) {
+    if let (Some(range), true) = (&plan.userns, own_netns) {
         // While /proc is the host's and we are host root: the net namespace is ours.
         net::open_low_ports_and_ping(range).map_err(lerr)?;
     }
     let last = caps::last_cap();
     mounts::build_root(&plan.root).map_err(lerr)?;
     nix::unistd::sethostname(&plan.hostname).map_err(|e| lerr(format!("sethostname: {e}")))?;
-    if plan.net_none {
+    if matches!(plan.net, ChildNet::Empty) {
         mounts::loopback_up().map_err(lerr)?;
     }
     if plan.tty {

@@ -32,6 +32,8 @@ pub enum LaunchError {
     Seccomp(String),
     #[error("{0}")]
     Devices(String),
+    #[error("network: {0}")]
+    Network(String),
     #[error("--userns auto: {0}")]
     Userns(#[from] crate::userns::UsernsError),
     #[error("container {0} is not running")]

@@ -13,6 +13,7 @@
 //! - [`lifecycle`]: stop, kill, remove, waiting for an exit.
 //! - [`startup`]: the one daemonize + ready-or-error handshake (`launch -d`, `cgsight fs`).
 //! - [`views`]: where the /proc views are served, and starting them.
+//! - [`network`]: `--net` modes: the namespace pid 1 joins, the bridge attachment, /etc files.
 //! - [`pty`]: opening a pty and making it a child's terminal.
 //! - [`tty`]: the supervisor's side of the pty (raw mode, resize, EOF).
 //! - [`wait`]: waiting for the command: signals forwarded, orphans reaped, pty proxied.
@@ -29,6 +30,7 @@ mod hostdev;
 pub mod image;
 pub mod lifecycle;
 pub mod mounts;
+pub mod network;
 mod pty;
 pub mod security;
 pub mod spec;

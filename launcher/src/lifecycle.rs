@@ -129,6 +129,9 @@ pub fn remove(store: &Store, st: &State, force: bool) -> Result<(), LaunchError>
     if st.spec.security.userns == Userns::Auto {
         crate::userns::setup::free(&st.id)?;
     }
+    if st.spec.net == crate::spec::Net::Bridge {
+        crate::network::release(store, &st.id)?;
+    }
     store.remove_state(&st.id)?;
     Ok(())
 }

@@ -110,6 +110,9 @@ pub struct State {
     /// Set when read: the supervisor vanished while the container was not marked exited.
     #[serde(default)]
     pub supervisor_dead: bool,
+    /// Address and published ports (bridge), or just the mode.
+    #[serde(default)]
+    pub network: Option<crate::network::NetInfo>,
     pub spec: ContainerSpec,
 }
 
@@ -370,6 +373,7 @@ mod tests {
             supervisor_start: 0,
             finished: None,
             supervisor_dead: false,
+            network: None,
             spec,
         }
     }

@@ -24,8 +24,9 @@ use nix::time::{clock_gettime, ClockId};
 use nix::unistd::ForkResult;
 use tracing::{debug, warn};
 
-use crate::child::{self, container_env, ChildFds, ChildPlan};
+use crate::child::{self, container_env, ChildFds, ChildNet, ChildPlan};
 use crate::mounts::{CgroupView, Idmap, RootPlan, HOST_STATE_DIRS};
+use crate::network::{self, Plumbed};
 use crate::security::Userns;
 use crate::spec::{ContainerSpec, Net};
 use crate::state::{now, State, StateLimits, Status, Store};
@@ -86,6 +87,7 @@ pub fn prepare(spec: ContainerSpec, store: Store, exe: &Path) -> Result<Prepared
         supervisor_start: cgsight_cgroup::start_ticks(me).unwrap_or(0),
         finished: None,
         supervisor_dead: false,
+        network: None,
         spec: spec.clone(),
     };
     store.create(&state)?;
@@ -124,6 +126,9 @@ struct Cleanup {
     keep: bool,
     /// `--userns auto`: the id range to return with the layers.
     userns: bool,
+    /// A bridge lease (address, veth, `-p` rules): released on exit, kept container or not,
+    /// as docker frees a stopped container's address.
+    network: bool,
 }
 
 impl Drop for Cleanup {
@@ -131,6 +136,11 @@ impl Drop for Cleanup {
         if let Some(m) = self.managed.take() {
             if let Err(e) = m.kill_and_remove() {
                 warn!("removing cgroup of {}: {e}", self.id);
+            }
+        }
+        if self.network {
+            if let Err(e) = network::release(&self.store, &self.id) {
+                warn!("releasing the network of {}: {e}", self.id);
             }
         }
         if !self.keep {
@@ -223,6 +233,7 @@ fn child_plan(
     p: &Prepared,
     m: &Managed,
     uns: Option<&userns::setup::Prepared>,
+    net: &Plumbed,
 ) -> Result<ChildPlan, LaunchError> {
     let dir = p.store.container_dir(&spec.id);
     let mut lower = spec.rootfs.clone().unwrap_or_else(|| PathBuf::from("/"));
@@ -259,7 +270,8 @@ fn child_plan(
             upper: dir.join("upper"),
             work: dir.join("work"),
             merged: dir.join("merged"),
-            volumes: spec.volumes.clone(),
+            // The network's /etc files first: a user's `-v …:/etc/hosts` goes over them.
+            volumes: net.files.iter().chain(&spec.volumes).cloned().collect(),
             views: p.views.clone(),
             cgroup: cgroup_view(&p.hier, m),
             hide: hidden_dirs(spec, &p.store),
@@ -269,7 +281,14 @@ fn child_plan(
             idmap,
         },
         hostname: spec.hostname.clone(),
-        net_none: spec.net == Net::None,
+        net: match (&spec.net, &net.netns) {
+            (Net::Host, _) => ChildNet::Host,
+            (_, Some(fd)) => ChildNet::Join {
+                fd: fd.as_raw_fd(),
+                own: spec.net == Net::Bridge,
+            },
+            _ => ChildNet::Empty,
+        },
         tty: spec.tty,
         interactive: spec.interactive,
         init: spec.init,
@@ -315,6 +334,7 @@ fn supervise_inner(
         managed: None,
         keep: false,
         userns: false,
+        network: false,
     };
     let managed = Managed::create(
         &p.hier,
@@ -340,7 +360,13 @@ fn supervise_inner(
     } else {
         None
     };
-    let plan = child_plan(&spec, &p, &managed, uns.as_ref())?;
+    let t = std::time::Instant::now();
+    let net = network::plumb(&spec, &p.store)?;
+    cleanup.network = net.attached;
+    // For bench/launch-bench.sh: what the network mode costs on the launch path.
+    debug!(us = t.elapsed().as_micros() as u64, "network ready");
+    state.network = Some(net.info.clone());
+    let plan = child_plan(&spec, &p, &managed, uns.as_ref(), &net)?;
     // The idmap namespace stays open here until the child has exec'd (it mounts with it).
     let (range, _userns_fd, handshake) = match uns {
         Some(u) => (Some(u.range), u.userns_fd, Some(u.handshake)),
@@ -432,6 +458,8 @@ fn supervise_inner(
     if plan.tty && master.is_none() {
         return Err(kill_child(LaunchError::NoPty));
     }
+    // pid 1 holds its namespace now.
+    drop(net);
     state.pid = Some(child.as_raw());
     state.status = Status::Running;
     state.started = Some(now());

@@ -39,7 +39,7 @@ pub mod subnet;
 pub use config::{NetworkConfig, DEFAULT_CONFIG_PATH};
 pub use error::{Error, Result};
 pub use files::{hosts_file, resolv_conf, resolv_conf_from};
-pub use netns::Netns;
+pub use netns::{create as new_netns, Netns};
 pub use network::{release, Attachment, Bridge, Network};
 pub use ports::{parse_publish, PortMapping, Proto};
 pub use subnet::Subnet;

@@ -67,3 +67,24 @@ pub fn run_in<T: Send>(ns: Netns<'_>, f: impl FnOnce() -> Result<T> + Send) -> R
         })
     })
 }
+
+/// A new, empty network namespace held only by the returned descriptor (no process in it, no
+/// bind mount): it disappears when the descriptor and every process that joined it are gone, so
+/// nothing is left behind whatever happens to the caller. Made on a short-lived thread, since
+/// unshare(CLONE_NEWNET) moves only the calling thread.
+pub fn create() -> Result<OwnedFd> {
+    let err = |op: &str, e: std::io::Error| Error::Netlink {
+        op: op.into(),
+        source: e,
+    };
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::unshare(CloneFlags::CLONE_NEWNET)
+                .map_err(|e| err("unshare(CLONE_NEWNET)", e.into()))?;
+            let f = File::open("/proc/thread-self/ns/net").map_err(|e| err("open netns", e))?;
+            Ok(OwnedFd::from(f))
+        })
+        .join()
+        .unwrap_or_else(|_| Err(err("netns thread", std::io::Error::other("panicked"))))
+    })
+}

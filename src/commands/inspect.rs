@@ -20,6 +20,28 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         v["OOMKilled"] = st.oom_killed.into();
         v["ExitCode"] = st.exit_code.into();
         v["pids"] = serde_json::to_value(m.all_procs())?;
+        if let Some(n) = st.network.as_ref().filter(|_| st.status == Status::Running) {
+            // docker's shape: "8080/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}].
+            let mut ports = serde_json::Map::new();
+            for p in &n.ports {
+                let key = format!("{}/{}", p.ctr_port, p.proto.as_str());
+                let ip = p
+                    .host_ip
+                    .map_or_else(|| "0.0.0.0".to_owned(), |i| i.to_string());
+                let e = ports.entry(key).or_insert_with(|| serde_json::json!([]));
+                if let Some(a) = e.as_array_mut() {
+                    a.push(serde_json::json!({"HostIp": ip, "HostPort": p.host_port.to_string()}));
+                }
+            }
+            v["NetworkSettings"] = serde_json::json!({
+                "NetworkMode": n.mode,
+                "Bridge": n.bridge,
+                "IPAddress": n.ip.map(|i| i.to_string()).unwrap_or_default(),
+                "IPPrefixLen": n.prefix_len.unwrap_or(0),
+                "Gateway": n.gateway.map(|i| i.to_string()).unwrap_or_default(),
+                "Ports": ports,
+            });
+        }
         v["cgroup_dirs"] = serde_json::to_value(m.dirs())?;
         v["paths"] = serde_json::json!({
             "state": store.state_path(&st.id).join("state.json"),

@@ -56,9 +56,13 @@ pub struct LaunchArgs {
     /// Replace the image's Entrypoint ("" for none).
     #[arg(long)]
     entrypoint: Option<String>,
-    /// Network: none (own namespace, loopback up) or host.
+    /// Network: bridge (default: eth0 on cgsight0, NAT), none (loopback only), host, or
+    /// container:NAME (share another container's network).
     #[arg(long, alias = "network")]
     net: Option<String>,
+    /// Publish a container port: [IP:]HOST_PORT:CONTAINER_PORT[/tcp|/udp] (bridge only).
+    #[arg(short = 'p', long = "publish")]
+    publish: Vec<String>,
     /// Remove the container (layers, state) when it exits.
     #[arg(long)]
     rm: bool,
@@ -121,6 +125,7 @@ pub fn run(a: LaunchArgs) -> anyhow::Result<u8> {
         volumes: a.volumes,
         workdir: a.workdir,
         net: a.net,
+        publish: a.publish,
         tty: a.tty,
         interactive: a.interactive,
         init: a.init,

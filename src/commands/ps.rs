@@ -77,8 +77,8 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     }
     let dt = t0.elapsed().as_nanos() as f64;
     println!(
-        "{:<12}  {:<24}  {:<24}  {:<16}  {:>7}  {:>21}  {:>6}  CREATED",
-        "ID", "NAME", "IMAGE", "STATUS", "PID", "MEM USAGE / LIMIT", "CPU %"
+        "{:<12}  {:<24}  {:<24}  {:<16}  {:>7}  {:>21}  {:>6}  {:<14}  {:<15}  PORTS",
+        "ID", "NAME", "IMAGE", "STATUS", "PID", "MEM USAGE / LIMIT", "CPU %", "CREATED", "ADDRESS"
     );
     for ((s, cg), f) in list.iter().zip(&cgs).zip(&first) {
         let (mem, cpu) = match cg {
@@ -101,8 +101,13 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
             Status::Running => s.pid.map_or("-".into(), |p| p.to_string()),
             _ => "-".into(),
         };
+        // A stopped container has given its address back.
+        let (addr, ports) = match (&s.network, s.status) {
+            (Some(n), Status::Running) => (n.address_text(), n.ports_text()),
+            _ => ("-".into(), String::new()),
+        };
         println!(
-            "{:<12}  {:<24}  {:<24}  {:<16}  {:>7}  {:>21}  {:>6}  {}",
+            "{:<12}  {:<24}  {:<24}  {:<16}  {:>7}  {:>21}  {:>6}  {:<14}  {:<15}  {}",
             s.short_id(),
             s.name,
             s.image,
@@ -110,7 +115,9 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
             pid,
             mem,
             cpu,
-            ago(s.created)
+            ago(s.created),
+            addr,
+            ports
         );
     }
     Ok(0)

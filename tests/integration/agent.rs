@@ -21,15 +21,15 @@ use crate::support::{cpu_measurement, BIN};
 /// bcrypt (cost 4) of "cgsight-test-pass": a fixed input for the basic-auth test.
 const HASH: &str = "$2b$04$ul.dEWoiDp7huDqSqkSNEuLwmplnvkAKvnWr2s1ZGHeLiRSBNVYA.";
 
-struct Agent {
+pub(crate) struct Agent {
     child: ChildGuard,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 /// Starts `cgsight agent` with `args` on port 0 and learns the port it bound from its log.
 /// (Picking a free port first raced parallel tests: two agents could be handed the same
 /// port, and the loser's test then scraped the winner's agent until it was killed.)
-fn start_agent(args: &[&str]) -> Agent {
+pub(crate) fn start_agent(args: &[&str]) -> Agent {
     let (child, port) = spawn_listening(
         Command::new(BIN)
             .args(["agent", "--listen", "127.0.0.1:0"])
@@ -43,7 +43,7 @@ fn start_agent(args: &[&str]) -> Agent {
     Agent { child, port }
 }
 
-fn scrape(port: u16) -> String {
+pub(crate) fn scrape(port: u16) -> String {
     let r = get(port, "/metrics", &[]);
     assert_eq!(r.status, 200, "{}", r.text());
     String::from_utf8(r.body).expect("utf-8 body")
@@ -61,7 +61,7 @@ fn samples(text: &str) -> Vec<(String, f64)> {
 }
 
 /// Value of `family` for cgroup `id` (the sum, for families with extra labels).
-fn value(text: &str, family: &str, id: &str) -> Option<f64> {
+pub(crate) fn value(text: &str, family: &str, id: &str) -> Option<f64> {
     let pre = format!("{family}{{id=\"{id}\",");
     let v: Vec<f64> = samples(text)
         .into_iter()

@@ -27,18 +27,6 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     try_get(port, path, &[]).ok().map(|r| (r.status, r.text()))
 }
 
-/// The host end of a veth pair whose other end is `eth0` in a container: deleted on drop (it
-/// also vanishes with the container's network namespace).
-struct Veth(String);
-impl Drop for Veth {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.0])
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
 /// `cgsight daemon` on a private mountpoint: SIGTERM on drop, then SIGKILL and a detach of the
 /// mount if it did not go by itself.
 struct Daemon {
@@ -267,8 +255,8 @@ fn dashboards_and_rules_have_data_from_the_real_agent() {
             "256m",
             "--pids-limit",
             "64",
-            "--net",
-            "none",
+            // The default bridge gives it an eth0 (loopback is left out, as by cAdvisor), so
+            // the network panels have a real interface without anything done by hand.
             "--",
             "sh",
             "-c",
@@ -311,19 +299,6 @@ fn dashboards_and_rules_have_data_from_the_real_agent() {
     // The CPU-bound container must reach its quota (the throttling rule's input) however busy
     // the host is: its parent /cgsight competes as one group against the host's load.
     let _boost = boost_cgsight_cpu_weight(&cpu_lock);
-
-    // Network panels need an interface other than loopback (which cAdvisor, and so the agent,
-    // leaves out): give the detail container an eth0, one end of a veth pair.
-    let pid = cpu.pid();
-    let veth = Veth(format!("vethcgs{pid:x}"));
-    let st = Command::new("ip")
-        .args([
-            "link", "add", &veth.0, "type", "veth", "peer", "name", "eth0",
-        ])
-        .args(["netns", &format!("/proc/{pid}/ns/net")])
-        .status()
-        .expect("ip link add");
-    assert!(st.success(), "creating the container's veth pair");
 
     // Disk panels need block I/O charged to the container. On v1 kernels >= 6.10 that takes
     // blk-throttle set up on the disk's queue: the launcher's cgroup setup arranges it (a
@@ -549,7 +524,6 @@ fn dashboards_and_rules_have_data_from_the_real_agent() {
     for id in &ids {
         assert_no_cgroup(id);
     }
-    drop(veth);
     drop(prom);
     let mut daemon = daemon;
     daemon.sigterm();

@@ -11,7 +11,7 @@ use cgsight_testkit::oci::{expected_tree, push_test_image};
 use cgsight_testkit::registry::{free_port, Registry};
 use cgsight_testkit::{require_root, unique_name, TempDir};
 
-use crate::support::{no_container_named, stderr, stdout, Ctr, BIN};
+use crate::support::{command, no_container_named, stderr, stdout, Ctr, BIN};
 
 /// A temp image store, and the CLI run against it.
 struct Images {
@@ -27,8 +27,7 @@ impl Images {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
+        command(args)
             .env("CGSIGHT_IMAGE_DIR", self.dir.path().join("store"))
             .output()
             .expect("running cgsight")
@@ -93,9 +92,10 @@ fn images_pull_then_launch_shows_the_merged_tree_exactly() {
         .map(str::to_owned)
         .collect();
     seen.sort();
-    // The launcher's mountpoints are created in the upper layer, the rest is the image's.
+    // The launcher's mountpoints are created in the upper layer, the rest is the image's
+    // (the bridge network's /etc/hosts and resolv.conf too, as docker's are).
     let mut want: Vec<String> = expected_tree().into_keys().collect();
-    want.extend(["dev", "proc", "sys"].map(String::from));
+    want.extend(["dev", "proc", "sys", "etc/hosts", "etc/resolv.conf"].map(String::from));
     want.sort();
     assert_eq!(seen, want);
     let files = img.launch(&[

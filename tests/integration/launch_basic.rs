@@ -1,7 +1,7 @@
 //! End-to-end tests of `cgsight launch` on the real kernel (root).
 
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use crate::support::*;
@@ -192,22 +192,21 @@ fn sigterm_to_launcher_reaches_command() {
     require_root!();
     let n = unique_name("term");
     let _g = Ctr::named(&n);
-    let child = Command::new(BIN)
-        .args([
-            "launch",
-            "--rm",
-            "--init",
-            "--no-proc-views",
-            "--name",
-            &n,
-            "--",
-            "sleep",
-            "300",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = command(&[
+        "launch",
+        "--rm",
+        "--init",
+        "--no-proc-views",
+        "--name",
+        &n,
+        "--",
+        "sleep",
+        "300",
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     let mut g = ChildGuard::new(child);
     let id = wait_for("container running", Duration::from_secs(20), || {
         inspect(&n)

@@ -54,9 +54,8 @@ impl Term {
     /// Spawns cgsight with the slave as its controlling terminal and stdio.
     fn spawn(&self, args: &[&str]) -> ChildGuard {
         let stdio = || Stdio::from(self.slave.try_clone().expect("dup slave"));
-        let mut cmd = Command::new(BIN);
-        cmd.args(args)
-            .env("CGSIGHT_FS_MOUNTPOINT", views_mountpoint())
+        let mut cmd = command(args);
+        cmd.env("CGSIGHT_FS_MOUNTPOINT", views_mountpoint())
             .stdin(stdio())
             .stdout(stdio())
             .stderr(stdio());
@@ -248,23 +247,22 @@ fn interactive_without_tty_pipes_stdin() {
     require_root!();
     let n = unique_name("stdin");
     let _g = Ctr::named(&n);
-    let mut child = Command::new(BIN)
-        .args([
-            "launch",
-            "--rm",
-            "-i",
-            "--no-proc-views",
-            "--name",
-            &n,
-            "--",
-            "cat",
-        ])
-        .env("CGSIGHT_FS_MOUNTPOINT", views_mountpoint())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning cgsight");
+    let mut child = command(&[
+        "launch",
+        "--rm",
+        "-i",
+        "--no-proc-views",
+        "--name",
+        &n,
+        "--",
+        "cat",
+    ])
+    .env("CGSIGHT_FS_MOUNTPOINT", views_mountpoint())
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("spawning cgsight");
     let mut input = child.stdin.take().expect("stdin");
     let payload: String = (0..2000).map(|i| format!("line {i}\n")).collect();
     let writer = {
@@ -282,8 +280,7 @@ fn interactive_without_tty_pipes_stdin() {
 
     // Without -i the command's stdin is /dev/null, whatever ours is: data waiting on our stdin
     // must not reach cat (an empty, closed pipe alone would give "" even if it were forwarded).
-    let mut child = Command::new(BIN)
-        .args(["launch", "--rm", "--no-proc-views", "--", "cat"])
+    let mut child = command(&["launch", "--rm", "--no-proc-views", "--", "cat"])
         .env("CGSIGHT_FS_MOUNTPOINT", views_mountpoint())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -453,26 +450,25 @@ fn tty_with_piped_stdin_ends_at_eof() {
     require_root!();
     let n = unique_name("tty-pipe");
     let _g = Ctr::named(&n);
-    let mut child = Command::new(BIN)
-        .args([
-            "launch",
-            "--rm",
-            "-t",
-            "-i",
-            "--no-proc-views",
-            "--name",
-            &n,
-            "--",
-            "sh",
-            "-c",
-            "while read l; do echo got:$l; done; echo end-of-input",
-        ])
-        .env("CGSIGHT_FS_MOUNTPOINT", views_mountpoint())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning cgsight");
+    let mut child = command(&[
+        "launch",
+        "--rm",
+        "-t",
+        "-i",
+        "--no-proc-views",
+        "--name",
+        &n,
+        "--",
+        "sh",
+        "-c",
+        "while read l; do echo got:$l; done; echo end-of-input",
+    ])
+    .env("CGSIGHT_FS_MOUNTPOINT", views_mountpoint())
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("spawning cgsight");
     // The last line has no newline: its EOF flushes it, a second ends the input.
     let mut input = child.stdin.take().expect("stdin");
     input.write_all(b"one\ntwo").expect("writing stdin");

@@ -12,6 +12,7 @@
 //! - `images`: pull/push/commit/rmi and `launch IMAGE` against a loopback docker-registry.
 //! - `fs_views`: `cgsight fs` views read by procps, glibc and Python in a container.
 //! - `launch_basic`: `cgsight launch` limits, namespaces, exit codes, volumes, exec, cleanup.
+//! - `network`: bridge, NAT, `-p`, `--net none|container:`, cleanup, in test-made netns.
 //! - `launch_tty`: `launch -t/-i` through a real pty, `-d` with `logs`, stop and signals.
 
 mod support;
@@ -25,3 +26,4 @@ mod fs_views;
 mod images;
 mod launch_basic;
 mod launch_tty;
+mod network;

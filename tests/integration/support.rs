@@ -2,6 +2,7 @@
 //! the binary's one views server, container guards, inspect, and checks that nothing is left.
 #![allow(dead_code)]
 
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -22,11 +23,74 @@ pub fn cgsight(args: &[&str]) -> Output {
 
 /// Runs cgsight with the views at `views` (a test's own `cgsight fs` or `daemon`).
 pub fn cgsight_with_views(views: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
+    command(args)
         .env("CGSIGHT_FS_MOUNTPOINT", views)
         .output()
         .expect("running cgsight")
+}
+
+/// `cgsight ARGS`; a `launch` starts in [`test_netns`], so the default bridge, its veths and
+/// NAT rules are made there and never on the machine's own network.
+pub fn command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    if args.first() == Some(&"launch") {
+        in_test_netns(&mut cmd);
+    }
+    cmd
+}
+
+/// Starts `cmd` in [`test_netns`].
+pub fn in_test_netns(cmd: &mut Command) {
+    let fd = test_netns();
+    // SAFETY: setns is async-signal-safe; the descriptor stays open for the process's life.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// One network namespace per test binary for every launch (bridge mode is the default): held
+/// only by a descriptor of this process, so it vanishes with the process, whatever happens.
+/// Loopback is up in it, as on a host. Network tests make their own namespaces.
+pub fn test_netns() -> std::os::fd::RawFd {
+    static NS: OnceLock<std::os::fd::OwnedFd> = OnceLock::new();
+    NS.get_or_init(|| {
+        let fd: std::os::fd::OwnedFd = std::thread::spawn(|| {
+            // SAFETY: unshare of this (short-lived) thread's network namespace only.
+            assert_eq!(
+                unsafe { libc::unshare(libc::CLONE_NEWNET) },
+                0,
+                "unshare(CLONE_NEWNET)"
+            );
+            std::fs::File::open("/proc/thread-self/ns/net").expect("open the test netns")
+        })
+        .join()
+        .expect("netns thread")
+        .into();
+        let raw = fd.as_raw_fd();
+        let mut up = Command::new("ip");
+        up.args(["link", "set", "lo", "up"]);
+        // SAFETY: as in in_test_netns.
+        unsafe {
+            up.pre_exec(move || {
+                if libc::setns(raw, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        assert!(
+            up.status().expect("ip link").success(),
+            "lo up in the test netns"
+        );
+        fd
+    })
+    .as_raw_fd()
 }
 
 /// One `cgsight fs --foreground` per test binary, on a private mountpoint. It is spawned from a

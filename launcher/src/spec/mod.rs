@@ -11,6 +11,8 @@ mod values;
 
 pub use crate::image::ImageRef;
 use crate::security::{self, Security};
+use cgsight_network::ports::check_distinct;
+pub use cgsight_network::{parse_publish, PortMapping};
 use values::{clean_abs, validate_hostname};
 pub use values::{
     new_id, parse_cpus, parse_env, parse_size, parse_volume, under_proc_or_sys, validate_name,
@@ -42,14 +44,18 @@ fn invalid(flag: &'static str, value: &str, reason: impl Into<String>) -> SpecEr
     }
 }
 
-/// Network mode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Network mode (docker's `--net`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Net {
     /// A new network namespace with only loopback, up.
     None,
     /// The host's network namespace.
     Host,
+    /// A new network namespace on the `cgsight0` bridge: `eth0`, an address, NAT, `-p`.
+    Bridge,
+    /// The network namespace of another running container (by name or id).
+    Container(String),
 }
 
 /// A `-v HOST:CTR[:ro|rw]` bind.
@@ -76,6 +82,8 @@ pub struct RawSpec {
     pub volumes: Vec<String>,
     pub workdir: Option<String>,
     pub net: Option<String>,
+    /// `-p [IP:]HOST:CTR[/tcp|/udp]` values.
+    pub publish: Vec<String>,
     pub tty: bool,
     pub interactive: bool,
     pub init: bool,
@@ -126,6 +134,9 @@ pub struct ContainerSpec {
     pub volumes: Vec<Volume>,
     pub workdir: Option<PathBuf>,
     pub net: Net,
+    /// Published ports (bridge mode only).
+    #[serde(default)]
+    pub ports: Vec<PortMapping>,
     pub tty: bool,
     pub interactive: bool,
     pub init: bool,
@@ -184,6 +195,23 @@ impl ContainerSpec {
             cpuset_mems: None,
             pids_max: l.pids_max,
         }
+    }
+}
+
+/// `--net`: bridge (the default, as in docker), none, host or container:NAME.
+fn parse_net(v: Option<&str>) -> Result<Net, SpecError> {
+    match v {
+        None | Some("bridge") | Some("default") => Ok(Net::Bridge),
+        Some("none") => Ok(Net::None),
+        Some("host") => Ok(Net::Host),
+        Some(o) => match o.strip_prefix("container:") {
+            Some(n) if !n.is_empty() => Ok(Net::Container(n.to_owned())),
+            _ => Err(invalid(
+                "--net",
+                o,
+                "expected bridge, none, host or container:NAME",
+            )),
+        },
     }
 }
 
@@ -344,11 +372,21 @@ pub fn build(
         Some(w) => Some(clean_abs("-w", w, w)?),
         None => None,
     };
-    let net = match raw.net.as_deref() {
-        None | Some("none") => Net::None,
-        Some("host") => Net::Host,
-        Some(o) => return Err(invalid("--net", o, "expected none or host")),
-    };
+    let net = parse_net(raw.net.as_deref())?;
+    let ports = raw
+        .publish
+        .iter()
+        .map(|p| parse_publish(p).map_err(|e| SpecError::Other(format!("-p: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    if !ports.is_empty() && net != Net::Bridge {
+        // docker ignores them silently; a port the user expects to be reachable is not.
+        return Err(invalid(
+            "-p",
+            &raw.publish.join(" "),
+            "published ports need --net bridge (the default)",
+        ));
+    }
+    check_distinct(&ports).map_err(|e| SpecError::Other(format!("-p: {e}")))?;
     if raw.detach && (raw.tty || raw.interactive) {
         // A detached supervisor has no terminal to proxy; runc refuses the same combination.
         return Err(invalid(
@@ -391,6 +429,7 @@ pub fn build(
         volumes,
         workdir,
         net,
+        ports,
         tty: raw.tty,
         interactive: raw.interactive,
         init: raw.init,
@@ -558,7 +597,20 @@ mod tests {
             ),
             (|r| r.name = Some("bad name".into()), "--name"),
             (|r| r.pids_limit = Some("0".into()), "--pids-limit"),
-            (|r| r.net = Some("bridge".into()), "--net"),
+            (|r| r.net = Some("bridged".into()), "--net"),
+            (|r| r.net = Some("container:".into()), "--net"),
+            (|r| r.publish = vec!["70000:80".into()], "-p"),
+            (
+                |r| r.publish = vec!["8080:80".into(), "8080:81".into()],
+                "-p",
+            ),
+            (
+                |r| {
+                    r.net = Some("none".into());
+                    r.publish = vec!["8080:80".into()]
+                },
+                "-p",
+            ),
             (|r| r.workdir = Some("rel".into()), "-w"),
             (|r| r.hostname = Some("a_b".into()), "--hostname"),
             (|r| r.cpu_shares = Some("1".into()), "--cpu-shares"),
@@ -591,6 +643,25 @@ mod tests {
                 .memory_swap,
             Some(None)
         );
+    }
+
+    #[test]
+    fn network_modes_and_ports() {
+        let with = |net: Option<&str>, p: &[&str]| {
+            let mut r = raw(&["true"]);
+            r.net = net.map(Into::into);
+            r.publish = p.iter().map(|s| s.to_string()).collect();
+            build(&r, ID, &cpus2(), |_| None).unwrap()
+        };
+        assert_eq!(with(None, &[]).net, Net::Bridge, "docker's default");
+        assert_eq!(with(Some("none"), &[]).net, Net::None);
+        assert_eq!(
+            with(Some("container:web"), &[]).net,
+            Net::Container("web".into())
+        );
+        let s = with(None, &["127.0.0.1:8080:80/udp", "9000:90"]);
+        let shown: Vec<String> = s.ports.iter().map(|p| p.to_string()).collect();
+        assert_eq!(shown, ["127.0.0.1:8080:80/udp", "9000:90/tcp"]);
     }
 
     #[test]
