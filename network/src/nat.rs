@@ -12,6 +12,11 @@
 //! `l4proto . dport` up in the verdict map `ports`, whose elements jump to one chain per
 //! container, `ctr-<id>`, holding its DNAT rules. Cleanup by container id needs only the kernel's
 //! ruleset: the elements that jump to `ctr-<id>`, then the chain.
+//!
+//! `route_localnet` (needed for `-p` on 127.0.0.1) also makes the host accept packets for
+//! 127.0.0.0/8 that arrive on the bridge: a container with CAP_NET_RAW (docker's default) could
+//! forge frames to the host's loopback-only services (CVE-2020-8558 in kube-proxy). The `input`
+//! chain drops them unless they answer a connection the host made (a published port's replies).
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -41,11 +46,14 @@ add chain ip {t} prerouting {{ type nat hook prerouting priority dstnat; policy 
 add chain ip {t} output {{ type nat hook output priority -100; policy accept; }}
 add chain ip {t} postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}
 add chain ip {t} published
+add chain ip {t} input {{ type filter hook input priority filter; policy accept; }}
 add map ip {t} ports {{ type inet_proto . inet_service : verdict; }}
 flush chain ip {t} prerouting
 flush chain ip {t} output
 flush chain ip {t} postrouting
 flush chain ip {t} published
+flush chain ip {t} input
+add rule ip {t} input iifname \"{bridge}\" ip daddr 127.0.0.0/8 ct state != {{ established, related }} drop
 add rule ip {t} prerouting fib daddr type local jump published
 add rule ip {t} output fib daddr type local jump published
 add rule ip {t} published meta l4proto . th dport vmap @ports

@@ -530,3 +530,99 @@ fn bad_network_input_is_refused_and_leaves_nothing() {
     assert_eq!(lab.leases(), 0);
     assert_eq!(stdout(&lab.run(&["ps", "-a", "-q"])).trim(), "");
 }
+
+/// Sends forged UDP datagrams for 127.0.0.1:9300 out of eth0 to the gateway's MAC (argv[1] is
+/// the gateway): what a container with CAP_NET_RAW (docker's default set) can do.
+const FORGE: &str = r#"import socket, struct, sys, time
+def csum(b):
+    s = sum(struct.unpack('!10H', b))
+    s = (s >> 16) + (s & 0xffff)
+    return ~(s + (s >> 16)) & 0xffff
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.connect((sys.argv[1], 9))
+src = socket.inet_aton(u.getsockname()[0])
+gw = None
+for _ in range(50):
+    u.send(b'arp')  # makes the kernel resolve the gateway
+    for line in open('/proc/net/arp').read().splitlines()[1:]:
+        f = line.split()
+        if f[0] == sys.argv[1] and f[3] != '00:00:00:00:00:00':
+            gw = bytes.fromhex(f[3].replace(':', ''))
+    if gw:
+        break
+    time.sleep(0.1)
+me = bytes.fromhex(open('/sys/class/net/eth0/address').read().strip().replace(':', ''))
+data = b'forged'
+udp = struct.pack('!HHHH', 40000, 9300, 8 + len(data), 0) + data
+hdr = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0, src, socket.inet_aton('127.0.0.1'))
+hdr = hdr[:10] + struct.pack('!H', csum(hdr)) + hdr[12:]
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(('eth0', 0))
+for _ in range(3):
+    s.send(gw + me + b'\x08\x00' + hdr + udp)
+"#;
+
+/// Whether a forged datagram from a default container reaches a service the lab binds to its
+/// loopback only.
+fn forged_datagram_arrives(lab: &Lab) -> bool {
+    let listen = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+                  s.bind(('127.0.0.1',9300))\ns.settimeout(5)\nprint('ready',flush=True)\n\
+                  try:\n  print(s.recv(100).decode(),flush=True)\nexcept OSError:\n  print('nothing')";
+    let mut server = lab
+        .exec_in(false, "python3", &["-c", listen])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("loopback service");
+    let mut lines = BufReader::new(server.stdout.take().expect("stdout")).lines();
+    assert_eq!(lines.next().and_then(Result::ok).as_deref(), Some("ready"));
+    let gw = lab.inspect_gateway();
+    let o = lab.run(&[
+        "launch",
+        "--rm",
+        "--no-proc-views",
+        "--",
+        "python3",
+        "-c",
+        FORGE,
+        &gw,
+    ]);
+    assert!(o.status.success(), "forging: {}", stderr(&o));
+    let got = lines.next().and_then(Result::ok);
+    let _ = server.wait();
+    got.as_deref() == Some("forged")
+}
+
+impl Lab {
+    fn inspect_gateway(&self) -> String {
+        let o = self
+            .exec_in(false, "ip", &["-j", "-4", "addr", "show", "cgsight0"])
+            .output()
+            .expect("ip");
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("ip -j");
+        v[0]["addr_info"][0]["local"]
+            .as_str()
+            .expect("bridge address")
+            .to_owned()
+    }
+}
+
+#[test]
+fn a_container_cannot_reach_the_hosts_loopback_services() {
+    require_root!();
+    let lab = Lab::new("net-lo");
+    lab.baseline();
+    assert!(
+        !forged_datagram_arrives(&lab),
+        "the bridge's input rule drops it"
+    );
+    // The protection off: the same frame reaches the loopback-only service.
+    let o = lab
+        .exec_in(false, "nft", &["flush", "chain", "ip", "cgsight0", "input"])
+        .output()
+        .expect("nft");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        forged_datagram_arrives(&lab),
+        "without the rule the attack works"
+    );
+}
