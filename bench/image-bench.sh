@@ -102,7 +102,7 @@ cfg = json.load(open(f"{bundle}/config.json"))
 cfg["process"]["args"] = ["/bin/true"]; cfg["process"]["terminal"] = False
 cfg["linux"]["resources"] = {"memory": {"limit": 256 << 20}, "cpu": {"quota": 100000, "period": 100000}}
 json.dump(cfg, open(f"{bundle}/config.json", "w"))
-lim = ["--rm", "--memory", "256m", "--cpus", "1", "--no-proc-views"]
+lim = ["--rm", "--memory", "256m", "--cpus", "1", "--no-proc-views", "--net", "none"]  # crun's bundle: an empty netns too
 cases = [
     ("crun run (umoci bundle of the image)", ["crun", "run", "--bundle", bundle, "cgsight-bench-img"]),
     ("cgsight launch IMAGE /bin/true", [bin, "launch", *lim, ref, "/bin/true"]),

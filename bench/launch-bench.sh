@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Start latency of `/bin/true` with a memory and CPU limit, side by side in one run:
 #   cgsight launch (release build; containment on by default: seccomp filter + device rules;
-#   with `--security-opt seccomp=unconfined`; with the /proc views) vs crun run on an
+#   with `--security-opt seccomp=unconfined`; with the /proc views; with the default bridge
+#   network, in a private network namespace) vs crun run on an
 #   equivalent bundle vs the `unshare -fpmuin --mount-proc chroot` floor.
 # The device rules have no off switch (the allow-list is always applied), so the seccomp row
 # is the difference that can be shown; the filter must come from the compiled-program cache,
@@ -35,9 +36,10 @@ runs = $runs
 cases = [
   ("floor: unshare -fpmuin --mount-proc chroot ROOTFS /bin/true", ["unshare", "-fpmuin", "--mount-proc", "chroot", "$work/rootfs", "/bin/true"]),
   ("crun run (256m, 1 cpu)", ["crun", "run", "--bundle", "$work/bundle", "cgsight-bench"]),
-  ("cgsight launch --rm --memory 256m --cpus 1 --no-proc-views", ["$bin", "launch", "--rm", "--memory", "256m", "--cpus", "1", "--no-proc-views", "--", "/bin/true"]),
-  ("  same, --security-opt seccomp=unconfined", ["$bin", "launch", "--rm", "--memory", "256m", "--cpus", "1", "--no-proc-views", "--security-opt", "seccomp=unconfined", "--", "/bin/true"]),
-  ("cgsight launch --rm --memory 256m --cpus 1 (views on)", ["$bin", "launch", "--rm", "--memory", "256m", "--cpus", "1", "--", "/bin/true"]),
+  ("cgsight launch --rm --memory 256m --cpus 1 --no-proc-views --net none", ["$bin", "launch", "--rm", "--memory", "256m", "--cpus", "1", "--no-proc-views", "--net", "none", "--", "/bin/true"]),
+  ("  same, --security-opt seccomp=unconfined", ["$bin", "launch", "--rm", "--memory", "256m", "--cpus", "1", "--no-proc-views", "--net", "none", "--security-opt", "seccomp=unconfined", "--", "/bin/true"]),
+  ("  same, views on", ["$bin", "launch", "--rm", "--memory", "256m", "--cpus", "1", "--net", "none", "--", "/bin/true"]),
+  ("  same, views on, --net bridge (the default)", ["$bin", "launch", "--rm", "--memory", "256m", "--cpus", "1", "--", "/bin/true"]),
 ]
 res = {}
 for name, cmd in cases:  # warm-up (also starts the views daemon, fills the filter cache)
@@ -74,7 +76,8 @@ for k, v in spans.items():
     print(f"containment: {k:40} median {statistics.median(v):6.0f} µs  max {max(v):6d} µs  ({len(v)} launches)")
 PY
 # The rootfs for crun and the floor: a bind of the host / (no submounts, like cgsight's lower).
-unshare -m sh -c "mount --bind '$work/empty' /sys/fs/cgroup/unified/cgroup.controllers 2>/dev/null || true
+# A private network namespace too: the bridge row's cgsight0 and its rules vanish with it.
+unshare -mn sh -c "ip link set lo up; mount --bind '$work/empty' /sys/fs/cgroup/unified/cgroup.controllers 2>/dev/null || true
   mount --bind / '$work/rootfs' && python3 '$work/run.py'"
 # The filter's install (seccomp(2) in the container's child, just before exec), and the cold
 # compile the cache saves.

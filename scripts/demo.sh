@@ -19,8 +19,10 @@ stop_views() {
 }
 trap stop_views EXIT
 cmd='top -b -n 1 | head -12; echo; free -m; echo; echo "CPUs: cpuinfo $(grep -c ^processor /proc/cpuinfo), online $(cat /sys/devices/system/cpu/online), getconf $(getconf _NPROCESSORS_ONLN)"; echo "uptime: $(cat /proc/uptime)"'
-echo "+ cgsight launch --rm --memory 256m --cpus 1.5 -- sh -c '$cmd'"
-"$bin" launch --rm --memory 256m --cpus 1.5 -- sh -c "$cmd"
+# --net none: the demo shows the views and leaves this machine's network as it was (the default,
+# --net bridge, would create cgsight0 and turn ip_forward on, as docker does).
+echo "+ cgsight launch --rm --net none --memory 256m --cpus 1.5 -- sh -c '$cmd'"
+"$bin" launch --rm --net none --memory 256m --cpus 1.5 -- sh -c "$cmd"
 echo
-echo "+ cgsight launch --rm --memory 512m --cpus 0.5 --cpuset-cpus 0 -- sh -c '...'"
-"$bin" launch --rm --memory 512m --cpus 0.5 --cpuset-cpus 0 -- sh -c "$cmd"
+echo "+ cgsight launch --rm --net none --memory 512m --cpus 0.5 --cpuset-cpus 0 -- sh -c '...'"
+"$bin" launch --rm --net none --memory 512m --cpus 0.5 --cpuset-cpus 0 -- sh -c "$cmd"

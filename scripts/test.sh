@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 
 ./scripts/install-deps.sh || { echo "installing test dependencies failed" >&2; exit 1; }
 
+# The machine's own network before the tests: they may only change test-made namespaces.
+net_before=$( { ip -br link; nft list tables; sysctl -n net.ipv4.ip_forward; ip netns list; } 2>&1)
+
 passed=0; failed=0; failures=()
 run() { # run NAME CMD...
     local name=$1; shift
@@ -31,6 +34,10 @@ fi
 
 # Nothing the tests made may outlive them.
 left=$( { grep cgsight-test /proc/self/mountinfo; find /sys/fs/cgroup -maxdepth 3 -type d -name 'cgsight-test*'; pgrep -af 'cgsight-test' ; } 2>/dev/null | grep -v pgrep || true)
+net_after=$( { ip -br link; nft list tables; sysctl -n net.ipv4.ip_forward; ip netns list; } 2>&1)
+if [ "$net_before" != "$net_after" ]; then
+    left+=$'\n'"the machine's network changed (links, nft tables, ip_forward, netns):"$'\n'"$(diff <(echo "$net_before") <(echo "$net_after"))"
+fi
 if [ -n "$left" ]; then
     failed=$((failed + 1)); failures+=("leftovers"); echo "=== FAILED: tests left behind:"; echo "$left"
 else

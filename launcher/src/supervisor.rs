@@ -139,9 +139,11 @@ impl Drop for Cleanup {
             }
         }
         if self.network {
+            let t = std::time::Instant::now();
             if let Err(e) = network::release(&self.store, &self.id) {
                 warn!("releasing the network of {}: {e}", self.id);
             }
+            debug!(us = t.elapsed().as_micros() as u64, "network released");
         }
         if !self.keep {
             let d = self.store.container_dir(&self.id);

@@ -15,11 +15,12 @@ fn with_fd8(dir: &Path, args: &[&str]) -> Output {
     for a in args {
         line.push_str(&format!(" '{a}'"));
     }
-    Command::new("sh")
-        .args(["-c", &line])
-        .env("CGSIGHT_FS_MOUNTPOINT", views_mountpoint())
-        .output()
-        .expect("running sh")
+    let mut sh = Command::new("sh");
+    sh.args(["-c", &line])
+        .env("CGSIGHT_FS_MOUNTPOINT", views_mountpoint());
+    // The shell execs the launch: in the binary's test network namespace, as every launch.
+    in_test_netns(&mut sh);
+    sh.output().expect("running sh")
 }
 
 /// `launch --rm --no-proc-views FLAGS --name NAME -- sh -c SCRIPT`.
