@@ -67,8 +67,9 @@ fn detach_stale(mp: &Path) -> Result<(), Error> {
 
 /// Makes the mount point (and its parents) and detaches a dead FUSE mount left there by a
 /// killed server (see [`dead_server`]). A mounted server that does not answer (stopped, hung)
-/// is an error: mounting over it would hide it, not fix it.
-pub(crate) fn prepare_mountpoint(mp: &Path) -> Result<(), Error> {
+/// is an error: mounting over it would hide it, not fix it. True when the directory was made
+/// here (the server removes it again when it unmounts).
+pub(crate) fn prepare_mountpoint(mp: &Path) -> Result<bool, Error> {
     for _ in 0..8 {
         // Probed before any stat of `mp`, which a stopped server would never answer.
         if let Some(canon) = mount_path(mp).filter(|c| is_mountpoint(c)) {
@@ -85,11 +86,11 @@ pub(crate) fn prepare_mountpoint(mp: &Path) -> Result<(), Error> {
                     })
                 }
                 // Serving (the caller tells), or a mount of something else: leave it.
-                Probe::Read | Probe::Failed(_) => return Ok(()),
+                Probe::Read | Probe::Failed(_) => return Ok(false),
             }
         }
         match std::fs::metadata(mp) {
-            Ok(m) if m.is_dir() => return Ok(()),
+            Ok(m) if m.is_dir() => return Ok(false),
             Ok(_) => {
                 return Err(Error::Io {
                     path: mp.into(),
@@ -104,6 +105,7 @@ pub(crate) fn prepare_mountpoint(mp: &Path) -> Result<(), Error> {
                     what: "creating the mount point",
                     source,
                 })?;
+                return Ok(true);
             }
             Err(source) => {
                 return Err(Error::Io {
@@ -114,7 +116,7 @@ pub(crate) fn prepare_mountpoint(mp: &Path) -> Result<(), Error> {
             }
         }
     }
-    Ok(())
+    Ok(false)
 }
 
 /// Aborts FUSE connection `conn` through fusectl, mounting fusectl first where the system has

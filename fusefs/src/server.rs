@@ -21,6 +21,8 @@ use crate::{devfuse, engine, resolve, tree, uring};
 /// A mounted, serving filesystem. Dropping it unmounts too.
 pub struct FsHandle {
     mountpoint: PathBuf,
+    /// The mount point was made by [`spawn`]: removed again on unmount.
+    created_mountpoint: bool,
     metrics: Arc<FsMetrics>,
     unmounter: Option<SessionUnmounter>,
     uring: Option<uring::Running>,
@@ -60,7 +62,21 @@ fn worker_threads(requested: usize) -> usize {
 pub fn spawn(cfg: FsConfig) -> Result<FsHandle, Error> {
     let h = cgsight_cgroup::Hierarchies::detect()?;
     let mp = cfg.mountpoint.clone();
-    prepare_mountpoint(&mp)?;
+    let created = prepare_mountpoint(&mp)?;
+    let r = mount_and_serve(cfg, h, created);
+    if r.is_err() && created {
+        // A failed start leaves the directory tree as it found it.
+        let _ = std::fs::remove_dir(&mp);
+    }
+    r
+}
+
+fn mount_and_serve(
+    cfg: FsConfig,
+    h: cgsight_cgroup::Hierarchies,
+    created_mountpoint: bool,
+) -> Result<FsHandle, Error> {
+    let mp = cfg.mountpoint.clone();
     if is_serving(&mp) {
         return Err(Error::AlreadyServing(mp));
     }
@@ -139,6 +155,7 @@ pub fn spawn(cfg: FsConfig) -> Result<FsHandle, Error> {
     tracing::info!(mountpoint = %mp.display(), threads, io_uring = uring.is_some(), "serving /proc views");
     Ok(FsHandle {
         mountpoint: mp,
+        created_mountpoint,
         metrics,
         unmounter: Some(unmounter),
         uring,
@@ -166,6 +183,10 @@ impl FsHandle {
         if let Some(mut u) = self.unmounter.take() {
             if u.unmount().is_err() {
                 let _ = detach(&self.mountpoint);
+            }
+            if self.created_mountpoint {
+                // Ours, and empty once unmounted: leave the directory tree as it was found.
+                let _ = std::fs::remove_dir(&self.mountpoint);
             }
         }
         if let Some(s) = self.sampler.take() {

@@ -29,11 +29,15 @@ impl Server {
     }
     /// Serves with `extra`, over io_uring where the kernel has it unless `extra` says.
     fn start_with(extra: &[&str]) -> Server {
+        Self::start_at(&std::env::temp_dir().join(unique_name("fs")), extra)
+    }
+    /// Serves at `mp` (made by the server when missing).
+    fn start_at(mp: &Path, extra: &[&str]) -> Server {
         let mut args = extra.to_vec();
         if !args.contains(&"--io-uring") {
             args.extend(["--io-uring", fs_io_uring_arg()]);
         }
-        let mp = std::env::temp_dir().join(unique_name("fs"));
+        let mp = mp.to_path_buf();
         let pidfile = mp.with_extension("pid");
         let child = ChildGuard::new(
             Command::new(BIN)
@@ -472,6 +476,30 @@ fn second_instance_refuses_and_stale_mount_is_replaced() {
     let _ = std::fs::remove_file(mp.with_extension("pid2"));
 }
 
+/// `cgsight fs` leaves the directory tree as it found it: a mount point it made goes with the
+/// unmount (a test binary's views used to leave one empty directory per run in /tmp), one it
+/// found stays.
+#[test]
+fn a_mount_point_it_made_is_removed_on_unmount() {
+    require_root!();
+    // SIGTERM, wait for the exit, and say whether the mount point is still there.
+    let stop = |mut s: Server| {
+        let mut c = s.child.take().expect("server");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.pid()),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("SIGTERM");
+        assert!(c.wait_timeout(Duration::from_secs(30)).success());
+        s.mp.exists()
+    };
+    assert!(!stop(Server::start()), "a mount point it made is removed");
+    let found = std::env::temp_dir().join(unique_name("fs-found"));
+    std::fs::create_dir(&found).expect("mkdir");
+    assert!(stop(Server::start_at(&found, &[])), "one it found stays");
+    let _ = std::fs::remove_dir(&found);
+}
+
 /// Both transports serve the same views. Where the kernel has FUSE over io_uring, the requests
 /// of a container's reads must travel over the server's rings (the kernel's own completion
 /// counters in fdinfo say so); without it (the 6.1 VM lanes) `--io-uring on` must refuse with a
@@ -513,7 +541,10 @@ fn io_uring_carries_the_requests_and_dev_fuse_serves_the_same_views() {
         assert!(!out.status.success(), "{err}");
         assert!(err.contains("no FUSE over io_uring"), "{err}");
         assert!(!cgsight_fusefs::is_serving(&mp));
-        let _ = std::fs::remove_dir(&mp);
+        assert!(
+            !mp.exists(),
+            "the mount point it made is removed after a failed start"
+        );
     }
     let d = Server::start_with(&["--io-uring", "off"]);
     assert_eq!(

@@ -100,7 +100,7 @@ pub fn views_mountpoint() -> &'static str {
     static VIEWS: OnceLock<String> = OnceLock::new();
     VIEWS.get_or_init(|| {
         let mp = format!("/tmp/{}", unique_name("views"));
-        std::fs::create_dir_all(&mp).expect("views mountpoint");
+        // Not made here: `cgsight fs` makes it, and so removes it when it unmounts.
         let (tx, rx) = mpsc::channel();
         let arg = mp.clone();
         std::thread::spawn(move || {
