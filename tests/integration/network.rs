@@ -16,6 +16,12 @@ use cgsight_testkit::{require_root, unique_name, wait_for, TempDir};
 use crate::agent::{start_agent, value};
 use crate::support::{stderr, stdout, BIN};
 
+/// How a command ended and what it said: the exit status too, since a process killed by a
+/// signal says nothing.
+fn why(o: &Output) -> String {
+    format!("{}: {}", o.status, stderr(o))
+}
+
 /// The lab's address on the link to the outside (TEST-NET-1, never routed anywhere).
 const LAB_IP: &str = "192.0.2.1";
 const OUTSIDE_IP: &str = "192.0.2.2";
@@ -105,13 +111,13 @@ impl Lab {
         a.push("--");
         a.extend_from_slice(cmd);
         let o = self.run(&a);
-        assert!(o.status.success(), "launch {name}: {}", stderr(&o));
+        assert!(o.status.success(), "launch {name}: {}", why(&o));
         stdout(&o).trim().to_owned()
     }
 
     fn inspect(&self, name: &str) -> serde_json::Value {
         let o = self.run(&["inspect", name]);
-        assert!(o.status.success(), "inspect {name}: {}", stderr(&o));
+        assert!(o.status.success(), "inspect {name}: {}", why(&o));
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("inspect JSON");
         v.get(0).cloned().unwrap_or(v)
     }
@@ -172,7 +178,7 @@ impl Lab {
     /// against.
     fn baseline(&self) -> String {
         let o = self.run(&["launch", "--rm", "--no-proc-views", "--", "true"]);
-        assert!(o.status.success(), "first launch: {}", stderr(&o));
+        assert!(o.status.success(), "first launch: {}", why(&o));
         self.ruleset()
     }
 }
@@ -311,7 +317,7 @@ fn outbound_connections_leave_from_the_nat_address() {
         "-c",
         &connect,
     ]);
-    assert!(o.status.success(), "connect out: {}", stderr(&o));
+    assert!(o.status.success(), "connect out: {}", why(&o));
     let peer = lines.next().and_then(Result::ok);
     let _ = server.kill();
     let _ = server.wait();
@@ -353,7 +359,7 @@ fn parallel_launches_get_distinct_addresses_and_rm_frees_everything() {
             let lab = &lab;
             s.spawn(move || {
                 let o = lab.run(&["rm", "-f", n]);
-                assert!(o.status.success(), "rm {n}: {}", stderr(&o));
+                assert!(o.status.success(), "rm {n}: {}", why(&o));
             });
         }
     });
@@ -380,7 +386,7 @@ fn rm_after_a_killed_supervisor_frees_the_address_veth_and_rules() {
     });
     assert_eq!(lab.leases(), 1, "the lease outlives a killed supervisor");
     let o = lab.run(&["rm", "c"]);
-    assert!(o.status.success(), "rm: {}", stderr(&o));
+    assert!(o.status.success(), "rm: {}", why(&o));
     lab.assert_clean(&base);
 }
 
@@ -511,7 +517,7 @@ fn bad_network_input_is_refused_and_leaves_nothing() {
     }
     assert_eq!(lab.leases(), 1, "a's lease only");
     let o = lab.run(&["rm", "-f", "a"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", why(&o));
     lab.assert_clean(&base);
     // A configured subnet that overlaps the lab's own: refused before a bridge exists.
     let fresh = Lab::new("net-overlap");
@@ -589,7 +595,7 @@ fn forged_datagram_arrives(lab: &Lab) -> bool {
         FORGE,
         &gw,
     ]);
-    assert!(o.status.success(), "forging: {}", stderr(&o));
+    assert!(o.status.success(), "forging: {}", why(&o));
     let end = lab
         .exec_in(
             false,
@@ -633,7 +639,7 @@ fn a_container_cannot_reach_the_hosts_loopback_services() {
         .exec_in(false, "nft", &["flush", "chain", "ip", "cgsight0", "input"])
         .output()
         .expect("nft");
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", why(&o));
     assert!(
         forged_datagram_arrives(&lab),
         "without the rule the attack works"
