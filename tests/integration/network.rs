@@ -19,7 +19,21 @@ use crate::support::{stderr, stdout, BIN};
 /// How a command ended and what it said: the exit status too, since a process killed by a
 /// signal says nothing.
 fn why(o: &Output) -> String {
-    format!("{}: {}", o.status, stderr(o))
+    use std::os::unix::process::ExitStatusExt;
+    let mut s = format!("{}: {}", o.status, stderr(o));
+    if o.status.signal().is_some() {
+        // Who sent it, if it was the kernel (the OOM killer says so in its log).
+        let log = Command::new("dmesg")
+            .output()
+            .map(|d| stdout(&d))
+            .unwrap_or_default();
+        let last: Vec<&str> = log.lines().rev().take(8).collect();
+        s += &format!(
+            "\nkernel log, last lines:\n{}",
+            last.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    s
 }
 
 /// The lab's address on the link to the outside (TEST-NET-1, never routed anywhere).
