@@ -20,10 +20,12 @@
 //! - [`security`]: seccomp profile, device allow-list and `--device`, `--userns` choices.
 //! - [`error`]: [`LaunchError`] and its exit codes.
 //! - [`userns`]: `--userns auto`: id ranges, uid/gid maps, idmapped mounts.
+//! - `children_ns`: the time and pid namespaces the supervisor sets for its children.
 //! - `sys`: small syscall helpers (pipes, fd I/O, blocking signals, mounts).
 
 pub mod caps;
 mod child;
+mod children_ns;
 pub mod error;
 pub mod exec;
 mod hostdev;

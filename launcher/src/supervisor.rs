@@ -20,7 +20,6 @@ use nix::sys::socket::{
     recvmsg, socketpair, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType,
 };
 use nix::sys::wait::waitpid;
-use nix::time::{clock_gettime, ClockId};
 use nix::unistd::ForkResult;
 use tracing::{debug, warn};
 
@@ -35,7 +34,7 @@ use crate::tty::TtyProxy;
 use crate::views::ensure_views;
 use crate::wait::wait_loop;
 use crate::LaunchError;
-use crate::{security, userns};
+use crate::{children_ns, security, userns};
 
 /// Everything done before the supervisor forks away (and before a detached launch returns):
 /// validation against the registry, directories, the views daemon.
@@ -191,27 +190,6 @@ fn cgroup_view(h: &Hierarchies, m: &Managed) -> CgroupView {
         }
     }
     CgroupView::Binds(binds)
-}
-
-/// Unshares the time namespace for our children and writes the boottime offset so the
-/// container's uptime starts at ~0. Must run before any process enters the namespace.
-fn time_namespace() {
-    // nix has no CLONE_NEWTIME constant; the kernel's value is passed through.
-    if let Err(e) = nix::sched::unshare(CloneFlags::from_bits_retain(libc::CLONE_NEWTIME)) {
-        warn!("no time namespace (kernel < 5.6?): the container's uptime will be the host's: {e}");
-        return;
-    }
-    let Ok(ts) = clock_gettime(ClockId::CLOCK_BOOTTIME) else {
-        return;
-    };
-    let (s, ns) = if ts.tv_nsec() > 0 {
-        (-ts.tv_sec() - 1, 1_000_000_000 - ts.tv_nsec())
-    } else {
-        (-ts.tv_sec(), 0)
-    };
-    if let Err(e) = fs::write("/proc/self/timens_offsets", format!("boottime {s} {ns}\n")) {
-        warn!("cannot set the container's boottime offset: {e}");
-    }
 }
 
 /// With the host's / as the lower layer, the container would see every other container's
@@ -377,7 +355,9 @@ fn supervise_inner(
 
     // All signals go through a signalfd from here on (the child restores its mask).
     let signals = sys::block_all_signals().map_err(LaunchError::sys("blocking signals"))?;
-    time_namespace();
+    children_ns::time_namespace();
+    // Dropped before `cleanup` runs: gives later children our own pid namespace back.
+    let pidns = children_ns::HostPidns::keep();
     // Affects only the children forked from now on.
     nix::sched::unshare(CloneFlags::CLONE_NEWPID)
         .map_err(LaunchError::sys("unshare(CLONE_NEWPID)"))?;
@@ -484,6 +464,7 @@ fn supervise_inner(
             warn!("writing state: {e}");
         }
     }
+    drop(pidns);
     drop(cleanup);
     Ok(code)
 }

@@ -380,6 +380,48 @@ fn parallel_launches_get_distinct_addresses_and_rm_frees_everything() {
     lab.assert_clean(&base);
 }
 
+/// The supervisor's own cleanup, with no `rm`: its pid namespace is dead by then, and the `nft`
+/// that removes the rules must still start (it failed with ENOMEM, leaving the port taken).
+#[test]
+fn a_container_that_exits_gives_its_address_and_ports_back() {
+    require_root!();
+    let lab = Lab::new("net-exit");
+    let base = lab.baseline();
+    for _ in 0..2 {
+        let o = lab.run(&[
+            "launch",
+            "--rm",
+            "--no-proc-views",
+            "-p",
+            "8085:80",
+            "--",
+            "true",
+        ]);
+        assert!(o.status.success(), "{}", why(&o));
+        assert!(!stderr(&o).contains("WARN"), "{}", stderr(&o));
+    }
+    let name = "kept";
+    let o = lab.run(&[
+        "launch",
+        "--no-proc-views",
+        "--name",
+        name,
+        "-p",
+        "8085:80",
+        "--",
+        "true",
+    ]);
+    assert!(o.status.success(), "{}", why(&o));
+    assert_eq!(
+        lab.inspect(name)["status"],
+        "exited",
+        "a stopped container gives its address back too, as docker's do"
+    );
+    lab.assert_clean(&base);
+    let o = lab.run(&["rm", name]);
+    assert!(o.status.success(), "{}", why(&o));
+}
+
 #[test]
 fn rm_after_a_killed_supervisor_frees_the_address_veth_and_rules() {
     require_root!();
