@@ -201,7 +201,19 @@ pub fn apply(script: &str) -> Result<()> {
 }
 
 /// Removes one container's DNAT chain and map entries; nothing there (or no table) is fine.
-pub fn unpublish(bridge: &str, id: &str) -> Result<()> {
+/// `known`: the ports its lease records. They are removed in one batch (one `nft` start, the
+/// common case); only when the kernel's rules differ from them (a release that failed half-way)
+/// is the table listed to find what is there.
+pub fn unpublish(bridge: &str, id: &str, known: &[PortMapping]) -> Result<()> {
+    if !known.is_empty() {
+        let keys: Vec<(String, u64)> = known
+            .iter()
+            .map(|p| (p.proto.as_str().to_owned(), u64::from(p.host_port)))
+            .collect();
+        if apply(&unpublish_script(bridge, id, &keys, true)).is_ok() {
+            return Ok(());
+        }
+    }
     let listing = match nft(&["-j", "list", "table", "ip", &table(bridge)], "") {
         Ok(s) => s,
         Err(Error::Nft { stderr, .. }) if stderr.contains("No such file") => return Ok(()),

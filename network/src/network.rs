@@ -287,7 +287,7 @@ pub fn release(state_dir: &Path, id: &str) -> Result<()> {
     let Some(lease) = lease else { return Ok(()) };
     Rtnl::open()?.delete_link(&lease.veth)?;
     if let (false, Some(b)) = (lease.ports.is_empty(), &bridge) {
-        nat::unpublish(&b.name, id)?;
+        nat::unpublish(&b.name, id, &lease.ports)?;
     }
     let mut locked = ipam::lock(state_dir)?;
     locked.state.leases.retain(|l| l.id != id);

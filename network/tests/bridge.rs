@@ -396,7 +396,7 @@ fn attach_step_latency() {
             ))
             .unwrap();
             steps[4].push(t.elapsed().as_micros());
-            cgsight_network::nat::unpublish("cgsight0", "x").unwrap();
+            cgsight_network::nat::unpublish("cgsight0", "x", &[]).unwrap();
             let t = Instant::now();
             rtnl.delete_link("cgx").unwrap();
             steps[5].push(t.elapsed().as_micros());
