@@ -22,6 +22,9 @@ pub struct BridgeState {
     pub name: String,
     pub subnet: Subnet,
     pub mtu: u32,
+    /// Which [`crate::nat::RULES_VERSION`] its base rules were installed at (0: before versions).
+    #[serde(default)]
+    pub rules: u32,
 }
 
 /// One container's address, host-side veth and published ports.

@@ -27,6 +27,10 @@ use crate::subnet::Subnet;
 
 use std::net::Ipv4Addr;
 
+/// Bumped when [`base_script`] changes: a bridge made by an older cgsight gets the new base
+/// rules on its next launch (1: the input chain that drops forged loopback packets).
+pub const RULES_VERSION: u32 = 1;
+
 /// The table holding one bridge's rules.
 pub fn table(bridge: &str) -> String {
     bridge.to_string()

@@ -121,7 +121,15 @@ impl Network {
         let existing = rtnl.link_index(&cfg.bridge)?;
         let known = locked.state.bridge.clone().filter(|b| b.name == cfg.bridge);
         let bs = match known {
-            Some(b) if existing.is_some() => b,
+            Some(b) if existing.is_some() && b.rules >= nat::RULES_VERSION => b,
+            Some(mut b) if existing.is_some() => {
+                // Idempotent: base chains are refilled, containers' chains and ports kept.
+                nat::apply(&nat::base_script(&b.name, b.subnet))?;
+                b.rules = nat::RULES_VERSION;
+                locked.state.bridge = Some(b.clone());
+                locked.save()?;
+                b
+            }
             known => {
                 let taken = taken_prefixes(&mut rtnl, existing)?;
                 let subnet = match known {
@@ -140,6 +148,7 @@ impl Network {
                     name: cfg.bridge.clone(),
                     subnet,
                     mtu: cfg.mtu,
+                    rules: nat::RULES_VERSION,
                 };
                 let created = rtnl.create_bridge(&bs.name, bs.mtu)?;
                 if let Err(e) = configure_bridge(&mut rtnl, &bs) {

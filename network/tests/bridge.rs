@@ -415,3 +415,31 @@ fn attach_step_latency() {
         println!("{n}: median {} µs", v[v.len() / 2]);
     }
 }
+
+/// A bridge made by an older cgsight (its state has no rules version, its table no input chain)
+/// gets today's base rules on the next ensure, containers' rules untouched.
+#[test]
+fn an_older_bridge_gets_the_current_base_rules() {
+    let (host, state, c, net) = one_container_setup();
+    let ports = [parse_publish("8082:80").unwrap()];
+    host.run(|| net.attach("old1", "x", Netns::Fd(c.file().as_fd()), &ports))
+        .unwrap();
+    let current = host.ruleset();
+    assert!(current.contains("chain input"), "{current}");
+    host.sh("nft delete chain ip cgsight0 input");
+    let file = state.path().join("state.json");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+    v["bridge"]["rules"] = 0.into();
+    std::fs::write(&file, v.to_string()).unwrap();
+    host.run(|| Network::ensure(&cfg(), state.path())).unwrap();
+    // The same rules (the re-added chain is listed last).
+    let lines = |s: &str| {
+        let mut v: Vec<String> = s.lines().map(str::to_owned).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(lines(&host.ruleset()), lines(&current));
+    host.run(|| cgsight_network::release(state.path(), "old1"))
+        .unwrap();
+}
