@@ -24,6 +24,9 @@ pub struct CommitOptions {
     pub created_by: Option<String>,
     /// The container's id range (`--userns auto`): owners are stored shifted into it.
     pub id_shift: Option<IdShift>,
+    /// Files the runtime created only to mount over (relative to the root): not committed
+    /// while empty.
+    pub mountpoints: Vec<std::path::PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -117,7 +120,7 @@ pub fn commit(
     let mut diff_id = None;
     let (digest, size) = store.blobs().put_computed(|w| {
         let gz = flate2::write::GzEncoder::new(w, flate2::Compression::fast());
-        let (hw, st) = pack_upper(upper, HashWriter::new(gz), opts.id_shift)?;
+        let (hw, st) = pack_upper(upper, HashWriter::new(gz), opts.id_shift, &opts.mountpoints)?;
         let (gz, d, _) = hw.finish();
         gz.finish().map_err(io("compressing the layer"))?;
         stats = st;

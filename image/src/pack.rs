@@ -27,6 +27,8 @@ struct Packer<W: Write> {
     inodes: HashMap<(u64, u64), PathBuf>,
     stats: PackStats,
     shift: Option<IdShift>,
+    /// Mount points the runtime made (e.g. the network's /etc/hosts): left out when still empty.
+    mountpoints: Vec<PathBuf>,
 }
 
 /// A `--userns auto` container's id range: its files are stored as host ids `uid..uid+count`
@@ -116,6 +118,10 @@ impl<W: Write> Packer<W> {
         let rel = p.strip_prefix(&self.root).unwrap_or(p).to_path_buf();
         let m = fs::symlink_metadata(p).map_err(io(format!("inspecting {}", p.display())))?;
         let ft = m.file_type();
+        if ft.is_file() && m.len() == 0 && self.mountpoints.contains(&rel) {
+            // docker keeps these in an init layer no commit sees; the image keeps its own.
+            return Ok(());
+        }
         let werr = || io(format!("writing {} to the layer", rel.display()));
         self.stats.entries += 1;
         if ft.is_char_device() && m.rdev() == 0 {
@@ -201,11 +207,13 @@ impl<W: Write> Packer<W> {
 }
 
 /// Writes the layer tar of `upper` to `out` (uncompressed; the caller compresses and hashes),
-/// owners shifted back by `shift` when the container had its own id range.
+/// owners shifted back by `shift` when the container had its own id range, and the runtime's
+/// still-empty `mountpoints` (paths relative to the root) left out.
 pub fn pack_upper<W: Write>(
     upper: &Path,
     out: W,
     shift: Option<IdShift>,
+    mountpoints: &[PathBuf],
 ) -> Result<(W, PackStats)> {
     let mut p = Packer {
         tar: Builder::new(out),
@@ -213,6 +221,7 @@ pub fn pack_upper<W: Write>(
         inodes: HashMap::new(),
         stats: PackStats::default(),
         shift,
+        mountpoints: mountpoints.to_vec(),
     };
     p.walk(upper)?;
     let stats = p.stats;

@@ -86,8 +86,12 @@ fn mode_name(n: &Net) -> String {
     }
 }
 
+/// The files a bridge (or joined) container gets bound over: a commit leaves their empty
+/// mount points out.
+pub const ETC_FILES: [&str; 2] = ["/etc/hosts", "/etc/resolv.conf"];
+
 fn etc_files(hosts: PathBuf, resolv: PathBuf) -> Vec<Volume> {
-    [(hosts, "/etc/hosts"), (resolv, "/etc/resolv.conf")]
+    [(hosts, ETC_FILES[0]), (resolv, ETC_FILES[1])]
         .into_iter()
         .filter(|(h, _)| h.is_file())
         .map(|(host, ctr)| Volume {

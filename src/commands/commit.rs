@@ -55,6 +55,10 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
                 gid: r.gid,
                 count: r.count,
             }),
+            mountpoints: cgsight_launcher::network::ETC_FILES
+                .iter()
+                .map(|f| std::path::PathBuf::from(f.trim_start_matches('/')))
+                .collect(),
         };
         let c = cgsight_image::commit(istore, &upper, &image.id, &a.reference, &opts)?;
         println!("{}", c.image.manifest);

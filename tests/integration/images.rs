@@ -199,6 +199,10 @@ fn images_commit_push_rmi_pull_round_trip() {
     let check = "cat /added.txt; ls /keep; test -e /opq || echo no-opq";
     let out = img.launch(&["-u", "0", &new, "sh", "-c", check]);
     assert_eq!(out, "added\nhard\nsym\nno-opq\n");
+    // The bridge's /etc files were bound over empty mount points: those are not committed.
+    let gone = "test -e /etc/hosts || echo no-hosts; test -e /etc/resolv.conf || echo no-resolv";
+    let out = img.launch(&["--net", "none", "-u", "0", &new, "sh", "-c", gone]);
+    assert_eq!(out, "no-hosts\nno-resolv\n");
     // A stopped container still uses its image: refused, -f removes it.
     let e = fails_125(&img.run(&["rmi", &name]));
     assert!(e.contains(&n), "{e}");
