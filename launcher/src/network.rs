@@ -110,6 +110,24 @@ pub fn plumb(spec: &ContainerSpec, store: &Store) -> Result<Plumbed, LaunchError
         ..NetInfo::default()
     };
     match &spec.net {
+        Net::Host if spec.rootfs.is_some() || spec.image_ref.is_some() => {
+            // An image's root has no idea of this host's names and resolvers: docker gives a
+            // host-network container copies of the host's files (the host root has them).
+            let dir = store.container_dir(&spec.id);
+            for (from, to) in [("/etc/hosts", "hosts"), ("/etc/resolv.conf", "resolv.conf")] {
+                if let Ok(text) = fs::read(from) {
+                    let p = dir.join(to);
+                    fs::write(&p, text)
+                        .map_err(LaunchError::io(format!("writing {}", p.display())))?;
+                }
+            }
+            Ok(Plumbed {
+                netns: None,
+                files: etc_files(dir.join("hosts"), dir.join("resolv.conf")),
+                info,
+                attached: false,
+            })
+        }
         Net::Host | Net::None => Ok(Plumbed {
             netns: None,
             files: Vec::new(),

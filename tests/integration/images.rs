@@ -199,6 +199,11 @@ fn images_commit_push_rmi_pull_round_trip() {
     let check = "cat /added.txt; ls /keep; test -e /opq || echo no-opq";
     let out = img.launch(&["-u", "0", &new, "sh", "-c", check]);
     assert_eq!(out, "added\nhard\nsym\nno-opq\n");
+    // --net host on an image root: the host's resolvers, as docker copies them.
+    if let Ok(host) = std::fs::read_to_string("/etc/resolv.conf") {
+        let out = img.launch(&["--net", "host", &new, "cat", "/etc/resolv.conf"]);
+        assert_eq!(out, host);
+    }
     // The bridge's /etc files were bound over empty mount points: those are not committed.
     let gone = "test -e /etc/hosts || echo no-hosts; test -e /etc/resolv.conf || echo no-resolv";
     let out = img.launch(&["--net", "none", "-u", "0", &new, "sh", "-c", gone]);
