@@ -221,12 +221,12 @@ pub fn discover(h: &Hierarchies, all: bool) -> std::io::Result<Vec<Found>> {
             }
             let name = ent.file_name();
             let Some(name) = name.to_str() else { continue };
-            children.push((ent.path(), format!("{path}/{name}")));
+            children.push((ent.path(), format!("{path}/{name}"), has_subdirs(&ent)));
         }
         children.sort_by(|a, b| a.1.cmp(&b.1));
-        for (cdir, cpath) in children.into_iter().rev() {
+        for (cdir, cpath, subdirs) in children.into_iter().rev() {
             let kind = classify(&cpath);
-            let descend = all || !kind.is_leaf_container();
+            let descend = subdirs && (all || !kind.is_leaf_container());
             if all || kind.is_default() {
                 out.push(Found {
                     path: cpath.clone(),
@@ -240,6 +240,15 @@ pub fn discover(h: &Hierarchies, all: bool) -> std::io::Result<Vec<Found>> {
     }
     out[1..].sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
+}
+
+/// False only when the directory surely has no subdirectories: kernfs (like most Unix
+/// filesystems) counts them in a directory's link count (2 + subdirectories), so one stat
+/// spares opening and listing a leaf cgroup's ~30 control files. A count below 2 (btrfs, say)
+/// says nothing, nor does a failed stat: then the directory is listed.
+fn has_subdirs(ent: &std::fs::DirEntry) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    ent.metadata().map_or(true, |m| m.nlink() != 2)
 }
 
 fn is_gone(e: &std::io::Error) -> bool {

@@ -4,7 +4,7 @@
 //! cgroupfs files are kernfs seq_files: a read at offset 0 regenerates the content, so a kept
 //! descriptor gives current values without the path walk, open and close each scrape (measured
 //! in fusefs: 7 µs open+read+close vs 0.7 µs pread). Descriptors are bounded by the soft
-//! `RLIMIT_NOFILE` (raised to the hard limit at start) minus a reserve for sockets; past that
+//! `RLIMIT_NOFILE` (raised at start, see [`raise_nofile`]) minus a reserve for sockets; past that
 //! budget, or on EMFILE/ENFILE, a file is opened, read and closed each time (counted, and
 //! exported as `cgsight_agent_open_per_read_cgroups`). A cgroup's descriptors close when its
 //! [`CgFiles`] is dropped (discovery no longer lists it) or a read says it is gone.
@@ -85,10 +85,9 @@ impl Reader {
         }
     }
 
-    /// Raises the soft `RLIMIT_NOFILE` to the hard limit and budgets all but a reserve of it.
+    /// Raises `RLIMIT_NOFILE` and budgets all but a reserve of it ([`descriptor_budget`]).
     pub fn new() -> Self {
-        let soft = raise_nofile();
-        Self::with_limit(soft.saturating_sub(RESERVE.max(soft / 8)))
+        Self::with_limit(descriptor_budget())
     }
 
     /// Descriptors kept open now, across all cgroups.
@@ -171,6 +170,13 @@ impl Default for Reader {
     }
 }
 
+/// Raises `RLIMIT_NOFILE` ([`raise_nofile`]) and returns how many descriptors the agent keeps
+/// open at most (the limit less a reserve); public for the bench's floor, which keeps as many.
+pub fn descriptor_budget() -> usize {
+    let soft = raise_nofile();
+    soft.saturating_sub(RESERVE.max(soft / 8))
+}
+
 fn is_gone(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENODEV | libc::ENOENT))
 }
@@ -216,7 +222,14 @@ fn pread_all(fd: i32, buf: &mut Vec<u8>) -> io::Result<()> {
     }
 }
 
-/// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the soft limit in force.
+/// The descriptor limit the agent asks for when it may raise the hard limit (root): room for
+/// ~3000 cgroups' files kept open. Not more, because each kept kernfs file pins ~4.5 KiB of
+/// kernel memory (its seq_file buffer), charged to the agent's memory cgroup: at this limit
+/// ~290 MiB; past it files are read open-per-read.
+const WANT_NOFILE: u64 = 1 << 16;
+
+/// Raises `RLIMIT_NOFILE` (the hard limit too, to [`WANT_NOFILE`] within `fs.nr_open`, where
+/// privileged; else the soft limit to the hard one); returns the soft limit in force.
 fn raise_nofile() -> usize {
     let mut r = libc::rlimit {
         rlim_cur: 0,
@@ -226,14 +239,24 @@ fn raise_nofile() -> usize {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
         return 1024;
     }
-    if r.rlim_cur < r.rlim_max {
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .unwrap_or(1 << 20);
+    let hard = r.rlim_max.max(WANT_NOFILE.min(nr_open));
+    for max in [hard, r.rlim_max] {
+        if r.rlim_cur >= max {
+            break;
+        }
         let want = libc::rlimit {
-            rlim_cur: r.rlim_max,
-            rlim_max: r.rlim_max,
+            rlim_cur: max,
+            rlim_max: max,
         };
-        // SAFETY: want is a valid rlimit.
+        // SAFETY: want is a valid rlimit. Raising the hard limit needs CAP_SYS_RESOURCE; without
+        // it this fails and the next round asks for the current hard limit only.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
-            r.rlim_cur = r.rlim_max;
+            r.rlim_cur = max;
+            break;
         }
     }
     usize::try_from(r.rlim_cur).unwrap_or(usize::MAX)
