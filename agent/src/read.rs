@@ -16,6 +16,7 @@ use cgsight_cgroup::pressure::{self, Pressure, Psi};
 use cgsight_cgroup::{io as cgio, Cgroup, ControllerDir, Error, Version};
 
 use crate::files::{CgFiles, Reader};
+use crate::parse::{key_values, psi_totals};
 
 type Result<T> = std::result::Result<T, Error>;
 
@@ -278,7 +279,7 @@ impl Files<'_> {
     pub fn oom_kills_v1(&mut self, dir: &Path) -> Result<u64> {
         let t = self.req(slot::OOM_CONTROL, dir, "memory.oom_control")?;
         let mut n = 0;
-        for kv in flat_keyed(Path::new("memory.oom_control"), t) {
+        for kv in key_values(Path::new("memory.oom_control"), t) {
             if let ("oom_kill", x) = kv? {
                 n = x;
             }
@@ -350,7 +351,9 @@ impl Files<'_> {
     pub fn pressure(&mut self, dir: &Path) -> Result<Pressure> {
         let mut one = |idx: usize, name: &str| -> Result<Option<Psi>> {
             match self.opt(idx, dir, name) {
-                Ok(Some(t)) => pressure::parse_psi(Path::new(name), t).map(Some),
+                Ok(Some(t)) => psi_totals(t)
+                    .map_or_else(|| pressure::parse_psi(Path::new(name), t), Ok)
+                    .map(Some),
                 Ok(None) => Ok(None),
                 // With psi=0 on the kernel command line the files exist but reads fail.
                 Err(Error::Read { source, .. })
@@ -425,7 +428,7 @@ fn fill_stat(raw: &mut BTreeMap<String, u64>, text: &str) -> Result<()> {
     let p = Path::new("memory.stat");
     let mut n = 0;
     let mut fresh = true;
-    for kv in flat_keyed(p, text) {
+    for kv in key_values(p, text) {
         let (k, v) = kv?;
         if !wanted(k) {
             continue;
@@ -440,7 +443,7 @@ fn fill_stat(raw: &mut BTreeMap<String, u64>, text: &str) -> Result<()> {
         return Ok(());
     }
     raw.clear();
-    for kv in flat_keyed(p, text) {
+    for kv in key_values(p, text) {
         let (k, v) = kv?;
         if wanted(k) {
             raw.insert(k.to_owned(), v);
