@@ -50,6 +50,15 @@ pub mod slot {
     pub const PROCS_V2: usize = 24;
     pub const PROCS: usize = 25;
     pub const COUNT: usize = 26;
+
+    /// Limit files: read when written (inotify, see `Reader::read_watched`), not each scrape.
+    /// Not v2's cpu.weight: a write to cpu.weight.nice changes it too.
+    pub fn is_limit(idx: usize, name: &str) -> bool {
+        matches!(
+            idx,
+            CPU_QUOTA | CPU_PERIOD | CPU_SHARES | MEM_LIMIT | SWAP_LIMIT | PIDS_MAX
+        ) && name != "cpu.weight"
+    }
 }
 
 /// A cgroup's reader for one scrape: the shared buffer and this cgroup's files.
@@ -68,9 +77,12 @@ fn err(dir: &Path, name: &str, source: std::io::Error) -> Error {
 impl Files<'_> {
     /// Text of an optional file (`Ok(None)` when absent).
     fn opt(&mut self, idx: usize, dir: &Path, name: &str) -> Result<Option<&str>> {
-        self.r
-            .read(self.cg, idx, dir, name)
-            .map_err(|e| err(dir, name, e))
+        if slot::is_limit(idx, name) {
+            self.r.read_watched(self.cg, idx, dir, name)
+        } else {
+            self.r.read(self.cg, idx, dir, name)
+        }
+        .map_err(|e| err(dir, name, e))
     }
 
     /// Text of a file that must exist (absence is ENOENT, i.e. "gone").
