@@ -229,8 +229,8 @@ pub fn discover(h: &Hierarchies, all: bool) -> std::io::Result<Vec<Found>> {
             let (subdirs, ino) = links_and_inode(&ent);
             children.push((ent.path(), format!("{path}/{name}"), subdirs, ino));
         }
-        children.sort_by(|a, b| a.1.cmp(&b.1));
-        for (cdir, cpath, subdirs, ino) in children.into_iter().rev() {
+        // No order here: the whole list is sorted once at the end.
+        for (cdir, cpath, subdirs, ino) in children {
             let kind = classify(&cpath);
             let descend = subdirs && (all || !kind.is_leaf_container());
             if all || kind.is_default() {
@@ -245,7 +245,8 @@ pub fn discover(h: &Hierarchies, all: bool) -> std::io::Result<Vec<Found>> {
             }
         }
     }
-    out[1..].sort_by(|a, b| a.path.cmp(&b.path));
+    // Paths are unique: an unstable sort gives the same order.
+    out[1..].sort_unstable_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
 }
 
