@@ -211,6 +211,14 @@ impl Reader {
             if let Err(e) = got {
                 if is_gone(&e) {
                     cg.close_all();
+                } else if let Some(s) = cg.slots.get_mut(idx) {
+                    // Out of descriptors, say: no text to keep; the next scrape starts over
+                    // rather than reuse an empty or stale one.
+                    if let Slot::Watched { wd, .. } = s {
+                        // SAFETY: plain syscall on our inotify descriptor.
+                        unsafe { libc::inotify_rm_watch(ino.as_raw_fd(), *wd) };
+                    }
+                    *s = Slot::Unopened;
                 }
                 return Err(e);
             }
