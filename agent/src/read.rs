@@ -2,7 +2,9 @@
 //! scrape and handed to the cgroup crate's pure parsers; the results are written into the
 //! cgroup's [`Stats`] from the previous scrape, so steady-state scrapes reuse its allocations.
 //! The semantics (which files are optional, which errors mean "gone") are the cgroup crate's
-//! readers' (`cpu::read_limits`, `memory::read`, `io::read`, ...), file for file.
+//! readers' (`cpu::read_limits`, `memory::read`, `io::read`, ...), file for file, except
+//! where a method says it reads fewer files; limit files are read through inotify watches
+//! ([`slot::is_limit`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
