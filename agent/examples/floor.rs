@@ -1,8 +1,10 @@
 //! The floor for bench/agent-bench.sh: the least a scrape can do. Each pass walks the same tree
 //! the agent discovers (`--all-cgroups`) and preads the same accounting files, kept open from
-//! the first pass (within the soft descriptor limit, raised to the hard one, as the agent does;
-//! past it a file is opened per read), with no parsing or encoding.
+//! the first pass (within the agent's own descriptor budget; past it a file is opened per read),
+//! with no parsing or encoding.
 //! `floor <passes>` prints one line per pass: `pass_ms <wall ms> cpu_us <CPU µs> cgroups <n> files <n> kept <n>`.
+//! `floor <passes> per-file` then prints, per file, the CPU µs per cgroup of `passes` passes
+//! that pread only that file (which files the kernel makes expensive).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -12,29 +14,24 @@ use std::time::Instant;
 
 use cgsight_cgroup::{Controller, Hierarchies};
 
-/// The v1 files the agent reads per cgroup (cpu.stat only with a quota, which bench cgroups
-/// do not have; cpuset.cpus only when effective_cpus is empty).
+/// The v1 files the agent reads per cgroup per scrape (cpu.stat only with a quota, which bench
+/// cgroups do not have; cpuacct.usage and .stat only without usage_all). Limit files are left
+/// out: the agent reads them only when inotify reports a write (one read of the inotify
+/// descriptor per scrape, not modelled here).
 const V1: &[(Controller, &[&str])] = &[
-    (Controller::Cpuacct, &["cpuacct.usage", "cpuacct.usage_all"]),
-    (
-        Controller::Cpu,
-        &["cpu.cfs_quota_us", "cpu.cfs_period_us", "cpu.shares"],
-    ),
+    (Controller::Cpuacct, &["cpuacct.usage_all"]),
     (
         Controller::Memory,
         &[
             "memory.usage_in_bytes",
-            "memory.limit_in_bytes",
             "memory.stat",
             "memory.max_usage_in_bytes",
             "memory.failcnt",
-            "memory.memsw.usage_in_bytes",
-            "memory.memsw.limit_in_bytes",
             "memory.oom_control",
         ],
     ),
     (Controller::Cpuset, &["cpuset.effective_cpus"]),
-    (Controller::Pids, &["pids.current", "pids.max"]),
+    (Controller::Pids, &["pids.current"]),
     (
         Controller::Io,
         &[
@@ -45,18 +42,14 @@ const V1: &[(Controller, &[&str])] = &[
 ];
 const V2: &[&str] = &[
     "cpu.stat",
-    "cpu.max",
     "cpu.weight",
     "memory.current",
-    "memory.max",
     "memory.stat",
     "memory.peak",
     "memory.events",
     "memory.swap.current",
-    "memory.swap.max",
     "cpuset.cpus.effective",
     "pids.current",
-    "pids.max",
     "io.stat",
     "cgroup.procs",
     "cpu.pressure",
@@ -72,6 +65,7 @@ const UNIFIED: &[&str] = &[
 ];
 
 fn walk(dir: &Path, out: &mut Vec<String>, rel: &str) {
+    use std::os::unix::fs::MetadataExt;
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
     };
@@ -80,7 +74,9 @@ fn walk(dir: &Path, out: &mut Vec<String>, rel: &str) {
             let name = e.file_name().to_string_lossy().into_owned();
             let r = format!("{rel}/{name}");
             out.push(r.clone());
-            walk(&e.path(), out, &r);
+            if e.metadata().map_or(true, |m| m.nlink() != 2) {
+                walk(&e.path(), out, &r);
+            }
         }
     }
 }
@@ -94,20 +90,6 @@ fn cpu_us() -> u64 {
     us(u.ru_utime) + us(u.ru_stime)
 }
 
-fn raise_nofile() -> usize {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: r is a valid out-pointer; the new limit only raises soft to hard.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
-        r.rlim_cur = r.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &r);
-    }
-    (r.rlim_cur as usize).saturating_sub(256)
-}
-
 enum Slot {
     Kept(File),
     PerRead,
@@ -119,7 +101,8 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(20);
-    let budget = raise_nofile();
+    let per_file = std::env::args().nth(2).is_some_and(|a| a == "per-file");
+    let budget = cgsight_agent::files::descriptor_budget();
     let h = Hierarchies::detect().expect("cgroup hierarchies");
     let unified_only = h.layout == cgsight_cgroup::Layout::Unified;
     let tree = if unified_only {
@@ -185,5 +168,21 @@ fn main() {
             files,
             kept
         );
+    }
+    if per_file {
+        for (i, (mp, f)) in names.iter().enumerate() {
+            let c = cpu_us();
+            let mut n = 0u64;
+            for _ in 0..passes {
+                for slots in cgroups.values() {
+                    if let Some(Slot::Kept(fh)) = slots.get(i) {
+                        let _ = fh.read_at(&mut buf, 0);
+                        n += 1;
+                    }
+                }
+            }
+            let us = (cpu_us() - c) as f64 / n.max(1) as f64;
+            println!("file {} {f} {us:.2} us/read ({n} reads)", mp.display());
+        }
     }
 }

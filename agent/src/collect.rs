@@ -32,6 +32,8 @@ pub struct DeadlinePassed;
 struct Entry {
     cgroup: Cgroup,
     kind: Kind,
+    /// Its directory's inode, as discovery saw it.
+    ino: Option<u64>,
     /// `id="…",name="…",image="…"` escaped.
     prefix: String,
     start: f64,
@@ -109,6 +111,7 @@ impl Collector {
                 vec![discover::Found {
                     path: "/".into(),
                     kind: Kind::Root,
+                    ino: None,
                 }]
             }
         };
@@ -118,8 +121,17 @@ impl Collector {
         }
         let mut order = Vec::with_capacity(found.len());
         for f in found {
+            // Removed and made again since the last scrape: a new cgroup (its start, labels,
+            // and the files and watches of the old directory are stale).
+            if self
+                .entries
+                .get(&f.path)
+                .is_some_and(|e| f.ino.is_some() && e.ino != f.ino)
+            {
+                self.entries.remove(&f.path);
+            }
             if !self.entries.contains_key(&f.path) {
-                let Some(entry) = self.new_entry(&f.path, f.kind) else {
+                let Some(entry) = self.new_entry(&f.path, f.kind, f.ino) else {
                     continue;
                 };
                 self.entries.insert(f.path.clone(), entry);
@@ -240,7 +252,7 @@ impl Collector {
         Ok(())
     }
 
-    fn new_entry(&mut self, path: &str, kind: Kind) -> Option<Entry> {
+    fn new_entry(&mut self, path: &str, kind: Kind, ino: Option<u64>) -> Option<Entry> {
         let cgroup = Cgroup::at_path(&self.h, path);
         let meta = match self.labeler.meta(&kind) {
             Ok(m) => m,
@@ -269,6 +281,7 @@ impl Collector {
             runtime: kind.runtime(),
             cgroup,
             kind,
+            ino,
             prefix,
             start,
             seen: true,

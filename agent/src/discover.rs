@@ -172,6 +172,9 @@ pub fn classify(path: &str) -> Kind {
 pub struct Found {
     pub path: String,
     pub kind: Kind,
+    /// The directory's inode in the tree of record, where the walk stat'ed it: a cgroup
+    /// removed and made again under the same path has a new one.
+    pub ino: Option<u64>,
 }
 
 /// The hierarchy whose tree we walk: unified on v2, else memory (or cpu) on v1/hybrid.
@@ -194,6 +197,7 @@ pub fn discover(h: &Hierarchies, all: bool) -> std::io::Result<Vec<Found>> {
         return Ok(vec![Found {
             path: "/".into(),
             kind: Kind::Root,
+            ino: None,
         }]);
     };
     let mut out = vec![Found {
@@ -203,6 +207,7 @@ pub fn discover(h: &Hierarchies, all: bool) -> std::io::Result<Vec<Found>> {
             root.clone()
         },
         kind: Kind::Root,
+        ino: None,
     }];
     let base = root.trim_end_matches('/').to_owned();
     let mut stack: Vec<(PathBuf, String)> = vec![(mount_point, base)];
@@ -221,16 +226,18 @@ pub fn discover(h: &Hierarchies, all: bool) -> std::io::Result<Vec<Found>> {
             }
             let name = ent.file_name();
             let Some(name) = name.to_str() else { continue };
-            children.push((ent.path(), format!("{path}/{name}")));
+            let (subdirs, ino) = links_and_inode(&ent);
+            children.push((ent.path(), format!("{path}/{name}"), subdirs, ino));
         }
-        children.sort_by(|a, b| a.1.cmp(&b.1));
-        for (cdir, cpath) in children.into_iter().rev() {
+        // No order here: the whole list is sorted once at the end.
+        for (cdir, cpath, subdirs, ino) in children {
             let kind = classify(&cpath);
-            let descend = all || !kind.is_leaf_container();
+            let descend = subdirs && (all || !kind.is_leaf_container());
             if all || kind.is_default() {
                 out.push(Found {
                     path: cpath.clone(),
                     kind,
+                    ino,
                 });
             }
             if descend {
@@ -238,8 +245,22 @@ pub fn discover(h: &Hierarchies, all: bool) -> std::io::Result<Vec<Found>> {
             }
         }
     }
-    out[1..].sort_by(|a, b| a.path.cmp(&b.path));
+    // Paths are unique: an unstable sort gives the same order.
+    out[1..].sort_unstable_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
+}
+
+/// Whether the directory may have subdirectories, and its inode. False only when it surely
+/// has none: kernfs (like most Unix filesystems) counts them in a directory's link count
+/// (2 + subdirectories), so one stat spares opening and listing a leaf cgroup's ~30 control
+/// files. A count below 2 (btrfs, say) says nothing, nor does a failed stat: then the
+/// directory is listed.
+fn links_and_inode(ent: &std::fs::DirEntry) -> (bool, Option<u64>) {
+    use std::os::unix::fs::MetadataExt;
+    match ent.metadata() {
+        Ok(m) => (m.nlink() != 2, Some(m.ino())),
+        Err(_) => (true, None),
+    }
 }
 
 fn is_gone(e: &std::io::Error) -> bool {

@@ -4,11 +4,12 @@
 //! cgroupfs files are kernfs seq_files: a read at offset 0 regenerates the content, so a kept
 //! descriptor gives current values without the path walk, open and close each scrape (measured
 //! in fusefs: 7 µs open+read+close vs 0.7 µs pread). Descriptors are bounded by the soft
-//! `RLIMIT_NOFILE` (raised to the hard limit at start) minus a reserve for sockets; past that
+//! `RLIMIT_NOFILE` (raised at start, see [`raise_nofile`]) minus a reserve for sockets; past that
 //! budget, or on EMFILE/ENFILE, a file is opened, read and closed each time (counted, and
 //! exported as `cgsight_agent_open_per_read_cgroups`). A cgroup's descriptors close when its
 //! [`CgFiles`] is dropped (discovery no longer lists it) or a read says it is gone.
 
+use std::collections::HashSet;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -31,12 +32,20 @@ enum Slot {
     Open(OwnedFd),
     /// Not there at this scrape number.
     Missing(u64),
+    /// A limit file, read again only when inotify reports a write to it (every write(2) to a
+    /// cgroup file is an IN_MODIFY): its last text, and a watch instead of a descriptor.
+    Watched {
+        wd: i32,
+        text: String,
+    },
 }
 
 /// The files of one cgroup, by the index the caller assigns to each file it reads.
 pub struct CgFiles {
     slots: Vec<Slot>,
     kept: Arc<AtomicUsize>,
+    /// The reader's inotify instance, to remove this cgroup's watches.
+    inotify: Option<Arc<OwnedFd>>,
     /// Some file of this cgroup was read by open-per-read in the current scrape.
     pub per_read: bool,
 }
@@ -56,39 +65,58 @@ impl CgFiles {
             .count()
     }
 
-    /// Closes every descriptor (the cgroup is gone, or about to be forgotten).
+    /// Closes every descriptor and removes every watch (the cgroup is gone, or about to be
+    /// forgotten).
     pub fn close_all(&mut self) {
         let n = self.open_count();
-        self.slots.iter_mut().for_each(|s| *s = Slot::Unopened);
+        for s in &mut self.slots {
+            if let (Slot::Watched { wd, .. }, Some(ino)) = (&*s, &self.inotify) {
+                // SAFETY: plain syscall on our inotify descriptor; a stale wd is EINVAL.
+                unsafe { libc::inotify_rm_watch(ino.as_raw_fd(), *wd) };
+            }
+            *s = Slot::Unopened;
+        }
         self.kept.fetch_sub(n, Ordering::Relaxed);
     }
 }
 
-/// The shared side: the read buffer, the descriptor budget, the scrape number.
+/// The shared side: the read buffer, the descriptor budget, the scrape number, the watches.
 pub struct Reader {
     buf: Vec<u8>,
     kept: Arc<AtomicUsize>,
     limit: usize,
     scrape: u64,
     path: Vec<u8>,
+    /// None where inotify is unavailable: limit files are then kept open like the others.
+    inotify: Option<Arc<OwnedFd>>,
+    /// Watches written to before this scrape (drained at its start).
+    changed: HashSet<i32>,
+    /// The event queue overflowed: every watched file is read again this scrape.
+    overflow: bool,
 }
 
 impl Reader {
     /// A reader that keeps at most `limit` descriptors open.
     pub fn with_limit(limit: usize) -> Self {
+        // SAFETY: plain syscall; the result is checked before it is owned.
+        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        // SAFETY: fd was just returned by inotify_init1 and is owned by nobody else.
+        let inotify = (fd >= 0).then(|| Arc::new(unsafe { OwnedFd::from_raw_fd(fd) }));
         Reader {
             buf: Vec::with_capacity(16 * 1024),
             kept: Arc::new(AtomicUsize::new(0)),
             limit,
             scrape: 0,
             path: Vec::with_capacity(256),
+            inotify,
+            changed: HashSet::new(),
+            overflow: false,
         }
     }
 
-    /// Raises the soft `RLIMIT_NOFILE` to the hard limit and budgets all but a reserve of it.
+    /// Raises `RLIMIT_NOFILE` and budgets all but a reserve of it ([`descriptor_budget`]).
     pub fn new() -> Self {
-        let soft = raise_nofile();
-        Self::with_limit(soft.saturating_sub(RESERVE.max(soft / 8)))
+        Self::with_limit(descriptor_budget())
     }
 
     /// Descriptors kept open now, across all cgroups.
@@ -100,13 +128,116 @@ impl Reader {
         CgFiles {
             slots: (0..files).map(|_| Slot::Unopened).collect(),
             kept: self.kept.clone(),
+            inotify: self.inotify.clone(),
             per_read: false,
         }
     }
 
-    /// Marks the start of a scrape.
+    /// Marks the start of a scrape, and collects which watched files were written since the
+    /// last one.
     pub fn next_scrape(&mut self) {
         self.scrape += 1;
+        self.changed.clear();
+        self.overflow = false;
+        let Some(ino) = &self.inotify else { return };
+        let mut ev = [0u8; 4096];
+        loop {
+            // SAFETY: ev is valid for its length; the descriptor is non-blocking.
+            let n = unsafe { libc::read(ino.as_raw_fd(), ev.as_mut_ptr().cast(), ev.len()) };
+            let Ok(n) = usize::try_from(n) else { break };
+            if n == 0 {
+                break;
+            }
+            // struct inotify_event: wd, mask, cookie, len, then `len` bytes of name.
+            let mut at = 0;
+            while let Some(h) = ev.get(at..at + 16).filter(|_| at + 16 <= n) {
+                let word = |i: usize| h.get(i..i + 4).and_then(|b| b.try_into().ok());
+                let (Some(wd), Some(mask), Some(len)) = (word(0), word(4), word(12)) else {
+                    break;
+                };
+                if u32::from_ne_bytes(mask) & libc::IN_Q_OVERFLOW != 0 {
+                    self.overflow = true;
+                } else {
+                    self.changed.insert(i32::from_ne_bytes(wd));
+                }
+                at += 16 + u32::from_ne_bytes(len) as usize;
+            }
+        }
+    }
+
+    /// As [`Self::read`], for a file that changes only when written (a limit): its text is
+    /// read when first asked for and again after inotify reports a write, and no descriptor
+    /// is kept for it. Without inotify, or past the watch limit, it is read as other files.
+    pub fn read_watched(
+        &mut self,
+        cg: &mut CgFiles,
+        idx: usize,
+        dir: &Path,
+        name: &str,
+    ) -> io::Result<Option<&str>> {
+        let Some(ino) = self.inotify.clone() else {
+            return self.read(cg, idx, dir, name);
+        };
+        let Some(slot) = cg.slots.get_mut(idx) else {
+            return Err(io::Error::other("file slot out of range"));
+        };
+        let reread = match slot {
+            Slot::Watched { wd, .. } => self.overflow || self.changed.contains(wd),
+            Slot::Open(_) => return self.read(cg, idx, dir, name),
+            Slot::Missing(at) if self.scrape.saturating_sub(*at) < MISSING_SCRAPES => {
+                return Ok(None)
+            }
+            Slot::Missing(_) | Slot::Unopened => {
+                // Watch first: a write racing the read below is then seen next scrape.
+                let wd = match watch(&ino, &mut self.path, dir, name) {
+                    Ok(wd) => wd,
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                        *slot = Slot::Missing(self.scrape);
+                        return Ok(None);
+                    }
+                    // Out of watches (ENOSPC), say: kept open instead.
+                    Err(_) => return self.read(cg, idx, dir, name),
+                };
+                *slot = Slot::Watched {
+                    wd,
+                    text: String::new(),
+                };
+                true
+            }
+        };
+        if reread {
+            let got = open(&mut self.path, dir, name)
+                .and_then(|fd| pread_all(fd.as_raw_fd(), &mut self.buf));
+            if let Err(e) = got {
+                if is_gone(&e) {
+                    cg.close_all();
+                } else if let Some(s) = cg.slots.get_mut(idx) {
+                    // Out of descriptors, say: no text to keep; the next scrape starts over
+                    // rather than reuse an empty or stale one.
+                    if let Slot::Watched { wd, .. } = s {
+                        // SAFETY: plain syscall on our inotify descriptor.
+                        unsafe { libc::inotify_rm_watch(ino.as_raw_fd(), *wd) };
+                    }
+                    *s = Slot::Unopened;
+                }
+                return Err(e);
+            }
+            let t = std::str::from_utf8(&self.buf)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            if let Some(Slot::Watched { text, .. }) = cg.slots.get_mut(idx) {
+                text.clear();
+                text.push_str(t);
+            }
+            return Ok(Some(t));
+        }
+        match cg.slots.get(idx) {
+            Some(Slot::Watched { text, .. }) => {
+                self.buf.clear();
+                self.buf.extend_from_slice(text.as_bytes());
+                Ok(std::str::from_utf8(&self.buf).ok())
+            }
+            _ => Ok(None),
+        }
     }
 
     /// The text of `dir/name` (slot `idx` of `cg`), `Ok(None)` when the file does not exist.
@@ -171,8 +302,32 @@ impl Default for Reader {
     }
 }
 
+/// Raises `RLIMIT_NOFILE` ([`raise_nofile`]) and returns how many descriptors the agent keeps
+/// open at most (the limit less a reserve); public for the bench's floor, which keeps as many.
+pub fn descriptor_budget() -> usize {
+    let soft = raise_nofile();
+    soft.saturating_sub(RESERVE.max(soft / 8))
+}
+
 fn is_gone(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENODEV | libc::ENOENT))
+}
+
+/// An IN_MODIFY watch on `dir/name`.
+fn watch(ino: &OwnedFd, path: &mut Vec<u8>, dir: &Path, name: &str) -> io::Result<i32> {
+    path.clear();
+    path.extend_from_slice(dir.as_os_str().as_bytes());
+    path.push(b'/');
+    path.extend_from_slice(name.as_bytes());
+    let c = CString::new(std::mem::take(path))
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("NUL in a path: {e}")))?;
+    // SAFETY: c is NUL-terminated and the descriptor ours.
+    let wd = unsafe { libc::inotify_add_watch(ino.as_raw_fd(), c.as_ptr(), libc::IN_MODIFY) };
+    *path = c.into_bytes();
+    if wd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(wd)
 }
 
 fn open(path: &mut Vec<u8>, dir: &Path, name: &str) -> io::Result<OwnedFd> {
@@ -216,7 +371,14 @@ fn pread_all(fd: i32, buf: &mut Vec<u8>) -> io::Result<()> {
     }
 }
 
-/// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the soft limit in force.
+/// The descriptor limit the agent asks for when it may raise the hard limit (root): room for
+/// ~3000 cgroups' files kept open. Not more, because each kept kernfs file pins ~4.5 KiB of
+/// kernel memory (its seq_file buffer), charged to the agent's memory cgroup: at this limit
+/// ~290 MiB; past it files are read open-per-read.
+const WANT_NOFILE: u64 = 1 << 16;
+
+/// Raises `RLIMIT_NOFILE` (the hard limit too, to [`WANT_NOFILE`] within `fs.nr_open`, where
+/// privileged; else the soft limit to the hard one); returns the soft limit in force.
 fn raise_nofile() -> usize {
     let mut r = libc::rlimit {
         rlim_cur: 0,
@@ -226,121 +388,28 @@ fn raise_nofile() -> usize {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
         return 1024;
     }
-    if r.rlim_cur < r.rlim_max {
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .unwrap_or(1 << 20);
+    let hard = r.rlim_max.max(WANT_NOFILE.min(nr_open));
+    for max in [hard, r.rlim_max] {
+        if r.rlim_cur >= max {
+            break;
+        }
         let want = libc::rlimit {
-            rlim_cur: r.rlim_max,
-            rlim_max: r.rlim_max,
+            rlim_cur: max,
+            rlim_max: max,
         };
-        // SAFETY: want is a valid rlimit.
+        // SAFETY: want is a valid rlimit. Raising the hard limit needs CAP_SYS_RESOURCE; without
+        // it this fails and the next round asks for the current hard limit only.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
-            r.rlim_cur = r.rlim_max;
+            r.rlim_cur = max;
+            break;
         }
     }
     usize::try_from(r.rlim_cur).unwrap_or(usize::MAX)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::path::PathBuf;
-
-    /// A real cgroup directory, removed on drop: in the cgroup2 mount where there is one, else
-    /// in the v1 pids hierarchy (a legacy host), with three files of that layout. The first
-    /// two take the numbers the budget test writes.
-    struct TestCg(PathBuf, [&'static str; 3]);
-
-    impl TestCg {
-        fn new(tag: &str) -> Option<Self> {
-            let h = cgsight_cgroup::Hierarchies::detect().ok()?;
-            let (root, files) = match h.unified() {
-                Some(u) => (
-                    u.mount_point.clone(),
-                    ["cgroup.max.depth", "cgroup.max.descendants", "cgroup.type"],
-                ),
-                None => (
-                    h.mount_for(cgsight_cgroup::Controller::Pids)?
-                        .mount_point
-                        .clone(),
-                    ["pids.max", "cgroup.clone_children", "notify_on_release"],
-                ),
-            };
-            let dir = root.join(format!("cgsight-test-files-{tag}-{}", std::process::id()));
-            std::fs::create_dir(&dir).ok()?;
-            Some(TestCg(dir, files))
-        }
-    }
-
-    impl Drop for TestCg {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir(&self.0);
-        }
-    }
-
-    /// Descriptors of this process open on files under `dir` (other tests' files in this
-    /// process do not count, so parallel tests cannot disturb the number).
-    fn fds_under(dir: &Path) -> usize {
-        std::fs::read_dir("/proc/self/fd")
-            .map(|rd| {
-                rd.flatten()
-                    .filter(|e| std::fs::read_link(e.path()).is_ok_and(|t| t.starts_with(dir)))
-                    .count()
-            })
-            .unwrap_or(0)
-    }
-
-    #[test]
-    fn a_removed_cgroups_descriptors_are_released() {
-        let cg = TestCg::new("removed").expect("a cgroup mount and root");
-        let files_of = cg.1;
-        let mut r = Reader::with_limit(100);
-        let mut files = r.cgroup(files_of.len() + 1);
-        for (i, f) in files_of.iter().enumerate() {
-            assert!(r.read(&mut files, i, &cg.0, f).unwrap().is_some());
-        }
-        assert_eq!(
-            r.read(&mut files, files_of.len(), &cg.0, "no.such.file")
-                .unwrap(),
-            None
-        );
-        assert_eq!((r.kept(), fds_under(&cg.0)), (3, 3));
-        std::fs::remove_dir(&cg.0).unwrap();
-        // The kept descriptor now reads ENODEV: the cgroup is gone and all its files close.
-        let e = r.read(&mut files, 0, &cg.0, files_of[0]).unwrap_err();
-        assert!(is_gone(&e), "{e}");
-        assert_eq!((r.kept(), fds_under(&cg.0)), (0, 0));
-        // Dropping a cgroup's files (discovery no longer lists it) closes them too.
-        let cg = TestCg::new("dropped").expect("cgroup");
-        let mut files = r.cgroup(files_of.len());
-        for (i, f) in files_of.iter().enumerate() {
-            r.read(&mut files, i, &cg.0, f).unwrap();
-        }
-        assert_eq!((r.kept(), fds_under(&cg.0)), (3, 3));
-        drop(files);
-        assert_eq!((r.kept(), fds_under(&cg.0)), (0, 0));
-    }
-
-    #[test]
-    fn past_the_descriptor_budget_files_are_read_per_open_with_the_same_values() {
-        let cg = TestCg::new("budget").expect("cgroup");
-        let files_of = cg.1;
-        std::fs::write(cg.0.join(files_of[0]), "7").unwrap();
-        std::fs::write(cg.0.join(files_of[1]), "1").unwrap();
-        let mut r = Reader::with_limit(1);
-        let mut files = r.cgroup(files_of.len());
-        for scrape in 0..3 {
-            r.next_scrape();
-            files.per_read = false;
-            for (i, f) in files_of.iter().enumerate() {
-                let want = std::fs::read_to_string(cg.0.join(f)).unwrap();
-                let got = r.read(&mut files, i, &cg.0, f).unwrap().map(str::to_owned);
-                assert_eq!(got.as_deref(), Some(want.as_str()), "{f}, scrape {scrape}");
-            }
-            assert!(files.per_read);
-            assert_eq!((r.kept(), fds_under(&cg.0)), (1, 1));
-            // Values change under both kinds of slot and are read fresh.
-            std::fs::write(cg.0.join(files_of[0]), format!("{}", 8 + scrape)).unwrap();
-            // 0 or 1: the v1 file is a flag.
-            std::fs::write(cg.0.join(files_of[1]), format!("{}", scrape % 2)).unwrap();
-        }
-    }
-}
+mod tests;

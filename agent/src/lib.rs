@@ -6,6 +6,7 @@
 //! - [`collect`]: one scrape: discovery, the per-cgroup cache, error counting;
 //! - [`errors`]: scrape error counts and their rate-limited log;
 //! - [`read`]: one cgroup's readings through its kept-open files;
+//! - [`parse`]: fast paths for the per-cgroup text (memory.stat lines, PSI totals);
 //! - [`files`]: accounting files kept open and pread, within the descriptor limit;
 //! - [`families`]: every exported family as a table row, and the pure encoder over plain rows;
 //! - [`host`]: host facts (CPUs, memory, boot time, root device, netns, block device names);
@@ -28,6 +29,7 @@ pub mod files;
 pub mod host;
 pub mod labels;
 pub mod netdev;
+pub mod parse;
 pub mod process;
 pub mod read;
 pub mod server;

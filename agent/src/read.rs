@@ -2,7 +2,9 @@
 //! scrape and handed to the cgroup crate's pure parsers; the results are written into the
 //! cgroup's [`Stats`] from the previous scrape, so steady-state scrapes reuse its allocations.
 //! The semantics (which files are optional, which errors mean "gone") are the cgroup crate's
-//! readers' (`cpu::read_limits`, `memory::read`, `io::read`, ...), file for file.
+//! readers' (`cpu::read_limits`, `memory::read`, `io::read`, ...), file for file, except
+//! where a method says it reads fewer files; limit files are read through inotify watches
+//! ([`slot::is_limit`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,6 +18,7 @@ use cgsight_cgroup::pressure::{self, Pressure, Psi};
 use cgsight_cgroup::{io as cgio, Cgroup, ControllerDir, Error, Version};
 
 use crate::files::{CgFiles, Reader};
+use crate::parse::{key_values, psi_totals};
 
 type Result<T> = std::result::Result<T, Error>;
 
@@ -39,17 +42,25 @@ pub mod slot {
     pub const SWAP_LIMIT: usize = 14;
     pub const OOM_CONTROL: usize = 15;
     pub const CPUSET_EFF: usize = 16;
-    pub const CPUSET_CPUS: usize = 17;
-    pub const PIDS_CUR: usize = 18;
-    pub const PIDS_MAX: usize = 19;
-    pub const IO_A: usize = 20;
-    pub const IO_B: usize = 21;
-    pub const PSI_CPU: usize = 22;
-    pub const PSI_MEM: usize = 23;
-    pub const PSI_IO: usize = 24;
-    pub const PROCS_V2: usize = 25;
-    pub const PROCS: usize = 26;
-    pub const COUNT: usize = 27;
+    pub const PIDS_CUR: usize = 17;
+    pub const PIDS_MAX: usize = 18;
+    pub const IO_A: usize = 19;
+    pub const IO_B: usize = 20;
+    pub const PSI_CPU: usize = 21;
+    pub const PSI_MEM: usize = 22;
+    pub const PSI_IO: usize = 23;
+    pub const PROCS_V2: usize = 24;
+    pub const PROCS: usize = 25;
+    pub const COUNT: usize = 26;
+
+    /// Limit files: read when written (inotify, see `Reader::read_watched`), not each scrape.
+    /// Not v2's cpu.weight: a write to cpu.weight.nice changes it too.
+    pub fn is_limit(idx: usize, name: &str) -> bool {
+        matches!(
+            idx,
+            CPU_QUOTA | CPU_PERIOD | CPU_SHARES | MEM_LIMIT | SWAP_LIMIT | PIDS_MAX
+        ) && name != "cpu.weight"
+    }
 }
 
 /// A cgroup's reader for one scrape: the shared buffer and this cgroup's files.
@@ -68,9 +79,12 @@ fn err(dir: &Path, name: &str, source: std::io::Error) -> Error {
 impl Files<'_> {
     /// Text of an optional file (`Ok(None)` when absent).
     fn opt(&mut self, idx: usize, dir: &Path, name: &str) -> Result<Option<&str>> {
-        self.r
-            .read(self.cg, idx, dir, name)
-            .map_err(|e| err(dir, name, e))
+        if slot::is_limit(idx, name) {
+            self.r.read_watched(self.cg, idx, dir, name)
+        } else {
+            self.r.read(self.cg, idx, dir, name)
+        }
+        .map_err(|e| err(dir, name, e))
     }
 
     /// Text of a file that must exist (absence is ENOENT, i.e. "gone").
@@ -135,18 +149,23 @@ impl Files<'_> {
         cpu::parse_stat_v2(Path::new("cpu.stat"), t)
     }
 
-    /// As `cpu::read_usage`, reusing `prev`'s per-CPU vector.
+    /// As `cpu::read_usage` (but see below on cpuacct.usage), reusing `prev`'s per-CPU vector.
     pub fn cpu_usage(&mut self, d: &ControllerDir, prev: Option<CpuUsage>) -> Result<CpuUsage> {
         use slot::*;
         let dir = &d.dir;
         if d.version == Version::V2 {
             return self.cpu_stat_v2(dir).map(|(u, _)| u);
         }
-        let total_ns = self.u64_req(ACCT_USAGE, dir, "cpuacct.usage")?;
         let mut per = prev.and_then(|p| p.per_cpu).unwrap_or_default();
+        // With usage_all the per-CPU series are exported instead of the total (never both),
+        // so cpuacct.usage is not read: one file less per cgroup. The total is then the sum
+        // of what the per-CPU series say.
         if let Some(t) = self.opt(ACCT_ALL, dir, "cpuacct.usage_all")? {
-            return cpu::usage_v1_all(Path::new("cpuacct.usage_all"), total_ns, t, &mut per);
+            let mut u = cpu::usage_v1_all(Path::new("cpuacct.usage_all"), 0, t, &mut per)?;
+            u.total_ns = u.user_ns + u.system_ns;
+            return Ok(u);
         }
+        let total_ns = self.u64_req(ACCT_USAGE, dir, "cpuacct.usage")?;
         let t = self.req(ACCT_STAT, dir, "cpuacct.stat")?;
         cpu::usage_v1_stat(Path::new("cpuacct.stat"), total_ns, t)
     }
@@ -212,7 +231,7 @@ impl Files<'_> {
             }
             (peak, max)
         };
-        let swap = self.swap(d, usage, limit)?;
+        let swap = self.swap(d, limit, stat.raw.get("total_swap").copied())?;
         Ok(Memory {
             usage,
             limit,
@@ -224,14 +243,20 @@ impl Files<'_> {
         })
     }
 
-    /// As `memory::read_swap`.
-    fn swap(&mut self, d: &ControllerDir, usage: u64, limit: Option<u64>) -> Result<Option<Swap>> {
+    /// As `memory::read_swap`, except that v1 swap usage is memory.stat's `total_swap` (as
+    /// cAdvisor's), shown exactly when swap is accounted (the memsw files exist): one file
+    /// less than memory.memsw.usage_in_bytes minus usage.
+    fn swap(
+        &mut self,
+        d: &ControllerDir,
+        limit: Option<u64>,
+        total_swap: Option<u64>,
+    ) -> Result<Option<Swap>> {
         use slot::*;
         let dir = &d.dir;
         let (used, limits) = match d.version {
             Version::V1 => {
-                let Some(memsw) = self.u64_opt(SWAP_USAGE, dir, "memory.memsw.usage_in_bytes")?
-                else {
+                let Some(swapped) = total_swap else {
                     return Ok(None);
                 };
                 let limits = self
@@ -244,7 +269,7 @@ impl Files<'_> {
                         };
                         (swap_limit, memsw_limit)
                     });
-                (memsw.saturating_sub(usage), limits)
+                (swapped, limits)
             }
             Version::V2 => {
                 let Some(used) = self.u64_opt(SWAP_USAGE, dir, "memory.swap.current")? else {
@@ -268,7 +293,7 @@ impl Files<'_> {
     pub fn oom_kills_v1(&mut self, dir: &Path) -> Result<u64> {
         let t = self.req(slot::OOM_CONTROL, dir, "memory.oom_control")?;
         let mut n = 0;
-        for kv in flat_keyed(Path::new("memory.oom_control"), t) {
+        for kv in key_values(Path::new("memory.oom_control"), t) {
             if let ("oom_kill", x) = kv? {
                 n = x;
             }
@@ -280,11 +305,10 @@ impl Files<'_> {
     /// (v1 before `cpuset.cpus` is set), for the caller to ask the ancestors.
     pub fn cpuset_count(&mut self, d: &ControllerDir) -> Result<Option<usize>> {
         use slot::*;
+        // v1 (legacy mode) keeps effective_cpus equal to cpus, CPUs going offline aside (their
+        // tasks move up), so an empty effective_cpus means an empty cpus: not read.
         let files: &[(usize, &str)] = match d.version {
-            Version::V1 => &[
-                (CPUSET_EFF, "cpuset.effective_cpus"),
-                (CPUSET_CPUS, "cpuset.cpus"),
-            ],
+            Version::V1 => &[(CPUSET_EFF, "cpuset.effective_cpus")],
             Version::V2 => &[(CPUSET_EFF, "cpuset.cpus.effective")],
         };
         for (idx, name) in files {
@@ -341,7 +365,9 @@ impl Files<'_> {
     pub fn pressure(&mut self, dir: &Path) -> Result<Pressure> {
         let mut one = |idx: usize, name: &str| -> Result<Option<Psi>> {
             match self.opt(idx, dir, name) {
-                Ok(Some(t)) => pressure::parse_psi(Path::new(name), t).map(Some),
+                Ok(Some(t)) => psi_totals(t)
+                    .map_or_else(|| pressure::parse_psi(Path::new(name), t), Ok)
+                    .map(Some),
                 Ok(None) => Ok(None),
                 // With psi=0 on the kernel command line the files exist but reads fail.
                 Err(Error::Read { source, .. })
@@ -386,13 +412,41 @@ fn count_procs(text: &str) -> Result<(usize, Option<i32>)> {
     Ok((n, first))
 }
 
-/// memory.stat into `raw`, updating values in place; rebuilt when the key set changed.
+/// The memory.stat keys an exported family uses (v1 plain and `total_`, v2); the other ~40
+/// are not kept, so the in-place update and the families' lookups search a small map.
+fn wanted(key: &str) -> bool {
+    matches!(
+        key,
+        "rss"
+            | "total_rss"
+            | "anon"
+            | "cache"
+            | "total_cache"
+            | "file"
+            | "inactive_file"
+            | "total_inactive_file"
+            | "mapped_file"
+            | "total_mapped_file"
+            | "file_mapped"
+            | "pgfault"
+            | "total_pgfault"
+            | "pgmajfault"
+            | "total_pgmajfault"
+            | "total_swap"
+    )
+}
+
+/// memory.stat's [`wanted`] keys into `raw`, updating values in place; rebuilt when the key
+/// set changed.
 fn fill_stat(raw: &mut BTreeMap<String, u64>, text: &str) -> Result<()> {
     let p = Path::new("memory.stat");
     let mut n = 0;
     let mut fresh = true;
-    for kv in flat_keyed(p, text) {
+    for kv in key_values(p, text) {
         let (k, v) = kv?;
+        if !wanted(k) {
+            continue;
+        }
         n += 1;
         match raw.get_mut(k) {
             Some(slot) => *slot = v,
@@ -403,9 +457,11 @@ fn fill_stat(raw: &mut BTreeMap<String, u64>, text: &str) -> Result<()> {
         return Ok(());
     }
     raw.clear();
-    for kv in flat_keyed(p, text) {
+    for kv in key_values(p, text) {
         let (k, v) = kv?;
-        raw.insert(k.to_owned(), v);
+        if wanted(k) {
+            raw.insert(k.to_owned(), v);
+        }
     }
     Ok(())
 }

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -140,6 +140,15 @@ async fn index() -> impl IntoResponse {
     )
 }
 
+/// A finished body as the bytes of a response.
+struct SharedBody(Arc<String>);
+
+impl AsRef<[u8]> for SharedBody {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
 async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     let asked = Instant::now();
     let accept = headers
@@ -158,21 +167,22 @@ async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
         let Ok(body) = s.body(asked, deadline) else {
             return Ok(None);
         };
-        let text: std::borrow::Cow<str> = if om {
+        let text: Bytes = if om {
             exposition::to_openmetrics(&body).into()
         } else {
-            body.as_str().to_owned().into()
+            // The body shared with concurrent scrapes, sent without a copy.
+            Bytes::from_owner(SharedBody(body))
         };
         if gzip {
             let mut e = flate2::write::GzEncoder::new(
                 Vec::with_capacity(text.len() / 6),
                 flate2::Compression::fast(),
             );
-            e.write_all(text.as_bytes())
+            e.write_all(&text)
                 .and_then(|_| e.finish())
-                .map(|b| Some((b, true)))
+                .map(|b| Some((Bytes::from(b), true)))
         } else {
-            Ok(Some((text.into_owned().into_bytes(), false)))
+            Ok(Some((text, false)))
         }
     });
     let r = match deadline {

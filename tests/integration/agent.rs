@@ -531,6 +531,45 @@ fn tls_and_basic_auth_from_web_config() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a bcrypt hash"));
 }
 
+/// Limit files are read through inotify watches, not each scrape: a written limit shows in the
+/// next scrape, and so does the limit of a cgroup removed and made again under the same path
+/// (a new directory, whose files the old watches do not see).
+#[test]
+fn limits_follow_writes_and_a_remade_cgroup() {
+    require_root!();
+    let agent = start_agent(&["--all-cgroups"]);
+    let h = Hierarchies::detect().expect("cgroup hierarchies");
+    // Limits in three hierarchies; the CPU quota is the first file the agent reads.
+    let res = |quota: u64, mem: u64, pids: u64| Resources {
+        cpu_quota_us: Some(quota),
+        cpu_period_us: Some(100_000),
+        memory: Some(mem),
+        pids_max: Some(pids),
+        ..Default::default()
+    };
+    let cg = TestCgroup::new("agent-limits", &res(50_000, 64 << 20, 50));
+    let path = cg.path.clone();
+    let limits = |s: &str| {
+        [
+            "container_spec_cpu_quota",
+            "container_spec_memory_limit_bytes",
+            "container_spec_pids_max",
+        ]
+        .map(|f| value(s, f, &path))
+    };
+    let want = |quota: u64, mem: u64, pids: u64| [quota, mem, pids].map(|v| Some(v as f64));
+    assert_eq!(limits(&scrape(agent.port)), want(50_000, 64 << 20, 50));
+    cg.managed
+        .apply(&res(70_000, 96 << 20, 70))
+        .expect("new limits");
+    assert_eq!(limits(&scrape(agent.port)), want(70_000, 96 << 20, 70));
+    assert_eq!(limits(&scrape(agent.port)), want(70_000, 96 << 20, 70));
+    drop(cg);
+    let cg = TestCgroup::at(&h, &path, &res(30_000, 32 << 20, 30));
+    assert_eq!(limits(&scrape(agent.port)), want(30_000, 32 << 20, 30));
+    drop(cg);
+}
+
 #[test]
 fn parallel_scrapes_during_cgroup_churn() {
     require_root!();
