@@ -385,7 +385,16 @@ impl Engine {
         Ok(views::vmstat::render(&self.host.vmstat(), &stat, io))
     }
 
-    fn age_ns(&self, r: &Reader) -> u64 {
+    /// The container's MemTotal, MemFree, … as /proc/meminfo shows them (for sysinfo(2)).
+    pub fn mem_numbers(&self, r: &Reader) -> VResult<meminfo::MemNumbers> {
+        let l = self.limits(&r.cg)?;
+        Ok(meminfo::numbers(
+            &self.host.meminfo(),
+            &self.mem_facts(&r.cg, &l)?,
+        ))
+    }
+
+    pub fn age_ns(&self, r: &Reader) -> u64 {
         let start_ns = r.start_ticks * (1_000_000_000 / self.clk_tck.max(1));
         host::boottime_ns().saturating_sub(start_ns)
     }
