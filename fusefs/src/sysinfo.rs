@@ -10,7 +10,7 @@ use std::sync::Arc;
 use cgsight_cgroup::{Cgroup, Hierarchies};
 
 use crate::engine::{Engine, ViewError};
-use crate::load::{ensure_sampled, sample_into};
+use crate::load::sample_into;
 use crate::metrics::FsMetrics;
 use crate::resolve::{CgState, Reader, Resolver};
 use crate::views::{loadavg, uptime};
@@ -81,7 +81,8 @@ impl ContainerFacts {
     pub fn sysinfo(&self) -> Result<Sysinfo, SysinfoError> {
         let s = &self.reader.cg;
         let mem = self.engine.mem_numbers(&self.reader)?;
-        ensure_sampled(&s.cg, &s.load);
+        // A fresh count (not the last 5 s sample): procs is "now", as the kernel's.
+        sample_into(&s.cg, &s.load, false);
         let (loads, procs) = {
             let l = s.load.lock().unwrap_or_else(|e| e.into_inner());
             (loadavg::sysinfo_loads(&l.loads), l.total)

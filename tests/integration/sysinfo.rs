@@ -125,7 +125,8 @@ fn free_total(out: &str) -> f64 {
         .unwrap_or_else(|| panic!("no Mem: line in\n{out}"))
 }
 
-const SCRIPT: &str = "sleep 30 & A=$!; sleep 30 & B=$!; /si/si; busybox free -b; \
+// The first probe's count must not be what the second one reports: procs is counted per call.
+const SCRIPT: &str = "sleep 30 & A=$!; /si/si >/dev/null; sleep 30 & B=$!; /si/si; busybox free -b; \
      /usr/bin/python3 -c 'import os; print(\"PHYS\", os.sysconf(\"SC_PHYS_PAGES\") * os.sysconf(\"SC_PAGE_SIZE\"))'; \
      kill $A $B";
 
