@@ -128,6 +128,7 @@ fn free_total(out: &str) -> f64 {
 // The first probe's count must not be what the second one reports: procs is counted per call.
 const SCRIPT: &str = "sleep 30 & A=$!; /si/si >/dev/null; sleep 30 & B=$!; /si/si; busybox free -b; \
      /usr/bin/python3 -c 'import os; print(\"PHYS\", os.sysconf(\"SC_PHYS_PAGES\") * os.sysconf(\"SC_PAGE_SIZE\"))'; \
+     /usr/bin/python3 -c 'import ctypes; l = ctypes.CDLL(None, use_errno=True); r = l.sysinfo(None); print(\"BADPTR\", r, ctypes.get_errno())'; \
      kill $A $B";
 
 #[test]
@@ -174,6 +175,8 @@ fn sysinfo_answers_the_containers_limit_tasks_and_age() {
             "{flags:?}\n{out}"
         );
         assert_eq!(n("bufferram"), 0.0, "{out}");
+        // A bad pointer: the write fails, the kernel's own call answers EFAULT (no hang).
+        assert_eq!(v.get("BADPTR").map(String::as_str), Some("-1 14"), "{out}");
     }
 }
 
