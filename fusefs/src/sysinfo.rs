@@ -1,6 +1,7 @@
 //! sysinfo(2) for one container, answered by the same engine as the /proc views: memory from
 //! `views::meminfo::numbers` (as /proc/meminfo), uptime from the init's age (as /proc/uptime),
-//! loads and thread count from the container's [`LoadState`] (as /proc/loadavg).
+//! loads from the container's load state stepped by the caller (as /proc/loadavg), threads
+//! from the pids controller (or the sampler's walk).
 //!
 //! The launcher's supervisor holds one [`ContainerFacts`] per container and answers the
 //! container's intercepted sysinfo calls with [`ContainerFacts::sysinfo`].
@@ -81,11 +82,11 @@ impl ContainerFacts {
     pub fn sysinfo(&self) -> Result<Sysinfo, SysinfoError> {
         let s = &self.reader.cg;
         let mem = self.engine.mem_numbers(&self.reader)?;
-        // A fresh count (not the last 5 s sample): procs is "now", as the kernel's.
-        sample_into(&s.cg, &s.load, false);
-        let (loads, procs) = {
+        // Counted now (not at the last 5 s sample), as the kernel's nr_threads.
+        let procs = self.engine.tasks_now(&self.reader)?;
+        let loads = {
             let l = s.load.lock().unwrap_or_else(|e| e.into_inner());
-            (loadavg::sysinfo_loads(&l.loads), l.total)
+            loadavg::sysinfo_loads(&l.loads)
         };
         let kib = |k: u64| k.saturating_mul(1024);
         Ok(Sysinfo {
