@@ -17,6 +17,8 @@
 //! - `cgfiles`: cgroup files kept open per container, re-read with pread at offset 0.
 //! - `load`: a container's load state (R/D counts, loadavg's moving averages).
 //! - `sampler`: the thread that steps every recently read container's load each 5 s.
+//! - [`sysinfo`]: sysinfo(2)'s numbers for one container, from the same engine (the launcher
+//!   answers intercepted calls with them).
 //! - `host`: the host's own files, cached briefly where only their layout is used.
 //! - [`views`]: pure renderers, one module per file, unit tested with v1 and v2 fixtures.
 //! - [`metrics`]: Prometheus counters of the views.
@@ -37,6 +39,7 @@ mod probe;
 mod resolve;
 mod sampler;
 mod server;
+pub mod sysinfo;
 mod tree;
 mod uring;
 pub mod views;
@@ -48,3 +51,4 @@ pub use metrics::FsMetrics;
 pub use mount::{is_serving, log_path, pidfile_path};
 pub use probe::{read_bounded, Probe};
 pub use server::{spawn, FsHandle};
+pub use sysinfo::{ContainerFacts, Sysinfo, SysinfoError};

@@ -55,7 +55,7 @@ pub struct CgState {
 }
 
 impl CgState {
-    fn new(cg: Cgroup) -> CgState {
+    pub fn new(cg: Cgroup) -> CgState {
         CgState {
             cg,
             files: CgFiles::default(),

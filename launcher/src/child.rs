@@ -60,6 +60,9 @@ pub(crate) struct ChildPlan {
     pub preserve_fds: Vec<i32>,
     /// Installed last, right before exec (`None`: unconfined).
     pub seccomp: Option<Program>,
+    /// The filter hands sysinfo(2) to the supervisor: install it with a listener and send that
+    /// over `ChildFds::listener`.
+    pub sysinfo_notify: bool,
     /// `--userns auto`: the container's ids.
     pub userns: Option<IdRange>,
     /// `-u USER[:GROUP]`, looked up in the container's /etc/passwd and /etc/group.
@@ -80,6 +83,8 @@ pub(crate) struct ChildFds {
     pub sock: Option<OwnedFd>,
     /// `--userns auto`: our side of the id-map handshake.
     pub userns: Option<ChildSide>,
+    /// With `sysinfo_notify`: where the filter's listener goes to the supervisor.
+    pub listener: Option<OwnedFd>,
 }
 
 /// The command's environment: docker's defaults (PATH, HOSTNAME, HOME, and TERM with a tty),
@@ -201,7 +206,10 @@ fn container_child(plan: &ChildPlan, fds: &mut ChildFds) -> Result<Never, ChildE
     let prog = resolve(first, &plan.path_var)?;
     // Last: after no_new_privs (which the kernel requires for an unprivileged filter) and
     // the capability drop, so nothing of our own set-up runs under the filter.
-    install_seccomp(plan.seccomp.as_ref())?;
+    match (&plan.seccomp, plan.sysinfo_notify) {
+        (Some(p), true) => install_with_listener(p, fds.listener.take())?,
+        (p, _) => install_seccomp(p.as_ref())?,
+    }
     if plan.init {
         run_init(plan, &prog, &env, fds)
     } else {
@@ -237,6 +245,18 @@ pub(crate) fn install_seccomp(p: Option<&Program>) -> Result<(), ChildErr> {
     }
 }
 
+/// Installs the filter with a listener and hands the listener to the supervisor. Closed here
+/// before exec: the container must never hold the fd that answers its own calls.
+fn install_with_listener(p: &Program, sock: Option<OwnedFd>) -> Result<(), ChildErr> {
+    let sock = sock.ok_or_else(|| lerr("no listener socket"))?;
+    let listener = p.install_with_listener().map_err(|e| {
+        lerr(format!(
+            "installing the seccomp filter with a listener: {e}"
+        ))
+    })?;
+    send_fd(&sock, &listener).map_err(lerr)
+}
+
 fn send_fd(sock: &OwnedFd, fd: &OwnedFd) -> ChildResult<()> {
     let fds = [fd.as_raw_fd()];
     let iov = [IoSlice::new(b"t")];
@@ -248,7 +268,7 @@ fn send_fd(sock: &OwnedFd, fd: &OwnedFd) -> ChildResult<()> {
         None,
     )
     .map(|_| ())
-    .map_err(|e| format!("sending the pty: {e}"))
+    .map_err(|e| format!("sending a descriptor to the supervisor: {e}"))
 }
 
 /// PATH search inside the container (execvpe would search the launcher's PATH).
@@ -332,7 +352,7 @@ fn run_init(
         ForkResult::Parent { child } => {
             drop(fds.err.take());
             sys::close_fds_except(signals.fd.as_raw_fd());
-            let code = wait::wait_loop(child, &signals.fd, None);
+            let code = wait::wait_loop(child, &signals.fd, None, None);
             // SAFETY: exit pid 1 with the command's status.
             unsafe { libc::_exit(code as i32) }
         }

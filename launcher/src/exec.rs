@@ -56,7 +56,9 @@ pub fn exec(st: &State, req: &ExecRequest) -> Result<u8, LaunchError> {
     }
     // On the host's filesystem (the cache), before joining the mount namespace.
     let mask = st.spec.security.caps();
-    let seccomp = security::seccomp_program(&st.spec.security, mask)?.map(|(p, _)| p);
+    // Without the sysinfo notify rule: an exec'd process has no supervisor serving a listener
+    // of its own, so its sysinfo(2) is the kernel's (the host's numbers).
+    let seccomp = security::seccomp_program(&st.spec.security, mask, false)?.map(|f| f.program);
     // Open every namespace first: after joining the mount ns, /proc is the container's.
     let mut nss = Vec::new();
     for (k, flag) in NAMESPACES {
@@ -154,7 +156,7 @@ pub fn exec(st: &State, req: &ExecRequest) -> Result<u8, LaunchError> {
         drop(p.slave);
         TtyProxy::new(p.master, req.interactive)
     });
-    let code = wait::wait_loop(child, &signals.fd, tty);
+    let code = wait::wait_loop(child, &signals.fd, tty, None);
     drop(signals);
     Ok(code)
 }

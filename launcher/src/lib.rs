@@ -40,6 +40,7 @@ pub mod startup;
 pub mod state;
 pub mod supervisor;
 mod sys;
+mod sysinfo;
 mod tty;
 pub mod user;
 pub mod userns;

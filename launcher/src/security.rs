@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use cgsight_cgroup::devices::{self, Access, Kind, Rule};
-use cgsight_seccomp::{Cache, CapSet, KernelVersion, Profile, Program, Target};
+use cgsight_seccomp::{Action, Cache, CapSet, KernelVersion, Profile, Program, Target};
 use serde::{Deserialize, Serialize};
 
 use crate::spec::SpecError;
@@ -203,15 +203,46 @@ pub fn seccomp_cache_dir() -> PathBuf {
         .map_or_else(|| PathBuf::from("/var/lib/cgsight/seccomp"), PathBuf::from)
 }
 
+/// A compiled filter and how it came.
+#[derive(Debug)]
+pub struct Filter {
+    pub program: Program,
+    /// The compiled-program cache had it (for the bench and the log).
+    pub cache_hit: bool,
+    /// sysinfo(2) goes to the supervisor: install with a listener and serve it.
+    pub sysinfo_notify: bool,
+}
+
+/// Whether `p` allows `name` whatever the arguments, capabilities and kernel: only then may
+/// the supervisor answer it instead (a rule that denies or conditions it stays as written).
+fn allows_unconditionally(p: &Profile, name: &str) -> bool {
+    p.rules.iter().any(|r| {
+        r.action == Action::Allow
+            && r.args.is_empty()
+            && r.includes == Default::default()
+            && r.excludes == Default::default()
+            && r.names.iter().any(|n| n == name)
+    })
+}
+
 /// The filter for `sec` compiled for `caps` on this kernel, from the cache when it is there.
-/// `None` when unconfined. Returns whether the cache had it, for the bench and the log.
-pub fn seccomp_program(sec: &Security, caps: u64) -> Result<Option<(Program, bool)>, LaunchError> {
-    let profile = match &sec.seccomp {
+/// `None` when unconfined. With `sysinfo_notify` (the /proc views are on), a profile that
+/// allows sysinfo hands it to the supervisor instead ([`Action::Notify`]).
+pub fn seccomp_program(
+    sec: &Security,
+    caps: u64,
+    sysinfo_notify: bool,
+) -> Result<Option<Filter>, LaunchError> {
+    let mut profile = match &sec.seccomp {
         Seccomp::Unconfined => return Ok(None),
         Seccomp::Default => Profile::docker_default(),
         Seccomp::Profile { path, json } => Profile::from_json(json)
             .map_err(|e| LaunchError::Seccomp(format!("profile {}: {e}", path.display())))?,
     };
+    let sysinfo_notify = sysinfo_notify && allows_unconditionally(&profile, "sysinfo");
+    if sysinfo_notify {
+        profile.set_action("sysinfo", Action::Notify);
+    }
     let kernel = KernelVersion::current()
         .map_err(|e| LaunchError::Seccomp(format!("reading the kernel version: {e}")))?;
     let target = Target {
@@ -238,7 +269,11 @@ pub fn seccomp_program(sec: &Security, caps: u64) -> Result<Option<(Program, boo
         );
     }
     tracing::debug!(cache_hit = loaded.cache_hit, path = %loaded.path.display(), "seccomp filter");
-    Ok(Some((loaded.program, loaded.cache_hit)))
+    Ok(Some(Filter {
+        program: loaded.program,
+        cache_hit: loaded.cache_hit,
+        sysinfo_notify,
+    }))
 }
 
 #[cfg(test)]
@@ -272,5 +307,15 @@ mod tests {
             ('c', 1, 3, "r")
         );
         assert_eq!(d.rule().to_string(), "c 1:3 r");
+    }
+
+    #[test]
+    fn only_an_unconditional_allow_is_handed_to_the_supervisor() {
+        let p = Profile::docker_default();
+        assert!(allows_unconditionally(&p, "sysinfo"));
+        assert!(!allows_unconditionally(&p, "mount"));
+        let mut denied = p.clone();
+        denied.set_action("sysinfo", Action::Errno(1));
+        assert!(!allows_unconditionally(&denied, "sysinfo"));
     }
 }

@@ -8,17 +8,14 @@
 //! builds its root, drops privileges and execs; exec failures come back over a CLOEXEC pipe.
 
 use std::fs;
-use std::io::IoSliceMut;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use cgsight_cgroup::{devices, Controller, Hierarchies, Layout, Managed, Version};
 use cgsight_seccomp::Program;
 use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
-use nix::sys::socket::{
-    recvmsg, socketpair, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType,
-};
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::sys::wait::waitpid;
 use nix::unistd::ForkResult;
 use tracing::{debug, warn};
@@ -29,7 +26,7 @@ use crate::network::{self, Plumbed};
 use crate::security::Userns;
 use crate::spec::{ContainerSpec, Net};
 use crate::state::{now, State, StateLimits, Status, Store};
-use crate::sys;
+use crate::sys::{self, recv_fd};
 use crate::tty::TtyProxy;
 use crate::views::ensure_views;
 use crate::wait::wait_loop;
@@ -50,6 +47,8 @@ pub struct Prepared {
     pub seccomp: Option<Program>,
     /// Whether the filter came from the compiled-program cache.
     pub seccomp_cache_hit: bool,
+    /// The filter hands sysinfo(2) to us (see `crate::sysinfo`).
+    pub sysinfo_notify: bool,
 }
 
 pub fn prepare(spec: ContainerSpec, store: Store, exe: &Path) -> Result<Prepared, LaunchError> {
@@ -58,11 +57,11 @@ pub fn prepare(spec: ContainerSpec, store: Store, exe: &Path) -> Result<Prepared
     let hier = Hierarchies::detect().map_err(LaunchError::cgroup("cgroup layout"))?;
     // Before anything is created: a profile that does not compile leaves nothing behind.
     let t = std::time::Instant::now();
-    let (seccomp, seccomp_cache_hit) =
-        match security::seccomp_program(&spec.security, spec.security.caps())? {
-            Some((p, hit)) => (Some(p), hit),
-            None => (None, false),
-        };
+    let filter = security::seccomp_program(&spec.security, spec.security.caps(), spec.proc_views)?;
+    let (seccomp, seccomp_cache_hit, sysinfo_notify) = match filter {
+        Some(f) => (Some(f.program), f.cache_hit, f.sysinfo_notify),
+        None => (None, false, false),
+    };
     debug!(
         us = t.elapsed().as_micros() as u64,
         cache_hit = seccomp_cache_hit,
@@ -113,6 +112,7 @@ pub fn prepare(spec: ContainerSpec, store: Store, exe: &Path) -> Result<Prepared
         preserved_fds,
         seccomp,
         seccomp_cache_hit,
+        sysinfo_notify,
     })
 }
 
@@ -278,6 +278,7 @@ fn child_plan(
         argv: sys::cstrings(&spec.command)?,
         preserve_fds: p.preserved_fds.clone(),
         seccomp: p.seccomp.clone(),
+        sysinfo_notify: p.sysinfo_notify,
         userns: uns.map(|u| u.range),
         user: spec.user.clone(),
         caps: spec.security.caps(),
@@ -363,23 +364,13 @@ fn supervise_inner(
         .map_err(LaunchError::sys("unshare(CLONE_NEWPID)"))?;
     let (go_r, go_w) = sys::pipe_cloexec()?;
     let (err_r, err_w) = sys::pipe_cloexec()?;
-    let (sock_parent, sock_child) = if plan.tty {
-        let (a, b) = socketpair(
-            AddressFamily::Unix,
-            SockType::Stream,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(LaunchError::sys("socketpair"))?;
-        (Some(a), Some(b))
-    } else {
-        (None, None)
-    };
+    let (sock_parent, sock_child) = fd_channel(plan.tty)?;
+    let (listener_parent, listener_child) = fd_channel(plan.sysinfo_notify)?;
 
     // SAFETY: the supervisor is single-threaded here; the child only runs our own code.
     let child = match unsafe { nix::unistd::fork() }.map_err(LaunchError::sys("fork"))? {
         ForkResult::Child => {
-            drop((go_w, err_r, sock_parent));
+            drop((go_w, err_r, sock_parent, listener_parent));
             child::run(
                 &plan,
                 ChildFds {
@@ -387,13 +378,14 @@ fn supervise_inner(
                     err: Some(err_w),
                     sock: sock_child,
                     userns: handshake.map(|h| h.child()),
+                    listener: listener_child,
                 },
             )
         }
         ForkResult::Parent { child } => child,
     };
     let userns_parent = handshake.map(|h| h.parent());
-    drop((go_r, err_w, sock_child));
+    drop((go_r, err_w, sock_child, listener_child));
     debug!("container child {child}");
 
     let kill_child = |e: LaunchError| {
@@ -440,6 +432,13 @@ fn supervise_inner(
     if plan.tty && master.is_none() {
         return Err(kill_child(LaunchError::NoPty));
     }
+    // Sent right before exec, so queued by now (None: the child never got that far).
+    let mut sysinfo = listener_parent
+        .and_then(|s| recv_fd(s.as_raw_fd()))
+        .and_then(|l| {
+            let cg = managed.cgroup().clone();
+            crate::sysinfo::Server::new(l, p.hier.clone(), cg, child.as_raw())
+        });
     // pid 1 holds its namespace now.
     drop(net);
     state.pid = Some(child.as_raw());
@@ -451,8 +450,10 @@ fn supervise_inner(
     started(Ok(&state));
 
     let tty = master.map(|m| TtyProxy::new(m, plan.interactive));
-    let code = wait_loop(child, &signals.fd, tty);
+    let code = wait_loop(child, &signals.fd, tty, sysinfo.as_mut());
     drop(signals);
+    // Before the cgroup goes: the server holds its files open.
+    drop(sysinfo);
 
     state.oom_killed = managed.cgroup().oom().is_ok_and(|o| o.oom_kill > 0);
     state.exit_code = Some(code as i32);
@@ -469,20 +470,19 @@ fn supervise_inner(
     Ok(code)
 }
 
-/// The pty master the child sends (SCM_RIGHTS, received close-on-exec).
-fn recv_fd(sock: RawFd) -> Option<OwnedFd> {
-    let mut buf = [0u8; 1];
-    let mut iov = [IoSliceMut::new(&mut buf)];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
-    let msg = recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC).ok()?;
-    let mut cmsgs = msg.cmsgs().ok()?;
-    cmsgs
-        .find_map(|c| match c {
-            ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
-            _ => None,
-        })
-        // SAFETY: SCM_RIGHTS installed this descriptor in our table; we are its only owner.
-        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+/// A socketpair to pass a descriptor from the child (pty master, seccomp listener), if `want`.
+fn fd_channel(want: bool) -> Result<(Option<OwnedFd>, Option<OwnedFd>), LaunchError> {
+    if !want {
+        return Ok((None, None));
+    }
+    let (a, b) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(LaunchError::sys("socketpair"))?;
+    Ok((Some(a), Some(b)))
 }
 
 fn mkdir(d: &Path) -> Result<(), LaunchError> {

@@ -3,7 +3,8 @@
 //! one line of text.
 
 use std::ffi::CString;
-use std::os::fd::{AsFd, OwnedFd};
+use std::io::IoSliceMut;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use nix::errno::Errno;
@@ -11,6 +12,7 @@ use nix::fcntl::OFlag;
 use nix::mount::{mount, MsFlags};
 use nix::sys::signal::{SigSet, SigmaskHow};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 
 use crate::LaunchError;
 
@@ -157,4 +159,21 @@ pub fn preserved_fds(n: u32) -> Vec<i32> {
             nix::fcntl::fcntl(b, nix::fcntl::FcntlArg::F_GETFD).is_ok()
         })
         .collect()
+}
+
+/// A descriptor the child sends (SCM_RIGHTS, received close-on-exec): the pty master, the
+/// seccomp listener. None if the child closed its end first.
+pub fn recv_fd(sock: RawFd) -> Option<OwnedFd> {
+    let mut buf = [0u8; 1];
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC).ok()?;
+    let mut cmsgs = msg.cmsgs().ok()?;
+    cmsgs
+        .find_map(|c| match c {
+            ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+            _ => None,
+        })
+        // SAFETY: SCM_RIGHTS installed this descriptor in our table; we are its only owner.
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
 }

@@ -1,4 +1,5 @@
-//! Waiting for a container's command: signals forwarded, orphans reaped, the pty proxied.
+//! Waiting for a container's command: signals forwarded, orphans reaped, the pty proxied, the
+//! container's sysinfo(2) calls answered.
 
 use std::os::fd::{AsFd, BorrowedFd};
 
@@ -9,6 +10,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::sys;
+use crate::sysinfo::Server;
 use crate::tty::TtyProxy;
 use crate::EXIT_LAUNCHER;
 
@@ -34,8 +36,13 @@ fn reap(child: Pid) -> Option<u8> {
 }
 
 /// Waits for `child`, forwarding every signal but SIGCHLD/SIGWINCH to it, reaping any other
-/// child, and proxying the pty. Returns the exit code (128+N on signal N).
-pub fn wait_loop(child: Pid, sfd: &SignalFd, tty: Option<TtyProxy>) -> u8 {
+/// child, proxying the pty and serving `sysinfo`. Returns the exit code (128+N on signal N).
+pub(crate) fn wait_loop(
+    child: Pid,
+    sfd: &SignalFd,
+    tty: Option<TtyProxy>,
+    mut sysinfo: Option<&mut Server>,
+) -> u8 {
     let mut code: Option<u8> = None;
     let mut stdin_open = tty.as_ref().is_some_and(|t| t.forward_stdin);
     let mut master_open = tty.is_some();
@@ -55,11 +62,19 @@ pub fn wait_loop(child: Pid, sfd: &SignalFd, tty: Option<TtyProxy>) -> u8 {
                 fds.push(PollFd::new(stdin, PollFlags::POLLIN));
             }
         }
+        let sysinfo_at = fds.len();
+        let listener = sysinfo.as_ref().and_then(|s| s.fd());
+        if let Some(l) = listener {
+            fds.push(PollFd::new(l, PollFlags::POLLIN));
+        }
         // After the command exits, drain the pty briefly (a grandchild may hold the slave).
-        let timeout = if code.is_some() {
-            PollTimeout::from(200u8)
-        } else {
-            PollTimeout::NONE
+        let timeout = match (code.is_some(), &sysinfo) {
+            (true, _) => PollTimeout::from(200u8),
+            // Wake for the next load sample.
+            (false, Some(s)) => {
+                PollTimeout::from(u16::try_from(s.timeout().as_millis()).unwrap_or(u16::MAX))
+            }
+            (false, None) => PollTimeout::NONE,
         };
         let n = match poll(&mut fds, timeout) {
             Ok(n) => n,
@@ -68,6 +83,10 @@ pub fn wait_loop(child: Pid, sfd: &SignalFd, tty: Option<TtyProxy>) -> u8 {
         if n == 0 && code.is_some() {
             break;
         }
+        let sysinfo_revents = fds
+            .get(sysinfo_at)
+            .and_then(PollFd::revents)
+            .unwrap_or(PollFlags::empty());
         let ready = |i: usize| {
             fds.get(i)
                 .and_then(PollFd::revents)
@@ -79,6 +98,10 @@ pub fn wait_loop(child: Pid, sfd: &SignalFd, tty: Option<TtyProxy>) -> u8 {
             stdin_open && ready(if master_open { 2 } else { 1 }),
         );
         drop(fds);
+        if let Some(s) = sysinfo.as_deref_mut() {
+            s.tick();
+            s.ready(sysinfo_revents);
+        }
         if sig_ready {
             while let Ok(Some(si)) = sfd.read_signal() {
                 match Signal::try_from(si.ssi_signo as i32) {

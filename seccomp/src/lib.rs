@@ -12,6 +12,7 @@
 //! - [`resolve`]: which rules and architectures hold for one container.
 //! - [`compile`]: profile → BPF through libseccomp (and why libseccomp).
 //! - [`program`]: the compiled BPF and its allocation-free install.
+//! - [`notify`]: the listener's side of [`Action::Notify`] (receive, validate, answer).
 //! - [`cache`]: compiled programs on disk, keyed by everything they depend on.
 
 pub mod cache;
@@ -21,6 +22,7 @@ pub mod default_profile;
 pub mod error;
 pub mod format;
 pub mod kernel;
+pub mod notify;
 pub mod profile;
 pub mod program;
 pub mod resolve;
@@ -30,6 +32,7 @@ pub use caps::CapSet;
 pub use compile::{compile, Compiled};
 pub use error::{Error, Result};
 pub use kernel::KernelVersion;
+pub use notify::{Listener, Reply, Request};
 pub use profile::{Action, ArgCmp, CmpOp, Profile, Rule};
 pub use program::Program;
 pub use resolve::Target;

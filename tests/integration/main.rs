@@ -13,6 +13,7 @@
 //! - `fs_views`: `cgsight fs` views read by procps, glibc and Python in a container.
 //! - `launch_basic`: `cgsight launch` limits, namespaces, exit codes, volumes, exec, cleanup.
 //! - `network`: bridge, NAT, `-p`, `--net none|container:`, cleanup, in test-made netns.
+//! - `sysinfo`: sysinfo(2) (free, sysconf, getloadavg) answered for the container.
 //! - `launch_tty`: `launch -t/-i` through a real pty, `-d` with `logs`, stop and signals.
 
 mod support;
@@ -27,3 +28,4 @@ mod images;
 mod launch_basic;
 mod launch_tty;
 mod network;
+mod sysinfo;

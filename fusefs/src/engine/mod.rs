@@ -385,7 +385,26 @@ impl Engine {
         Ok(views::vmstat::render(&self.host.vmstat(), &stat, io))
     }
 
-    fn age_ns(&self, r: &Reader) -> u64 {
+    /// The container's MemTotal, MemFree, … as /proc/meminfo shows them (for sysinfo(2)).
+    pub fn mem_numbers(&self, r: &Reader) -> VResult<meminfo::MemNumbers> {
+        let l = self.limits(&r.cg)?;
+        Ok(meminfo::numbers(
+            &self.host.meminfo(),
+            &self.mem_facts(&r.cg, &l)?,
+        ))
+    }
+
+    /// The container's tasks (threads) now: the pids controller's count, one read of a file
+    /// kept open; without that controller, a walk of its threads (as the load sampler's).
+    pub fn tasks_now(&self, r: &Reader) -> VResult<u64> {
+        let s = &*r.cg;
+        match s.cg.dir(Controller::Pids) {
+            Some(d) => self.read_u64(s, &d.dir, "pids.current"),
+            None => Ok(cgsight_cgroup::tasks::count(&s.cg).total),
+        }
+    }
+
+    pub fn age_ns(&self, r: &Reader) -> u64 {
         let start_ns = r.start_ticks * (1_000_000_000 / self.clk_tck.max(1));
         host::boottime_ns().saturating_sub(start_ns)
     }

@@ -24,6 +24,12 @@ pub fn step(loads: &mut [u64; 3], active_tasks: u64) {
     }
 }
 
+/// sysinfo(2)'s `loads`: the same averages with 16 fraction bits (SI_LOAD_SHIFT), as the kernel
+/// converts its own.
+pub fn sysinfo_loads(loads: &[u64; 3]) -> [u64; 3] {
+    loads.map(|l| l << (16 - FSHIFT))
+}
+
 pub fn render(loads: &[u64; 3], running: u64, total: u64, last_pid: u64) -> String {
     let f = |x: u64| {
         let x = x + FIXED_1 / 200;
@@ -64,5 +70,6 @@ mod tests {
             step(&mut l, 0);
         }
         assert!(render(&l, 0, 3, 42).starts_with("0.00 "));
+        assert_eq!(sysinfo_loads(&[FIXED_1, 0, FIXED_1 / 2]), [65536, 0, 32768]);
     }
 }

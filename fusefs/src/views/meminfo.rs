@@ -43,7 +43,23 @@ pub fn swap_kb(host_swap_total_kb: u64, f: &MemFacts) -> (u64, u64) {
     }
 }
 
-pub fn render(host: &str, f: &MemFacts) -> String {
+/// The container's headline numbers in kB: what /proc/meminfo's first lines and sysinfo(2)
+/// both report, so `free` (either kind) and `sysinfo()` agree.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemNumbers {
+    pub total: u64,
+    pub free: u64,
+    pub available: u64,
+    pub shmem: u64,
+    /// Always 0: no cgroup counts buffers.
+    pub buffers: u64,
+    pub swap_total: u64,
+    pub swap_free: u64,
+}
+
+/// MemTotal, MemFree, MemAvailable, Shmem, Buffers and swap of the container, from the host's
+/// meminfo text (for its MemTotal and SwapTotal) and the cgroup's facts.
+pub fn numbers(host: &str, f: &MemFacts) -> MemNumbers {
     let host_total = super::field(host, "MemTotal").unwrap_or(0);
     let host_swap = super::field(host, "SwapTotal").unwrap_or(0);
     let kb = |b: u64| b / 1024;
@@ -57,8 +73,30 @@ pub fn render(host: &str, f: &MemFacts) -> String {
     // v1 reports no slab: its reclaimable slab is 0 here.
     let reclaimable =
         b(StatKey::ActiveFile) + b(StatKey::InactiveFile) + b(StatKey::SlabReclaimable);
-    let avail = (free + kb(reclaimable)).min(total);
     let (swap_total, swap_free) = swap_kb(host_swap, f);
+    MemNumbers {
+        total,
+        free,
+        available: (free + kb(reclaimable)).min(total),
+        shmem: kb(b(StatKey::Shmem)),
+        buffers: 0,
+        swap_total,
+        swap_free,
+    }
+}
+
+pub fn render(host: &str, f: &MemFacts) -> String {
+    let kb = |b: u64| b / 1024;
+    let b = |k: StatKey| f.stat.bytes(k);
+    let MemNumbers {
+        total,
+        free,
+        available: avail,
+        shmem,
+        buffers,
+        swap_total,
+        swap_free,
+    } = numbers(host, f);
     let swap_used = swap_total - swap_free;
 
     let mut out = String::with_capacity(host.len() + 64);
@@ -72,7 +110,8 @@ pub fn render(host: &str, f: &MemFacts) -> String {
             "MemTotal" => total,
             "MemFree" => free,
             "MemAvailable" => avail,
-            "Buffers" | "SwapCached" => 0,
+            "Buffers" => buffers,
+            "SwapCached" => 0,
             "Cached" => kb(b(StatKey::File)),
             "Active" => kb(b(StatKey::ActiveAnon) + b(StatKey::ActiveFile)),
             "Inactive" => kb(b(StatKey::InactiveAnon) + b(StatKey::InactiveFile)),
@@ -87,7 +126,7 @@ pub fn render(host: &str, f: &MemFacts) -> String {
             "Writeback" => kb(b(StatKey::FileWriteback)),
             "AnonPages" => kb(b(StatKey::Anon)),
             "Mapped" => kb(b(StatKey::FileMapped)),
-            "Shmem" => kb(b(StatKey::Shmem)),
+            "Shmem" => shmem,
             "KReclaimable" | "SReclaimable" => kb(b(StatKey::SlabReclaimable)),
             "Slab" => kb(b(StatKey::Slab)),
             "SUnreclaim" => kb(b(StatKey::SlabUnreclaimable)),
@@ -189,6 +228,29 @@ mod tests {
         assert_eq!(get(&out, "KernelStack"), 64);
         assert_eq!(get(&out, "SwapTotal"), 65536);
         assert_eq!(get(&out, "SwapFree"), 0);
+        // sysinfo(2) answers from `numbers`: the same values as the file, line for line.
+        let n = numbers(HOST, &f);
+        let keys = [
+            "MemTotal",
+            "MemFree",
+            "MemAvailable",
+            "Shmem",
+            "Buffers",
+            "SwapTotal",
+            "SwapFree",
+        ];
+        let vals = [
+            n.total,
+            n.free,
+            n.available,
+            n.shmem,
+            n.buffers,
+            n.swap_total,
+            n.swap_free,
+        ];
+        for (k, v) in keys.iter().zip(vals) {
+            assert_eq!(get(&out, k), v, "{k}");
+        }
     }
 
     #[test]
