@@ -29,22 +29,41 @@ pub(crate) fn time_namespace() {
     }
 }
 
-/// Our own pid namespace, restored for our children on drop. Once the container's pid 1 has
-/// exited, its namespace is dead and fork() fails with ENOMEM: the cleanup's own children (`nft`
-/// removing a container's published ports) must be forked into ours again.
-pub(crate) struct HostPidns(Option<OwnedFd>);
+/// Our own pid and time namespaces, restored for our children on drop, so the cleanup can start
+/// processes (`nft` removing a container's published ports):
+/// - once the container's pid 1 has exited its pid namespace is dead, and fork() into it fails
+///   with ENOMEM;
+/// - a pending time namespace makes the vfork-style spawn std uses fail with EINVAL on kernels
+///   before 6.x's relaxation (Debian's 6.1), as CLONE_VM cannot cross into another time
+///   namespace.
+pub(crate) struct HostNs {
+    pid: Option<OwnedFd>,
+    time: Option<OwnedFd>,
+}
 
-impl HostPidns {
+impl HostNs {
+    /// Call before unsharing: the files name the namespaces this process is in.
     pub(crate) fn keep() -> Self {
-        HostPidns(fs::File::open("/proc/self/ns/pid").ok().map(OwnedFd::from))
+        let open = |p: &str| fs::File::open(p).ok().map(OwnedFd::from);
+        HostNs {
+            pid: open("/proc/self/ns/pid"),
+            time: open("/proc/self/ns/time"),
+        }
     }
 }
 
-impl Drop for HostPidns {
+impl Drop for HostNs {
     fn drop(&mut self) {
-        if let Some(fd) = &self.0 {
-            if let Err(e) = nix::sched::setns(fd, CloneFlags::CLONE_NEWPID) {
-                warn!("restoring the supervisor's pid namespace for its children: {e}");
+        // Time first: setns(CLONE_NEWTIME) wants a single-threaded caller, as the supervisor is.
+        let time = CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
+        for (fd, flag, what) in [
+            (&self.time, time, "time"),
+            (&self.pid, CloneFlags::CLONE_NEWPID, "pid"),
+        ] {
+            if let Some(fd) = fd {
+                if let Err(e) = nix::sched::setns(fd, flag) {
+                    warn!("restoring the supervisor's {what} namespace for its children: {e}");
+                }
             }
         }
     }

@@ -356,9 +356,9 @@ fn supervise_inner(
 
     // All signals go through a signalfd from here on (the child restores its mask).
     let signals = sys::block_all_signals().map_err(LaunchError::sys("blocking signals"))?;
+    // Dropped before `cleanup` runs: gives later children our own namespaces back.
+    let host_ns = children_ns::HostNs::keep();
     children_ns::time_namespace();
-    // Dropped before `cleanup` runs: gives later children our own pid namespace back.
-    let pidns = children_ns::HostPidns::keep();
     // Affects only the children forked from now on.
     nix::sched::unshare(CloneFlags::CLONE_NEWPID)
         .map_err(LaunchError::sys("unshare(CLONE_NEWPID)"))?;
@@ -465,7 +465,7 @@ fn supervise_inner(
             warn!("writing state: {e}");
         }
     }
-    drop(pidns);
+    drop(host_ns);
     drop(cleanup);
     Ok(code)
 }
