@@ -7,14 +7,13 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use cgsight_testkit::{require_root, unique_name, wait_for, TempDir};
 
 use crate::agent::{start_agent, value};
-use crate::support::{stderr, stdout, BIN};
+use crate::support::{join_netns, stderr, stdout, BIN};
 
 /// How a command ended and what it said: the exit status too, since a process killed by a
 /// signal says nothing.
@@ -101,16 +100,8 @@ impl Lab {
         if let Some(cfg) = &self.config {
             c.env("CGSIGHT_NETWORK_CONFIG", cfg);
         }
-        let fd = self.ns_file.as_raw_fd();
-        // SAFETY: setns is async-signal-safe; the lab keeps the descriptor open.
-        unsafe {
-            c.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        // The lab keeps the descriptor open for its life.
+        join_netns(&mut c, self.ns_file.as_raw_fd());
         c
     }
 

@@ -42,8 +42,12 @@ pub fn command(args: &[&str]) -> Command {
 
 /// Starts `cmd` in [`test_netns`].
 pub fn in_test_netns(cmd: &mut Command) {
-    let fd = test_netns();
-    // SAFETY: setns is async-signal-safe; the descriptor stays open for the process's life.
+    join_netns(cmd, test_netns());
+}
+
+/// Starts `cmd` in the network namespace `fd` names; the caller keeps `fd` open until then.
+pub fn join_netns(cmd: &mut Command, fd: std::os::fd::RawFd) {
+    // SAFETY: setns is async-signal-safe and touches only the forked child.
     unsafe {
         cmd.pre_exec(move || {
             if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
@@ -75,15 +79,7 @@ pub fn test_netns() -> std::os::fd::RawFd {
         let raw = fd.as_raw_fd();
         let mut up = Command::new("ip");
         up.args(["link", "set", "lo", "up"]);
-        // SAFETY: as in in_test_netns.
-        unsafe {
-            up.pre_exec(move || {
-                if libc::setns(raw, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        join_netns(&mut up, raw);
         assert!(
             up.status().expect("ip link").success(),
             "lo up in the test netns"
