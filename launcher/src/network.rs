@@ -114,13 +114,8 @@ pub fn plumb(spec: &ContainerSpec, store: &Store) -> Result<Plumbed, LaunchError
             // An image's root has no idea of this host's names and resolvers: docker gives a
             // host-network container copies of the host's files (the host root has them).
             let dir = store.container_dir(&spec.id);
-            for (from, to) in [("/etc/hosts", "hosts"), ("/etc/resolv.conf", "resolv.conf")] {
-                if let Ok(text) = fs::read(from) {
-                    let p = dir.join(to);
-                    fs::write(&p, text)
-                        .map_err(LaunchError::io(format!("writing {}", p.display())))?;
-                }
-            }
+            let host = |p: &str| fs::read_to_string(p).ok();
+            write_etc(&dir, host("/etc/hosts"), host("/etc/resolv.conf"))?;
             Ok(Plumbed {
                 netns: None,
                 files: etc_files(dir.join("hosts"), dir.join("resolv.conf")),
@@ -193,12 +188,16 @@ pub fn plumb(spec: &ContainerSpec, store: &Store) -> Result<Plumbed, LaunchError
 
 fn write_files(dir: &Path, names: &str, ip: Ipv4Addr) -> Result<(), LaunchError> {
     let resolv = net::resolv_conf().map_err(neterr)?;
-    for (f, text) in [
-        ("hosts", net::hosts_file(names, ip)),
-        ("resolv.conf", resolv),
-    ] {
-        let p = dir.join(f);
-        fs::write(&p, text).map_err(LaunchError::io(format!("writing {}", p.display())))?;
+    write_etc(dir, Some(net::hosts_file(names, ip)), Some(resolv))
+}
+
+/// The container's `hosts` and `resolv.conf` in its directory (a None is not written).
+fn write_etc(dir: &Path, hosts: Option<String>, resolv: Option<String>) -> Result<(), LaunchError> {
+    for (f, text) in [("hosts", hosts), ("resolv.conf", resolv)] {
+        if let Some(text) = text {
+            let p = dir.join(f);
+            fs::write(&p, text).map_err(LaunchError::io(format!("writing {}", p.display())))?;
+        }
     }
     Ok(())
 }
