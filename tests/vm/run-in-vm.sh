@@ -196,6 +196,9 @@ done
 sort -k2 -o "$JOB/shares" "$JOB/shares"
 
 KARGS="console=ttyS0 quiet loglevel=4 panic=-1 rdinit=/init"
+# A guest kernel that locks up (soft lockup, RCU stall) prints every CPU's stack, so the
+# post-mortem below can show who held what.
+KARGS+=" softlockup_all_cpu_backtrace=1"
 KARGS+=" tsc=reliable no_timer_check i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd"
 KARGS+=" cgsight.job=$JOB cgsight.cgroup=$CGROUP cgsight.modules=$MODULES"
 if [ "$CGROUP" = v2 ]; then
@@ -268,7 +271,15 @@ elapsed=$((ms / 1000)).$(printf '%03d' $((ms % 1000)))
 rc=$(sed -n 's/^rc=\([0-9]*\).*/\1/p' "$JOB/rc" | head -n1)
 show_console() {
 	echo "run-in-vm: ---- kernel console (tail; full log: $CACHE/last-console.log) ----" >&2
-	tail -n 40 "$CONSOLE_LOG" >&2
+	tail -n 12 "$CONSOLE_LOG" >&2
+	# The first kernel fault report with its stacks (the tail only repeats its summary); last,
+	# so an excerpt of this output's end still holds it.
+	local first
+	first=$(grep -n -m1 -E 'soft lockup|rcu.*stall|BUG:|Oops|blocked for more than|WARNING:' "$CONSOLE_LOG" | cut -d: -f1)
+	if [ -n "$first" ]; then
+		echo "run-in-vm: ---- kernel console (first fault report, from line $first) ----" >&2
+		tail -n "+$first" "$CONSOLE_LOG" | head -n 100 >&2
+	fi
 	[ -s "$JOB/qemu.log" ] && { echo "run-in-vm: ---- qemu ----" >&2; cat "$JOB/qemu.log" >&2; }
 }
 if [ "$timed_out" = 1 ]; then
