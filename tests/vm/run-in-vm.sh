@@ -26,11 +26,15 @@
 #                      CGSIGHT_VM=tcg|kvm (so a test can tell it runs in this VM).
 #   --append ARGS      extra kernel command line [CGSIGHT_VM_APPEND]
 #   --console          stream the kernel console to stderr too [CGSIGHT_VM_CONSOLE=1]
+#   --lockup SECS      stop the VM once its kernel reports a CPU stuck this long
+#                      [CGSIGHT_VM_LOCKUP, default 240; emulation's spurious reports
+#                      under host load stay well below it; 0 turns the watch off]
 #
 # The command's stdout+stderr (merged) stream to this script's stdout through a
 # virtio-serial port; stdin is /dev/null. The kernel console (console=ttyS0 quiet) is
 # kept in tests/vm/cache/last-console.log.
-# Exit status: the command's; 124 on timeout; 125 if the VM never reported one.
+# Exit status: the command's; 124 on timeout; 123 if the guest kernel locked up (its
+# first fault report is printed); 125 if the VM never reported one.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -44,6 +48,7 @@ TIMEOUT=${CGSIGHT_VM_TIMEOUT:-1200}
 ACCEL=${CGSIGHT_VM_ACCEL:-auto}
 APPEND=${CGSIGHT_VM_APPEND:-}
 CONSOLE=${CGSIGHT_VM_CONSOLE:-0}
+LOCKUP=${CGSIGHT_VM_LOCKUP:-240}
 CWD=$PWD
 SHARES=()
 ENVS=()
@@ -70,6 +75,7 @@ while [ $# -gt 0 ]; do
 	--env) ENVS+=("$2"); shift 2 ;;
 	--append) APPEND="$APPEND $2"; shift 2 ;;
 	--console) CONSOLE=1; shift ;;
+	--lockup) LOCKUP=$2; shift 2 ;;
 	-h | --help) usage 0 ;;
 	--) shift; break ;;
 	-*) echo "run-in-vm: unknown option $1" >&2; usage ;;
@@ -117,11 +123,13 @@ JOB=$(mktemp -d /tmp/cgsight-vm.XXXXXX)
 QPID=
 CATPID=
 TAILPID=
+WATCHPID=
 # shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {
 	if [ -n "$QPID" ]; then kill "$QPID" 2>/dev/null && wait "$QPID" 2>/dev/null; fi
 	if [ -n "$CATPID" ]; then kill "$CATPID" 2>/dev/null; fi
 	if [ -n "$TAILPID" ]; then kill "$TAILPID" 2>/dev/null; fi
+	if [ -n "$WATCHPID" ]; then kill "$WATCHPID" 2>/dev/null; fi
 	# Keep the last console log for post-mortems (tests/vm/cache is gitignored).
 	if [ -s "$JOB/console.log" ]; then cp "$JOB/console.log" "$CACHE/last-console.log" 2>/dev/null; fi
 	rm -rf "$JOB"
@@ -247,11 +255,35 @@ start=$(date +%s%N)
 # timeout(1) is the watchdog: TERM after $TIMEOUT s, KILL 5 s later; it exits 124 then.
 timeout -k 5 "$TIMEOUT" "${QEMU[@]}" </dev/null >"$JOB/qemu.log" 2>&1 &
 QPID=$!
+# A guest whose kernel is locked up never finishes: stop it at once rather than at the
+# timeout (the soft-lockup detector reports the stuck time every ~30 s).
+watch_lockup() {
+	local worst
+	while kill -0 "$QPID" 2>/dev/null; do
+		sleep 10
+		worst=$(grep -oE 'soft lockup - CPU#[0-9]+ stuck for [0-9]+s' "$CONSOLE_LOG" |
+			sed -E 's/.* ([0-9]+)s$/\1/' | sort -n | tail -n1) || true
+		if [ -n "$worst" ] && [ "$worst" -ge "$LOCKUP" ]; then
+			echo "$worst" >"$JOB/lockup"
+			kill -TERM "$QPID" 2>/dev/null
+			return 0
+		fi
+	done
+}
+if [ "$LOCKUP" -gt 0 ]; then
+	watch_lockup &
+	WATCHPID=$!
+fi
 set +e
 wait "$QPID"
 qrc=$?
 set -e
 QPID=
+if [ -n "$WATCHPID" ]; then
+	kill "$WATCHPID" 2>/dev/null || true
+	wait "$WATCHPID" 2>/dev/null || true
+	WATCHPID=
+fi
 timed_out=0
 if [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then timed_out=1; fi
 # cat ends at EOF, once qemu has closed the fifo; a brief open+close of our own wakes
@@ -282,6 +314,11 @@ show_console() {
 	fi
 	[ -s "$JOB/qemu.log" ] && { echo "run-in-vm: ---- qemu ----" >&2; cat "$JOB/qemu.log" >&2; }
 }
+if [ -s "$JOB/lockup" ]; then
+	echo "run-in-vm: the guest kernel locked up (a CPU stuck for $(cat "$JOB/lockup")s); VM stopped" >&2
+	show_console
+	exit 123
+fi
 if [ "$timed_out" = 1 ]; then
 	echo "run-in-vm: timed out after ${TIMEOUT}s; VM killed" >&2
 	show_console

@@ -134,13 +134,22 @@ echo "vm-$cg: $tot_pass passed, $tot_fail failed"
 '
 
 test_args=("$@")
-# In the background so that INT/TERM reach run-in-vm.sh (which then stops the VM).
-"$HERE/run-in-vm.sh" --cgroup "$CGROUP" --share "$TARGET_DIR" "${VM_ARGS[@]+"${VM_ARGS[@]}"}" --cwd "$PROJECT" \
-	-- /bin/sh -c "$guest" vm-tests "$CGROUP" "$CGSIGHT_BIN" "$entries" "${test_args[@]+"${test_args[@]}"}" &
-vm=$!
-trap 'kill -TERM "$vm" 2>/dev/null' INT TERM
-rc=0
-wait "$vm" || rc=$?
-# A signal interrupts the first wait; the second one collects run-in-vm.sh's own status.
-if kill -0 "$vm" 2>/dev/null; then wait "$vm" || rc=$?; fi
-exit "$rc"
+run_lane() {
+	# In the background so that INT/TERM reach run-in-vm.sh (which then stops the VM).
+	"$HERE/run-in-vm.sh" --cgroup "$CGROUP" --share "$TARGET_DIR" "${VM_ARGS[@]+"${VM_ARGS[@]}"}" --cwd "$PROJECT" \
+		-- /bin/sh -c "$guest" vm-tests "$CGROUP" "$CGSIGHT_BIN" "$entries" "${test_args[@]+"${test_args[@]}"}" &
+	vm=$!
+	trap 'kill -TERM "$vm" 2>/dev/null' INT TERM
+	lane_rc=0
+	wait "$vm" || lane_rc=$?
+	# A signal interrupts the first wait; the second one collects run-in-vm.sh's own status.
+	if kill -0 "$vm" 2>/dev/null; then wait "$vm" || lane_rc=$?; fi
+}
+run_lane
+# 123: the emulated guest's own kernel locked up (run-in-vm.sh printed its fault report);
+# that is no test's result, so the lane runs once more. A test failure is never retried.
+if [ "$lane_rc" = 123 ]; then
+	echo "vm-tests[$CGROUP]: the guest kernel locked up (report above): running the lane once more" >&2
+	run_lane
+fi
+exit "$lane_rc"
