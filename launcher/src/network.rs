@@ -143,7 +143,7 @@ pub fn plumb(spec: &ContainerSpec, store: &Store) -> Result<Plumbed, LaunchError
             };
             let written = write_files(&dir, &names, att.ip);
             if let Err(e) = written {
-                let _ = net::release(&state_dir(store), &spec.id);
+                let _ = net::release(&state_dir(store), &spec.id, net::Teardown::Delete);
                 return Err(e);
             }
             info.bridge = Some(network.bridge().name.clone());
@@ -205,7 +205,13 @@ fn write_etc(dir: &Path, hosts: Option<String>, resolv: Option<String>) -> Resul
 /// Frees a bridge container's address, veth and rules. Idempotent, and needs only the state
 /// directory: `rm` calls it after a supervisor that died.
 pub fn release(store: &Store, id: &str) -> Result<(), LaunchError> {
-    net::release(&state_dir(store), id).map_err(neterr)
+    net::release(&state_dir(store), id, net::Teardown::Delete).map_err(neterr)
+}
+
+/// [`release`] by the supervisor whose exit drops the container's network namespace: the
+/// kernel deletes the (detached) veth pair with it, off the exit path.
+pub fn release_on_exit(store: &Store, id: &str) -> Result<(), LaunchError> {
+    net::release(&state_dir(store), id, net::Teardown::Detach).map_err(neterr)
 }
 
 #[cfg(test)]

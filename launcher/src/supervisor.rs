@@ -139,7 +139,7 @@ impl Drop for Cleanup {
         }
         if self.network {
             let t = std::time::Instant::now();
-            if let Err(e) = network::release(&self.store, &self.id) {
+            if let Err(e) = network::release_on_exit(&self.store, &self.id) {
                 warn!("releasing the network of {}: {e}", self.id);
             }
             debug!(us = t.elapsed().as_micros() as u64, "network released");

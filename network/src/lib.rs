@@ -12,7 +12,9 @@
 //! Measured here (release, 2 loaded cores, medians of 50): `ensure` on an existing bridge 69 µs;
 //! `attach` 2.3 ms wall / 1.7 ms CPU without ports (create veth 1.0 ms, in-netns setup 0.6 ms,
 //! lease 0.12 ms), 7.5 ms with one `-p` (the `nft` process, 6 ms, overlapped with netlink);
-//! `release` 18 ms wall but 0.9 ms CPU: the kernel's RCU wait when a veth is deleted.
+//! `release` 18 ms wall but 0.9 ms CPU: the kernel's RCU wait when a veth is deleted, which
+//! the exiting supervisor avoids by detaching the veth and leaving the delete to the kernel's
+//! namespace teardown ([`Teardown::Detach`]).
 //!
 //! - [`config`]: the network's JSON settings (bridge, subnet, MTU).
 //! - [`error`]: the crate's error type.
@@ -40,6 +42,6 @@ pub use config::{NetworkConfig, DEFAULT_CONFIG_PATH};
 pub use error::{Error, Result};
 pub use files::{hosts_file, resolv_conf, resolv_conf_from};
 pub use netns::{create as new_netns, Netns};
-pub use network::{release, Attachment, Bridge, Network};
+pub use network::{release, Attachment, Bridge, Network, Teardown};
 pub use ports::{parse_publish, PortMapping, Proto};
 pub use subnet::Subnet;

@@ -230,7 +230,7 @@ impl Network {
             Ok(()) => Ok(att),
             Err(e) => {
                 // The original error matters more than a failed undo.
-                let _ = release(&self.state_dir, id);
+                let _ = release(&self.state_dir, id, Teardown::Delete);
                 Err(e)
             }
         }
@@ -280,21 +280,38 @@ impl Network {
 
     /// See [`release`].
     pub fn release(&self, id: &str) -> Result<()> {
-        release(&self.state_dir, id)
+        release(&self.state_dir, id, Teardown::Delete)
     }
 }
 
+/// How [`release`] gets rid of a container's veth pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Teardown {
+    /// Delete it now: the caller cannot tell whether its network namespace is still alive
+    /// (`rm` after a supervisor that died).
+    Delete,
+    /// Take the host end off the bridge and leave the pair to the kernel, which deletes it when
+    /// the container's network namespace goes (the caller holds the last reference and is about
+    /// to drop it). A detached port cannot answer for the freed address, so it may be leased
+    /// again at once; the delete's RCU wait leaves the exit path.
+    Detach,
+}
+
 /// Undoes [`Network::attach`] from the state directory alone (works after a crashed supervisor):
-/// deletes the host veth (the kernel drops `eth0` with it), the container's DNAT chain and map
-/// entries, then the lease. Idempotent; the lease goes last so a failed release can be retried.
-pub fn release(state_dir: &Path, id: &str) -> Result<()> {
+/// deletes or detaches the host veth (see [`Teardown`]), removes the container's DNAT chain and
+/// map entries, then the lease. Idempotent; the lease goes last so a failed release can be retried.
+pub fn release(state_dir: &Path, id: &str, how: Teardown) -> Result<()> {
     check_id(id)?;
     let (lease, bridge) = {
         let locked = ipam::lock(state_dir)?;
         (locked.state.lease(id).cloned(), locked.state.bridge.clone())
     };
     let Some(lease) = lease else { return Ok(()) };
-    Rtnl::open()?.delete_link(&lease.veth)?;
+    let mut rtnl = Rtnl::open()?;
+    match how {
+        Teardown::Delete => rtnl.delete_link(&lease.veth)?,
+        Teardown::Detach => rtnl.detach_link(&lease.veth)?,
+    };
     if let (false, Some(b)) = (lease.ports.is_empty(), &bridge) {
         nat::unpublish(&b.name, id, &lease.ports)?;
     }

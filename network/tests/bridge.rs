@@ -10,7 +10,7 @@ use std::os::fd::AsFd;
 use std::path::Path;
 
 use cgsight_network::network::veth_name;
-use cgsight_network::{parse_publish, Error, Netns, Network, NetworkConfig};
+use cgsight_network::{parse_publish, Error, Netns, Network, NetworkConfig, Teardown};
 use cgsight_testkit::{ChildGuard, TempDir};
 use common::{ask_peer_addr, link_outside, serve_peer_addrs, TestNs, HOST_EXT, OUTSIDE};
 
@@ -280,10 +280,49 @@ fn release_works_from_state_alone_after_a_crash() {
     assert!(host.ruleset().contains("ctr-crash1"));
     // Half of the rules already gone (a crash mid-release): the rest still goes.
     host.sh("nft delete element ip cgsight0 ports '{ udp . 8081 }'");
-    host.run(|| cgsight_network::release(state.path(), "crash1"))
+    host.run(|| cgsight_network::release(state.path(), "crash1", Teardown::Delete))
         .unwrap();
     assert_eq!(host.ruleset(), baseline);
     assert_eq!(leases(state.path()), 0);
+    assert_eq!(host.sh("ip -br link show type veth"), "");
+}
+
+#[test]
+fn detach_frees_the_address_at_once_and_the_pair_goes_with_the_namespace() {
+    let (host, state, c, net) = one_container_setup();
+    let baseline = host.ruleset();
+    let ports = [parse_publish("8082:80").unwrap()];
+    let first = host
+        .run(|| net.attach("old1", "x", Netns::Fd(c.file().as_fd()), &ports))
+        .unwrap();
+    host.run(|| cgsight_network::release(state.path(), "old1", Teardown::Detach))
+        .unwrap();
+    assert_eq!(leases(state.path()), 0);
+    assert_eq!(host.ruleset(), baseline);
+    // The pair lives on with the namespace, but off the bridge: the address it still carries
+    // can go to the next container at once without two ports answering for it.
+    let old = veth_name("old1");
+    assert!(host.sh("ip -br link show type veth").contains(&old));
+    let c2 = TestNs::new("net-ctr");
+    let second = host
+        .run(|| net.attach("new1", "y", Netns::Fd(c2.file().as_fd()), &[]))
+        .unwrap();
+    assert_eq!(second.ip, first.ip);
+    let ports_now = host.sh("ip -br link show master cgsight0");
+    assert!(!ports_now.contains(&old), "{ports_now}");
+    assert!(ports_now.contains(&veth_name("new1")), "{ports_now}");
+    assert!(!host
+        .sh(&format!("ip -d link show {old}"))
+        .contains("master"));
+    // The last reference to the namespace gone, the kernel deletes the pair (asynchronously:
+    // the bound is a safety stop, not a measurement).
+    drop(c);
+    cgsight_testkit::wait_for(
+        "the detached pair to go with its namespace",
+        std::time::Duration::from_secs(60),
+        || (!host.sh("ip -br link show type veth").contains(&old)).then_some(()),
+    );
+    host.run(|| net.release("new1")).unwrap();
     assert_eq!(host.sh("ip -br link show type veth"), "");
 }
 
@@ -440,6 +479,6 @@ fn an_older_bridge_gets_the_current_base_rules() {
         v
     };
     assert_eq!(lines(&host.ruleset()), lines(&current));
-    host.run(|| cgsight_network::release(state.path(), "old1"))
+    host.run(|| cgsight_network::release(state.path(), "old1", Teardown::Delete))
         .unwrap();
 }

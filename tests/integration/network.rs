@@ -175,7 +175,12 @@ impl Lab {
     /// Everything a finished test must find: no lease, no veth but the bridge, `ruleset` as given.
     fn assert_clean(&self, ruleset: &str) {
         assert_eq!(self.leases(), 0, "no address lease left");
-        assert_eq!(self.links(), ["cgsight0", "ext0", "lo"], "no veth left");
+        // An exiting container's veth pair is deleted by the kernel with its network namespace,
+        // after the launcher returns: wait for it (the bound is a safety stop).
+        let want = ["cgsight0", "ext0", "lo"];
+        wait_for("no veth left", Duration::from_secs(60), || {
+            (self.links() == want).then_some(())
+        });
         assert_eq!(self.ruleset(), ruleset, "no NAT rule left");
     }
 
