@@ -51,8 +51,12 @@ impl Server {
                 return None;
             }
         };
+        let listener = Listener::new(listener);
+        if let Err(e) = listener.sync_wakeup() {
+            debug!("sysinfo: no same-CPU hand-over (Linux < 6.6?): {e}");
+        }
         Some(Server {
-            listener: Listener::new(listener),
+            listener,
             facts: ContainerFacts::new(h, cg, start_ticks),
             next_sample: Instant::now() + Duration::from_secs(SAMPLE_SECS),
             open: true,
@@ -133,8 +137,10 @@ fn answer(listener: &Listener, facts: &ContainerFacts, req: &Request) -> Result<
         .map_err(|e| format!("writing at {:#x}: {e}", req.args[0]))
 }
 
+const SYSINFO_LEN: usize = std::mem::size_of::<libc::sysinfo>();
+
 /// `struct sysinfo` as the kernel lays it out, `mem_unit` 1 (bytes, as a 64-bit kernel does).
-fn to_bytes(i: &Sysinfo) -> Vec<u8> {
+fn to_bytes(i: &Sysinfo) -> [u8; SYSINFO_LEN] {
     // SAFETY: all-zero is a valid libc::sysinfo (integers and padding).
     let mut s: libc::sysinfo = unsafe { std::mem::zeroed() };
     s.uptime = i.uptime as libc::c_long;
@@ -150,9 +156,17 @@ fn to_bytes(i: &Sysinfo) -> Vec<u8> {
     // The kernel's field is 16 bits wide: it wraps, so do we.
     s.procs = i.procs as libc::c_ushort;
     s.mem_unit = 1;
-    let p = (&s as *const libc::sysinfo).cast::<u8>();
-    // SAFETY: reading the bytes of a plain C struct we own, for its whole size.
-    unsafe { std::slice::from_raw_parts(p, std::mem::size_of::<libc::sysinfo>()) }.to_vec()
+    let mut out = [0u8; SYSINFO_LEN];
+    // SAFETY: copying the bytes of a plain C struct we own, for its whole size, into an array
+    // of that size.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            (&s as *const libc::sysinfo).cast::<u8>(),
+            out.as_mut_ptr(),
+            SYSINFO_LEN,
+        )
+    };
+    out
 }
 
 #[cfg(test)]
