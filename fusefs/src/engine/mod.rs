@@ -359,17 +359,23 @@ impl Engine {
                 )?
             }
         };
-        // Absent without swap accounting.
-        let swap = match s.files.read(&d.dir, swap_file) {
-            Ok(Some(t)) => {
-                let raw = parsed(&d.dir, format::u64_of(Path::new(swap_file), "bytes", &t))?;
-                Some(meminfo::SwapFacts {
-                    limit: l.swap,
-                    usage: if v2 { raw } else { raw.saturating_sub(usage) },
-                })
+        // Without host swap the container's is 0 whatever its counter says (swap_kb): one
+        // read fewer per sysinfo(2) call on swapless hosts. Absent without swap accounting.
+        let host_swap = views::field(&self.host.meminfo(), "SwapTotal").unwrap_or(0);
+        let swap = if host_swap == 0 {
+            None
+        } else {
+            match s.files.read(&d.dir, swap_file) {
+                Ok(Some(t)) => {
+                    let raw = parsed(&d.dir, format::u64_of(Path::new(swap_file), "bytes", &t))?;
+                    Some(meminfo::SwapFacts {
+                        limit: l.swap,
+                        usage: if v2 { raw } else { raw.saturating_sub(usage) },
+                    })
+                }
+                Ok(None) => None,
+                Err(e) => return Err(file_err(&d.dir, swap_file, e)),
             }
-            Ok(None) => None,
-            Err(e) => return Err(file_err(&d.dir, swap_file, e)),
         };
         Ok(meminfo::MemFacts {
             limit: l.mem,
