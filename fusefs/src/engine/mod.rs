@@ -361,8 +361,7 @@ impl Engine {
         };
         // Without host swap the container's is 0 whatever its counter says (swap_kb): one
         // read fewer per sysinfo(2) call on swapless hosts. Absent without swap accounting.
-        let host_swap = views::field(&self.host.meminfo(), "SwapTotal").unwrap_or(0);
-        let swap = if host_swap == 0 {
+        let swap = if self.host.totals().swap_kb == 0 {
             None
         } else {
             match s.files.read(&d.dir, swap_file) {
@@ -416,7 +415,7 @@ impl Engine {
     ) -> VResult<(meminfo::MemNumbers, MemCounters)> {
         let l = self.limits(&r.cg)?;
         let facts = self.mem_facts_with(&r.cg, &l, stat)?;
-        Ok((meminfo::numbers(&self.host.meminfo(), &facts), facts.stat))
+        Ok((meminfo::numbers_of(self.host.totals(), &facts), facts.stat))
     }
 
     /// The container's tasks (threads) now: the pids controller's count, one read of a file
