@@ -242,4 +242,23 @@ mod tests {
         assert_eq!(word(0), Some(7i64.to_ne_bytes()[..].to_vec()));
         assert_eq!(word(4), Some((256u64 << 20).to_ne_bytes()[..].to_vec()));
     }
+
+    #[test]
+    fn a_kept_proc_dir_never_outlives_its_task() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .expect("spawn sleep");
+        let tid = child.id();
+        let mut dirs = ProcDirs::default();
+        let first = dirs.open_mem(tid);
+        let again = dirs.open_mem(tid);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(first.is_ok() && again.is_ok(), "{first:?} {again:?}");
+        assert_eq!(dirs.0.len(), 1, "one directory kept per tid");
+        // The task is gone: its kept directory opens nothing, nor does the path.
+        assert!(dirs.open_mem(tid).is_err());
+        assert!(dirs.0.is_empty(), "the dead task's directory was dropped");
+    }
 }
