@@ -35,11 +35,40 @@ pub struct CgFiles {
 impl CgFiles {
     /// The content of `dir/name`, or `None` when the file does not exist.
     pub fn read(&self, dir: &Path, name: &'static str) -> io::Result<Option<String>> {
+        self.with_file(dir, name, pread_all)
+    }
+
+    /// The content of a one-value file read into `buf`, without allocating (sysinfo(2) reads
+    /// three per call); `None` when the file does not exist. Text that fills `buf` may be cut
+    /// short: the caller reads such a file with [`CgFiles::read`].
+    pub fn read_small<'b>(
+        &self,
+        dir: &Path,
+        name: &'static str,
+        buf: &'b mut [u8],
+    ) -> io::Result<Option<&'b str>> {
+        let Some(n) = self.with_file(dir, name, |f| f.read_at(buf, 0))? else {
+            return Ok(None);
+        };
+        let text = buf.get(..n).unwrap_or_default();
+        std::str::from_utf8(text)
+            .map(Some)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+
+    /// `read` applied to the kept fd of `dir/name` (None: no such file), once more on a fresh
+    /// fd if the cgroup was removed under the kept one.
+    fn with_file<T>(
+        &self,
+        dir: &Path,
+        name: &'static str,
+        mut read: impl FnMut(&File) -> io::Result<T>,
+    ) -> io::Result<Option<T>> {
         for attempt in 0..2 {
             let Some(f) = self.file(dir, name, attempt > 0)? else {
                 return Ok(None);
             };
-            match pread_all(&f) {
+            match read(&f) {
                 Ok(t) => return Ok(Some(t)),
                 // The cgroup was removed under the kept fd: look the path up again.
                 Err(e) if e.raw_os_error() == Some(libc::ENODEV) && attempt == 0 => {
@@ -141,6 +170,13 @@ mod tests {
             files.read(&dir, "big").unwrap().as_deref(),
             Some(big.as_str())
         );
+        let mut buf = [0u8; 8];
+        assert_eq!(
+            files.read_small(&dir, "v", &mut buf).unwrap(),
+            Some("22\n"),
+            "the same file through the allocation-free read"
+        );
+        assert_eq!(files.read_small(&dir, "absent", &mut buf).unwrap(), None);
         std::fs::write(dir.join("bad"), b"\xff\xfe\n").unwrap();
         assert!(files.read(&dir, "bad").is_err(), "not UTF-8");
         files.forget("v");

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::views::cpuinfo::HostCpuinfo;
+use crate::views::meminfo::HostTotals;
 use crate::views::topology::{HostCpu, CACHE_FILES, MAX_CACHES, TOPOLOGY_FILES};
 
 const TTL: Duration = Duration::from_secs(1);
@@ -68,6 +69,7 @@ pub struct Host {
     /// The catalogue's host files by path, kept open (see the module doc).
     kept: HashMap<&'static str, std::fs::File>,
     meminfo: Mutex<Slot<String>>,
+    totals: Mutex<Slot<HostTotals>>,
     stat: Mutex<Slot<String>>,
     diskstats: Mutex<Slot<String>>,
     swaps: Mutex<Slot<String>>,
@@ -160,8 +162,13 @@ impl Host {
             })
             .clone()
     }
+    /// MemTotal and SwapTotal, parsed once a TTL rather than on every use (they change only
+    /// with memory hotplug or swapon).
+    pub fn totals(&self) -> HostTotals {
+        *cached(&self.totals, || HostTotals::of(&self.meminfo()))
+    }
     pub fn mem_total_bytes(&self) -> u64 {
-        crate::views::field(&self.meminfo(), "MemTotal").unwrap_or(0) * 1024
+        self.totals().mem_kb * 1024
     }
 }
 

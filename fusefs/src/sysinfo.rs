@@ -6,8 +6,10 @@
 //! The launcher's supervisor holds one [`ContainerFacts`] per container and answers the
 //! container's intercepted sysinfo calls with [`ContainerFacts::sysinfo`].
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use cgsight_cgroup::memory::MemCounters;
 use cgsight_cgroup::{Cgroup, Hierarchies};
 
 use crate::engine::{Engine, ViewError};
@@ -51,10 +53,19 @@ impl From<ViewError> for SysinfoError {
     }
 }
 
+/// How long memory.stat's counters are reused. sysinfo(2) takes only Shmem (sharedram) from
+/// them, and memory.stat is most of a call's cost (the kernel formats ~70 lines, we parse
+/// them). Reusing it this briefly is invisible: the kernel itself refreshes memcg statistics
+/// only once enough updates are pending or every 2 s, so memory.stat already lags small
+/// changes by up to 2 s. Usage, swap and tasks (free's used/free, procs) are read every call.
+const STAT_TTL: Duration = Duration::from_millis(10);
+
 /// One container's view state outside a FUSE server: its cgroup files, limits and load.
 pub struct ContainerFacts {
     engine: Engine,
     reader: Reader,
+    /// memory.stat's counters and when they were read (see [`STAT_TTL`]).
+    stat: Mutex<Option<(Instant, MemCounters)>>,
 }
 
 impl ContainerFacts {
@@ -70,7 +81,11 @@ impl ContainerFacts {
             start_ticks,
             cg: Arc::new(CgState::new(cg)),
         };
-        ContainerFacts { engine, reader }
+        ContainerFacts {
+            engine,
+            reader,
+            stat: Mutex::new(None),
+        }
     }
 
     /// One 5-second step of the load averages (the caller's timer, as the views' sampler).
@@ -81,7 +96,18 @@ impl ContainerFacts {
 
     pub fn sysinfo(&self) -> Result<Sysinfo, SysinfoError> {
         let s = &self.reader.cg;
-        let mem = self.engine.mem_numbers(&self.reader)?;
+        let mem = {
+            let mut cached = self.stat.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            let fresh = cached
+                .filter(|(at, _)| now.duration_since(*at) < STAT_TTL)
+                .map(|(_, c)| c);
+            let (mem, stat) = self.engine.mem_numbers(&self.reader, fresh)?;
+            if fresh.is_none() {
+                *cached = Some((now, stat));
+            }
+            mem
+        };
         // Counted now (not at the last 5 s sample), as the kernel's nr_threads.
         let procs = self.engine.tasks_now(&self.reader)?;
         let loads = {

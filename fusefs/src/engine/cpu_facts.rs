@@ -14,10 +14,21 @@ impl Engine {
 
     /// A single-value file every cgroup of its controller has.
     pub(super) fn read_u64(&self, s: &CgState, dir: &Path, name: &'static str) -> VResult<u64> {
-        let t = required(s, dir, name, s.files.read(dir, name))?;
+        // A u64 and its newline fit with room to spare; a file that fills the buffer is not
+        // one number, and is read whole so that the parser's error shows it.
+        let mut buf = [0u8; 64];
+        let cap = buf.len();
+        let small = required(s, dir, name, s.files.read_small(dir, name, &mut buf))?;
+        let whole;
+        let t = if small.len() < cap {
+            small
+        } else {
+            whole = required(s, dir, name, s.files.read(dir, name))?;
+            whole.as_str()
+        };
         parsed(
             dir,
-            format::u64_of(Path::new(name), "an unsigned integer", &t),
+            format::u64_of(Path::new(name), "an unsigned integer", t),
         )
     }
 

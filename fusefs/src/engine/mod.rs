@@ -331,6 +331,16 @@ impl Engine {
     }
 
     fn mem_facts(&self, s: &CgState, l: &Limits) -> VResult<meminfo::MemFacts> {
+        self.mem_facts_with(s, l, None)
+    }
+
+    /// `stat`: memory.stat's counters if the caller holds recent ones (None: read them now).
+    fn mem_facts_with(
+        &self,
+        s: &CgState,
+        l: &Limits,
+        stat: Option<MemCounters>,
+    ) -> VResult<meminfo::MemFacts> {
         let d = need(s, Controller::Memory)?;
         let v2 = d.version == Version::V2;
         let (usage_file, swap_file) = if v2 {
@@ -339,22 +349,32 @@ impl Engine {
             ("memory.usage_in_bytes", "memory.memsw.usage_in_bytes")
         };
         let usage = self.read_u64(s, &d.dir, usage_file)?;
-        let text = memory_stat(s, d)?;
-        let stat = parsed(
-            &d.dir,
-            MemCounters::parse(Path::new("memory.stat"), d.version, &text),
-        )?;
-        // Absent without swap accounting.
-        let swap = match s.files.read(&d.dir, swap_file) {
-            Ok(Some(t)) => {
-                let raw = parsed(&d.dir, format::u64_of(Path::new(swap_file), "bytes", &t))?;
-                Some(meminfo::SwapFacts {
-                    limit: l.swap,
-                    usage: if v2 { raw } else { raw.saturating_sub(usage) },
-                })
+        let stat = match stat {
+            Some(c) => c,
+            None => {
+                let text = memory_stat(s, d)?;
+                parsed(
+                    &d.dir,
+                    MemCounters::parse(Path::new("memory.stat"), d.version, &text),
+                )?
             }
-            Ok(None) => None,
-            Err(e) => return Err(file_err(&d.dir, swap_file, e)),
+        };
+        // Without host swap the container's is 0 whatever its counter says (swap_kb): one
+        // read fewer per sysinfo(2) call on swapless hosts. Absent without swap accounting.
+        let swap = if self.host.totals().swap_kb == 0 {
+            None
+        } else {
+            match s.files.read(&d.dir, swap_file) {
+                Ok(Some(t)) => {
+                    let raw = parsed(&d.dir, format::u64_of(Path::new(swap_file), "bytes", &t))?;
+                    Some(meminfo::SwapFacts {
+                        limit: l.swap,
+                        usage: if v2 { raw } else { raw.saturating_sub(usage) },
+                    })
+                }
+                Ok(None) => None,
+                Err(e) => return Err(file_err(&d.dir, swap_file, e)),
+            }
         };
         Ok(meminfo::MemFacts {
             limit: l.mem,
@@ -385,13 +405,17 @@ impl Engine {
         Ok(views::vmstat::render(&self.host.vmstat(), &stat, io))
     }
 
-    /// The container's MemTotal, MemFree, … as /proc/meminfo shows them (for sysinfo(2)).
-    pub fn mem_numbers(&self, r: &Reader) -> VResult<meminfo::MemNumbers> {
+    /// The container's MemTotal, MemFree, … as /proc/meminfo shows them (for sysinfo(2)), and
+    /// the memory.stat counters they used: `stat` passes counters read recently (None: read
+    /// them now); usage and swap are read every time.
+    pub fn mem_numbers(
+        &self,
+        r: &Reader,
+        stat: Option<MemCounters>,
+    ) -> VResult<(meminfo::MemNumbers, MemCounters)> {
         let l = self.limits(&r.cg)?;
-        Ok(meminfo::numbers(
-            &self.host.meminfo(),
-            &self.mem_facts(&r.cg, &l)?,
-        ))
+        let facts = self.mem_facts_with(&r.cg, &l, stat)?;
+        Ok((meminfo::numbers_of(self.host.totals(), &facts), facts.stat))
     }
 
     /// The container's tasks (threads) now: the pids controller's count, one read of a file

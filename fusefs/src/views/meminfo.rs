@@ -60,8 +60,28 @@ pub struct MemNumbers {
 /// MemTotal, MemFree, MemAvailable, Shmem, Buffers and swap of the container, from the host's
 /// meminfo text (for its MemTotal and SwapTotal) and the cgroup's facts.
 pub fn numbers(host: &str, f: &MemFacts) -> MemNumbers {
-    let host_total = super::field(host, "MemTotal").unwrap_or(0);
-    let host_swap = super::field(host, "SwapTotal").unwrap_or(0);
+    numbers_of(HostTotals::of(host), f)
+}
+
+/// The host's MemTotal and SwapTotal in kB: all of its meminfo the numbers need.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostTotals {
+    pub mem_kb: u64,
+    pub swap_kb: u64,
+}
+
+impl HostTotals {
+    pub fn of(host: &str) -> HostTotals {
+        HostTotals {
+            mem_kb: super::field(host, "MemTotal").unwrap_or(0),
+            swap_kb: super::field(host, "SwapTotal").unwrap_or(0),
+        }
+    }
+}
+
+/// [`numbers`] from the host's totals parsed once (sysinfo(2) asks on every call).
+pub fn numbers_of(host: HostTotals, f: &MemFacts) -> MemNumbers {
+    let (host_total, host_swap) = (host.mem_kb, host.swap_kb);
     let kb = |b: u64| b / 1024;
     let b = |k: StatKey| f.stat.bytes(k);
     let total = match f.limit {
