@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use cgsight_cgroup::memory::{MemCounters, StatLines};
 use cgsight_cgroup::{Cgroup, Controller, ControllerDir, Hierarchies, Version};
 
 use crate::discover::{self, Kind};
@@ -57,6 +58,8 @@ pub struct Collector {
     devnames: HashMap<(u32, u32), String>,
     errs: Errors,
     reader: Reader,
+    /// memory.stat's layout, shared by all cgroups (the kernel prints the same keys).
+    stat_lines: StatLines,
     host: Host,
     version: &'static str,
 }
@@ -76,6 +79,7 @@ impl Collector {
             devnames: HashMap::new(),
             errs: Errors::new(),
             reader,
+            stat_lines: StatLines::default(),
             host: Host::probe(),
             version: env!("CARGO_PKG_VERSION"),
         }
@@ -164,6 +168,7 @@ impl Collector {
                 host: &self.host,
                 netns_cache: &mut netns_cache,
                 cpusets: &mut cpusets,
+                stat_lines: &mut self.stat_lines,
             };
             e.fresh = cx.read_stats(path, e);
             per_read += u64::from(e.files.per_read);
@@ -301,6 +306,8 @@ struct Cx<'a> {
     netns_cache: &'a mut HashMap<u64, Option<Arc<Vec<Iface>>>>,
     /// Effective CPU counts of ancestors, by directory, for cgroups whose own cpuset is empty.
     cpusets: &'a mut HashMap<PathBuf, Option<usize>>,
+    /// memory.stat's layout as last parsed.
+    stat_lines: &'a mut StatLines,
 }
 
 impl Cx<'_> {
@@ -340,16 +347,17 @@ impl Cx<'_> {
             }
         }
         if let Some(d) = cg.dir(Controller::Memory) {
-            let r = f.memory(d, prev.mem);
+            let mut counters = MemCounters::default();
+            let r = f.memory(d, &mut counters, self.stat_lines);
             st.mem = match (r, &e.kind) {
                 // The v2 root has no memory.current: derive it from /proc/meminfo like cAdvisor.
                 (Err(er), Kind::Root) if er.is_gone() && d.version == Version::V2 => {
                     host::root_memory_v2()
                 }
-                (r, _) => errs.take("memory", path, r),
+                (r, _) => errs.take("memory", path, r).map(|m| (m, counters)),
             };
             // v2's memory read already parsed memory.events; v1 keeps OOM kills elsewhere.
-            st.oom = match st.mem.as_ref().and_then(|m| m.oom.as_ref()) {
+            st.oom = match st.mem.as_ref().and_then(|(m, _)| m.oom.as_ref()) {
                 Some(o) => Some(o.oom_kill),
                 None if d.version == Version::V1 => errs.take("oom", path, f.oom_kills_v1(&d.dir)),
                 // memory.events absent (the root): no OOM kills there.

@@ -45,23 +45,51 @@ pub fn limit_of(path: &Path, text: &str) -> Result<Option<u64>> {
 
 /// Iterates flat-keyed files: `key value` lines (memory.stat, cpu.stat, cpuacct.stat,
 /// memory.events, memory.oom_control). Blank lines are skipped; any other line that is not
-/// exactly a key and an unsigned integer is an error.
+/// exactly a key and an unsigned integer is an error. The kernel's own spelling (one space,
+/// digits) takes a byte-wise path: memory.stat's ~70 lines are parsed for every cgroup on
+/// every scrape and FUSE read; any other spelling goes through the general one.
 pub fn flat_keyed<'a>(
     path: &'a Path,
     text: &'a str,
 ) -> impl Iterator<Item = Result<(&'a str, u64)>> + 'a {
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(move |line| {
-            let mut it = line.split_ascii_whitespace();
-            match (it.next(), it.next(), it.next()) {
-                (Some(k), Some(v), None) => v
-                    .parse::<u64>()
-                    .map(|v| (k, v))
-                    .map_err(|_| parse_err(path, "a `key value` line", line)),
-                _ => Err(parse_err(path, "a `key value` line", line)),
-            }
+    text.split('\n')
+        .filter(|l| !l.is_empty())
+        .filter_map(move |line| match line.split_once(' ') {
+            Some((k, v)) if !k.is_empty() => match digits(v) {
+                Some(n) => Some(Ok((k, n))),
+                None => general_key_value(path, line),
+            },
+            _ => general_key_value(path, line),
         })
+}
+
+/// One line as whitespace-separated `key value`; None for a blank line.
+fn general_key_value<'a>(path: &Path, line: &'a str) -> Option<Result<(&'a str, u64)>> {
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    if line.trim().is_empty() {
+        return None;
+    }
+    let mut it = line.split_ascii_whitespace();
+    match (it.next(), it.next(), it.next()) {
+        (Some(k), Some(v), None) => Some(
+            v.parse::<u64>()
+                .map(|v| (k, v))
+                .map_err(|_| parse_err(path, "a `key value` line", line)),
+        ),
+        _ => Some(Err(parse_err(path, "a `key value` line", line))),
+    }
+}
+
+/// A plain decimal u64 (no sign, no spaces), None otherwise or on overflow.
+pub fn digits(s: &str) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
+    s.bytes().try_fold(0u64, |n, c| {
+        let d = c.wrapping_sub(b'0');
+        (d <= 9).then_some(())?;
+        n.checked_mul(10)?.checked_add(u64::from(d))
+    })
 }
 
 #[cfg(test)]
@@ -120,5 +148,20 @@ mod tests {
         assert!(flat_keyed(p, "a 1\nb").any(|r| r.is_err()));
         assert!(flat_keyed(p, "\u{fffd}\u{0}\n").any(|r| r.is_err()));
         assert_eq!(flat_keyed(p, "").count(), 0);
+        for bad in ["a\n", "a -1\n", "a 18446744073709551616\n", " 5\n"] {
+            assert!(flat_keyed(p, bad).any(|r| r.is_err()), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn flat_keyed_other_spellings_take_the_general_path() {
+        let p = Path::new("memory.stat");
+        let got: Vec<_> = flat_keyed(p, "a  1\n\tb 2 \n \n\nc +3\r\nd 18446744073709551615")
+            .collect::<Result<_>>()
+            .unwrap();
+        assert_eq!(
+            got,
+            vec![("a", 1), ("b", 2), ("c", 3), ("d", u64::MAX)]
+        );
     }
 }
