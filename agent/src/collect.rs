@@ -39,7 +39,6 @@ struct Entry {
     prefix: String,
     start: f64,
     runtime: &'static str,
-    seen: bool,
     /// Its accounting files, kept open.
     files: CgFiles,
     /// The last readings; refilled in place each scrape.
@@ -54,7 +53,8 @@ pub struct Collector {
     h: Hierarchies,
     all: bool,
     labeler: Labeler,
-    entries: HashMap<String, Entry>,
+    /// Known cgroups, sorted by path (discovery's order).
+    entries: Vec<(String, Entry)>,
     devnames: HashMap<(u32, u32), String>,
     errs: Errors,
     reader: Reader,
@@ -75,7 +75,7 @@ impl Collector {
             h,
             all,
             labeler: Labeler::new(state_dir),
-            entries: HashMap::new(),
+            entries: Vec::new(),
             devnames: HashMap::new(),
             errs: Errors::new(),
             reader,
@@ -119,48 +119,43 @@ impl Collector {
                 }]
             }
         };
-        for e in self.entries.values_mut() {
-            e.seen = false;
-            e.fresh = false;
+        let mut found = found;
+        // Discovery lists paths sorted (the root, a prefix of all, first); the merge below
+        // relies on it.
+        if !found.is_sorted_by(|a, b| a.path <= b.path) {
+            found.sort_by(|a, b| a.path.cmp(&b.path));
         }
-        let mut order = Vec::with_capacity(found.len());
+        // Merge the sorted old entries with the sorted new list: one comparison per cgroup,
+        // no hashing. Dropping an entry closes its kept files.
+        let mut old = std::mem::take(&mut self.entries).into_iter().peekable();
+        let mut entries = Vec::with_capacity(found.len());
         for f in found {
+            while old.next_if(|(p, _)| *p < f.path).is_some() {}
             // Removed and made again since the last scrape: a new cgroup (its start, labels,
             // and the files and watches of the old directory are stale).
-            if self
-                .entries
-                .get(&f.path)
-                .is_some_and(|e| f.ino.is_some() && e.ino != f.ino)
-            {
-                self.entries.remove(&f.path);
-            }
-            if !self.entries.contains_key(&f.path) {
-                let Some(entry) = self.new_entry(&f.path, f.kind, f.ino) else {
-                    continue;
-                };
-                self.entries.insert(f.path.clone(), entry);
-            }
-            if let Some(e) = self.entries.get_mut(&f.path) {
-                e.seen = true;
-            }
-            order.push(f.path);
+            let kept = old.next_if(|(p, e)| *p == f.path && !(f.ino.is_some() && e.ino != f.ino));
+            let entry = match kept {
+                Some((_, e)) => e,
+                None => match self.new_entry(&f.path, f.kind, f.ino) {
+                    Some(e) => e,
+                    None => continue,
+                },
+            };
+            entries.push((f.path, entry));
         }
-        // Dropping an entry closes its kept files.
-        self.entries.retain(|_, e| e.seen);
-        let live: HashSet<&str> = self.entries.values().filter_map(|e| e.kind.id()).collect();
+        drop(old);
+        self.entries = entries;
+        let live: HashSet<&str> = self.entries.iter().filter_map(|(_, e)| e.kind.id()).collect();
         self.labeler.retain(&live);
 
         self.reader.next_scrape();
         let mut netns_cache: HashMap<u64, Option<Arc<Vec<Iface>>>> = HashMap::new();
         let mut cpusets: HashMap<PathBuf, Option<usize>> = HashMap::new();
         let mut per_read = 0u64;
-        for path in &order {
+        for (path, e) in &mut self.entries {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(DeadlinePassed);
             }
-            let Some(e) = self.entries.get_mut(path) else {
-                continue;
-            };
             e.files.per_read = false;
             let mut cx = Cx {
                 reader: &mut self.reader,
@@ -174,9 +169,11 @@ impl Collector {
             per_read += u64::from(e.files.per_read);
         }
 
-        let rows: Vec<(&str, &Entry)> = order
+        let rows: Vec<(&str, &Entry)> = self
+            .entries
             .iter()
-            .filter_map(|p| Some((p.as_str(), self.entries.get(p).filter(|e| e.fresh)?)))
+            .filter(|(_, e)| e.fresh)
+            .map(|(p, e)| (p.as_str(), e))
             .collect();
         let kube = rows.iter().any(|(_, e)| e.kind.pod_uid().is_some());
         let prefixes: Vec<std::borrow::Cow<str>> = rows
@@ -289,7 +286,6 @@ impl Collector {
             ino,
             prefix,
             start,
-            seen: true,
             files: self.reader.cgroup(slot::COUNT),
             stats: Stats::default(),
             fresh: false,
