@@ -52,18 +52,57 @@ pub fn flat_keyed<'a>(
     path: &'a Path,
     text: &'a str,
 ) -> impl Iterator<Item = Result<(&'a str, u64)>> + 'a {
-    text.split('\n')
-        .filter(|l| !l.is_empty())
-        .filter_map(move |line| match line.split_once(' ') {
-            Some((k, v)) if !k.is_empty() => match digits(v) {
-                Some(n) => Some(Ok((k, n))),
-                None => general_key_value(path, line),
-            },
-            _ => general_key_value(path, line),
-        })
+    FlatKeyed { path, rest: text }
 }
 
-/// One line as whitespace-separated `key value`; None for a blank line.
+struct FlatKeyed<'a> {
+    path: &'a Path,
+    rest: &'a str,
+}
+
+impl<'a> Iterator for FlatKeyed<'a> {
+    type Item = Result<(&'a str, u64)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.rest.is_empty() {
+            if let Some((k, v, len)) = kernel_line(self.rest.as_bytes()) {
+                // `len` ends at a newline or at the end: an ASCII boundary.
+                let key = self.rest.get(..k)?;
+                self.rest = self.rest.get(len..).unwrap_or("");
+                return Some(Ok((key, v)));
+            }
+            let (line, rest) = self.rest.split_once('\n').unwrap_or((self.rest, ""));
+            self.rest = rest;
+            if let Some(r) = general_key_value(self.path, line) {
+                return Some(r);
+            }
+        }
+        None
+    }
+}
+
+/// The first line of `b` in the kernel's spelling, `key digits\n`, in one pass: (key length,
+/// value, bytes through the newline). None for any other spelling (or overflow).
+fn kernel_line(b: &[u8]) -> Option<(usize, u64, usize)> {
+    let k = b.iter().position(|c| c.is_ascii_whitespace())?;
+    if k == 0 || b.get(k) != Some(&b' ') {
+        return None;
+    }
+    let mut n = 0u64;
+    let mut i = k + 1;
+    loop {
+        match b.get(i) {
+            Some(b'\n') | None if i > k + 1 => return Some((k, n, (i + 1).min(b.len()))),
+            Some(&c) if c.is_ascii_digit() => {
+                n = n.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+            }
+            _ => return None,
+        }
+        i += 1;
+    }
+}
+
+/// One line as whitespace-separated `key value` (the general spelling); None for a blank line.
 fn general_key_value<'a>(path: &Path, line: &'a str) -> Option<Result<(&'a str, u64)>> {
     let line = line.strip_suffix('\r').unwrap_or(line);
     if line.trim().is_empty() {
@@ -156,12 +195,10 @@ mod tests {
     #[test]
     fn flat_keyed_other_spellings_take_the_general_path() {
         let p = Path::new("memory.stat");
+        assert!(flat_keyed(p, "a\tb 1\n").any(|r| r.is_err()));
         let got: Vec<_> = flat_keyed(p, "a  1\n\tb 2 \n \n\nc +3\r\nd 18446744073709551615")
             .collect::<Result<_>>()
             .unwrap();
-        assert_eq!(
-            got,
-            vec![("a", 1), ("b", 2), ("c", 3), ("d", u64::MAX)]
-        );
+        assert_eq!(got, vec![("a", 1), ("b", 2), ("c", 3), ("d", u64::MAX)]);
     }
 }
