@@ -1,7 +1,5 @@
 //! The cAdvisor-compatible container families and the machine ones, in exposition order.
 
-use std::io::Write as _;
-
 use cgsight_cgroup::cpu::Throttling;
 use cgsight_cgroup::io::IoDevice;
 use cgsight_cgroup::memory::{MemCounters, Memory, StatKey};
@@ -55,17 +53,26 @@ fn cpu_usage(_: &Scrape, r: &Row, emit: Emit) {
         // v1 with cpuacct.usage_all: one series per CPU (as cAdvisor with percpu), never
         // together with cpu="total".
         Some(per) if !per.is_empty() => {
-            // `cpu` and up to ten digits: on the stack, not a String per row.
-            let mut b = [0u8; 16];
+            // `cpu{:02}` built by hand on the stack (no String, no formatter per CPU per row).
+            let mut label = [0u8; 24];
+            label[..3].copy_from_slice(b"cpu");
+            let mut digits = itoa::Buffer::new();
             for pc in per {
-                let mut w = &mut b[..];
-                let _ = write!(w, "cpu{:02}", pc.cpu);
-                let n = 16 - w.len();
-                let label = b
-                    .get(..n)
-                    .and_then(|l| std::str::from_utf8(l).ok())
-                    .unwrap_or("");
-                emit(&[label], ns_to_s(pc.user_ns + pc.system_ns).into());
+                let d = digits.format(pc.cpu).as_bytes();
+                let pad = usize::from(d.len() < 2);
+                label[3] = b'0';
+                let n = 3 + pad + d.len();
+                let l = match label.get_mut(3 + pad..n) {
+                    Some(dst) => {
+                        dst.copy_from_slice(d);
+                        label.get(..n).and_then(|l| std::str::from_utf8(l).ok())
+                    }
+                    None => None,
+                };
+                emit(
+                    &[l.unwrap_or("")],
+                    ns_to_s(pc.user_ns + pc.system_ns).into(),
+                );
             }
         }
         _ => emit(&["total"], ns_to_s(c.total_ns).into()),
