@@ -13,7 +13,8 @@ pub fn psi_totals(text: &str) -> Option<Psi> {
     let mut saw_some = false;
     for line in text.split('\n').filter(|l| !l.is_empty()) {
         let (kind, rest) = line.split_once(' ')?;
-        let total = rest.rsplit_once("total=")?.1;
+        // The kernel prints total= last.
+        let total = rest.rsplit_once(' ')?.1.strip_prefix("total=")?;
         let l = PsiLine {
             total_us: digits(total)?,
             ..Default::default()
