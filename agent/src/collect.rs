@@ -4,6 +4,8 @@
 //! that family's series for that cgroup and is counted by [`crate::errors`].
 
 use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -145,12 +147,16 @@ impl Collector {
         }
         drop(old);
         self.entries = entries;
-        let live: HashSet<&str> = self.entries.iter().filter_map(|(_, e)| e.kind.id()).collect();
+        let live: HashSet<&str> = self
+            .entries
+            .iter()
+            .filter_map(|(_, e)| e.kind.id())
+            .collect();
         self.labeler.retain(&live);
 
         self.reader.next_scrape();
         let mut netns_cache: HashMap<u64, Option<Arc<Vec<Iface>>>> = HashMap::new();
-        let mut cpusets: HashMap<PathBuf, Option<usize>> = HashMap::new();
+        let mut cpusets: HashMap<Vec<u8>, Option<usize>> = HashMap::new();
         let mut per_read = 0u64;
         for (path, e) in &mut self.entries {
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -301,7 +307,7 @@ struct Cx<'a> {
     host: &'a Host,
     netns_cache: &'a mut HashMap<u64, Option<Arc<Vec<Iface>>>>,
     /// Effective CPU counts of ancestors, by directory, for cgroups whose own cpuset is empty.
-    cpusets: &'a mut HashMap<PathBuf, Option<usize>>,
+    cpusets: &'a mut HashMap<Vec<u8>, Option<usize>>,
     /// memory.stat's layout as last parsed.
     stat_lines: &'a mut StatLines,
 }
@@ -445,12 +451,23 @@ impl Cx<'_> {
 /// The effective CPU count from the nearest ancestor with CPUs (v1 cpusets start empty),
 /// memoized per scrape by parent directory.
 fn ancestors_cpuset(
-    memo: &mut HashMap<PathBuf, Option<usize>>,
+    memo: &mut HashMap<Vec<u8>, Option<usize>>,
     errs: &mut Errors,
     path: &str,
     d: &ControllerDir,
 ) -> Option<usize> {
-    let Some(parent) = d.dir.parent().filter(|p| p.starts_with(&d.mount_point)) else {
+    // The parent directory by bytes (Path's component-wise parent and starts_with cost more
+    // than the rest of this, once per cgroup per scrape); none above the mount point.
+    let (dir, mp) = (
+        d.dir.as_os_str().as_bytes(),
+        d.mount_point.as_os_str().as_bytes(),
+    );
+    let parent = dir
+        .iter()
+        .rposition(|&c| c == b'/')
+        .and_then(|i| dir.get(..i))
+        .filter(|p| p.starts_with(mp) && matches!(p.get(mp.len()), None | Some(b'/')));
+    let Some(parent) = parent else {
         return Some(0);
     };
     if let Some(n) = memo.get(parent) {
@@ -458,12 +475,12 @@ fn ancestors_cpuset(
     }
     let up = ControllerDir {
         version: d.version,
-        dir: parent.to_path_buf(),
+        dir: PathBuf::from(OsStr::from_bytes(parent)),
         mount_point: d.mount_point.clone(),
     };
     let n = errs
         .take("cpuset", path, cgsight_cgroup::cgroup::read_cpuset(&up))
         .map(|c| c.cpus.len());
-    memo.insert(parent.to_path_buf(), n);
+    memo.insert(parent.to_vec(), n);
     n
 }
