@@ -27,6 +27,10 @@ pub fn parse_err(path: &Path, what: &'static str, text: &str) -> Error {
 
 /// A single-value file (`memory.current`, `cpuacct.usage`): one unsigned integer.
 pub fn u64_of(path: &Path, what: &'static str, text: &str) -> Result<u64> {
+    // The kernel's spelling, digits and a newline, without the Unicode-aware trim.
+    if let Some(v) = text.strip_suffix('\n').and_then(digits) {
+        return Ok(v);
+    }
     text.trim()
         .parse::<u64>()
         .map_err(|_| parse_err(path, what, text))
@@ -35,7 +39,14 @@ pub fn u64_of(path: &Path, what: &'static str, text: &str) -> Result<u64> {
 /// Parses a limit in any of its spellings: `max` (v2), `-1` (v1 quota, pids), a v1 page-counter
 /// maximum, or a number. `None` means unlimited.
 pub fn limit_of(path: &Path, text: &str) -> Result<Option<u64>> {
-    let t = text.trim();
+    let v = match text.strip_suffix('\n').and_then(digits) {
+        Some(v) => v,
+        None => return limit_of_trimmed(path, text.trim()),
+    };
+    Ok(if v >= UNLIMITED_FLOOR { None } else { Some(v) })
+}
+
+fn limit_of_trimmed(path: &Path, t: &str) -> Result<Option<u64>> {
     if t == "max" || t == "-1" {
         return Ok(None);
     }
@@ -143,6 +154,8 @@ mod tests {
         assert_eq!(limit_of(p, "9223372036854771712\n").unwrap(), None);
         assert_eq!(limit_of(p, "268435456\n").unwrap(), Some(268435456));
         assert!(limit_of(p, "12x").is_err());
+        assert_eq!(limit_of(p, " 7 \n").unwrap(), Some(7));
+        assert_eq!(u64_of(p, "bytes", "+7").unwrap(), 7);
         assert!(limit_of(p, "").is_err());
     }
 
