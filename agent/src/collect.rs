@@ -56,7 +56,8 @@ pub struct Collector {
     all: bool,
     labeler: Labeler,
     /// Known cgroups, sorted by path (discovery's order).
-    entries: Vec<(String, Entry)>,
+    /// Boxed: the merge moves each entry every scrape, and an Entry is ~1 KiB.
+    entries: Vec<(String, Box<Entry>)>,
     devnames: HashMap<(u32, u32), String>,
     errs: Errors,
     reader: Reader,
@@ -139,7 +140,7 @@ impl Collector {
             let entry = match kept {
                 Some((_, e)) => e,
                 None => match self.new_entry(&f.path, f.kind, f.ino) {
-                    Some(e) => e,
+                    Some(e) => Box::new(e),
                     None => continue,
                 },
             };
@@ -179,7 +180,7 @@ impl Collector {
             .entries
             .iter()
             .filter(|(_, e)| e.fresh)
-            .map(|(p, e)| (p.as_str(), e))
+            .map(|(p, e)| (p.as_str(), &**e))
             .collect();
         let kube = rows.iter().any(|(_, e)| e.kind.pod_uid().is_some());
         let prefixes: Vec<std::borrow::Cow<str>> = rows
