@@ -31,7 +31,8 @@ trap 'exit 130' INT TERM
 
 # One invocation: built apart, the two would unify dependency features differently and rebuild.
 cargo build -q --release -p cgsight --bin cgsight -p cgsight-agent --example floor
-BIN=target/release/cgsight; FLOOR=target/release/examples/floor
+T=${CARGO_TARGET_DIR:-target}
+BIN=$T/release/cgsight; FLOOR=$T/release/examples/floor
 
 # The hierarchies that hold cgroups: every v1 controller mount (except name=systemd), and the
 # cgroup2 mount (unified on v2, /sys/fs/cgroup/unified on hybrid).

@@ -4,11 +4,14 @@
 //! that family's series for that cgroup and is counted by [`crate::errors`].
 
 use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use cgsight_cgroup::memory::{MemCounters, StatLines};
 use cgsight_cgroup::{Cgroup, Controller, ControllerDir, Hierarchies, Version};
 
 use crate::discover::{self, Kind};
@@ -38,7 +41,6 @@ struct Entry {
     prefix: String,
     start: f64,
     runtime: &'static str,
-    seen: bool,
     /// Its accounting files, kept open.
     files: CgFiles,
     /// The last readings; refilled in place each scrape.
@@ -53,10 +55,14 @@ pub struct Collector {
     h: Hierarchies,
     all: bool,
     labeler: Labeler,
-    entries: HashMap<String, Entry>,
+    /// Known cgroups, sorted by path (discovery's order).
+    /// Boxed: the merge moves each entry every scrape, and an Entry is ~1 KiB.
+    entries: Vec<(String, Box<Entry>)>,
     devnames: HashMap<(u32, u32), String>,
     errs: Errors,
     reader: Reader,
+    /// memory.stat's layout, shared by all cgroups (the kernel prints the same keys).
+    stat_lines: StatLines,
     host: Host,
     version: &'static str,
 }
@@ -72,10 +78,11 @@ impl Collector {
             h,
             all,
             labeler: Labeler::new(state_dir),
-            entries: HashMap::new(),
+            entries: Vec::new(),
             devnames: HashMap::new(),
             errs: Errors::new(),
             reader,
+            stat_lines: StatLines::default(),
             host: Host::probe(),
             version: env!("CARGO_PKG_VERSION"),
         }
@@ -115,48 +122,47 @@ impl Collector {
                 }]
             }
         };
-        for e in self.entries.values_mut() {
-            e.seen = false;
-            e.fresh = false;
+        let mut found = found;
+        // Discovery lists paths sorted (the root, a prefix of all, first); the merge below
+        // relies on it.
+        if !found.is_sorted_by(|a, b| a.path <= b.path) {
+            found.sort_by(|a, b| a.path.cmp(&b.path));
         }
-        let mut order = Vec::with_capacity(found.len());
+        // Merge the sorted old entries with the sorted new list: one comparison per cgroup,
+        // no hashing. Dropping an entry closes its kept files.
+        let mut old = std::mem::take(&mut self.entries).into_iter().peekable();
+        let mut entries = Vec::with_capacity(found.len());
         for f in found {
+            while old.next_if(|(p, _)| *p < f.path).is_some() {}
             // Removed and made again since the last scrape: a new cgroup (its start, labels,
             // and the files and watches of the old directory are stale).
-            if self
-                .entries
-                .get(&f.path)
-                .is_some_and(|e| f.ino.is_some() && e.ino != f.ino)
-            {
-                self.entries.remove(&f.path);
-            }
-            if !self.entries.contains_key(&f.path) {
-                let Some(entry) = self.new_entry(&f.path, f.kind, f.ino) else {
-                    continue;
-                };
-                self.entries.insert(f.path.clone(), entry);
-            }
-            if let Some(e) = self.entries.get_mut(&f.path) {
-                e.seen = true;
-            }
-            order.push(f.path);
+            let kept = old.next_if(|(p, e)| *p == f.path && !(f.ino.is_some() && e.ino != f.ino));
+            let entry = match kept {
+                Some((_, e)) => e,
+                None => match self.new_entry(&f.path, f.kind, f.ino) {
+                    Some(e) => Box::new(e),
+                    None => continue,
+                },
+            };
+            entries.push((f.path, entry));
         }
-        // Dropping an entry closes its kept files.
-        self.entries.retain(|_, e| e.seen);
-        let live: HashSet<&str> = self.entries.values().filter_map(|e| e.kind.id()).collect();
+        drop(old);
+        self.entries = entries;
+        let live: HashSet<&str> = self
+            .entries
+            .iter()
+            .filter_map(|(_, e)| e.kind.id())
+            .collect();
         self.labeler.retain(&live);
 
         self.reader.next_scrape();
         let mut netns_cache: HashMap<u64, Option<Arc<Vec<Iface>>>> = HashMap::new();
-        let mut cpusets: HashMap<PathBuf, Option<usize>> = HashMap::new();
+        let mut cpusets: HashMap<Vec<u8>, Option<usize>> = HashMap::new();
         let mut per_read = 0u64;
-        for path in &order {
+        for (path, e) in &mut self.entries {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(DeadlinePassed);
             }
-            let Some(e) = self.entries.get_mut(path) else {
-                continue;
-            };
             e.files.per_read = false;
             let mut cx = Cx {
                 reader: &mut self.reader,
@@ -164,14 +170,17 @@ impl Collector {
                 host: &self.host,
                 netns_cache: &mut netns_cache,
                 cpusets: &mut cpusets,
+                stat_lines: &mut self.stat_lines,
             };
             e.fresh = cx.read_stats(path, e);
             per_read += u64::from(e.files.per_read);
         }
 
-        let rows: Vec<(&str, &Entry)> = order
+        let rows: Vec<(&str, &Entry)> = self
+            .entries
             .iter()
-            .filter_map(|p| Some((p.as_str(), self.entries.get(p).filter(|e| e.fresh)?)))
+            .filter(|(_, e)| e.fresh)
+            .map(|(p, e)| (p.as_str(), &**e))
             .collect();
         let kube = rows.iter().any(|(_, e)| e.kind.pod_uid().is_some());
         let prefixes: Vec<std::borrow::Cow<str>> = rows
@@ -284,7 +293,6 @@ impl Collector {
             ino,
             prefix,
             start,
-            seen: true,
             files: self.reader.cgroup(slot::COUNT),
             stats: Stats::default(),
             fresh: false,
@@ -300,7 +308,9 @@ struct Cx<'a> {
     host: &'a Host,
     netns_cache: &'a mut HashMap<u64, Option<Arc<Vec<Iface>>>>,
     /// Effective CPU counts of ancestors, by directory, for cgroups whose own cpuset is empty.
-    cpusets: &'a mut HashMap<PathBuf, Option<usize>>,
+    cpusets: &'a mut HashMap<Vec<u8>, Option<usize>>,
+    /// memory.stat's layout as last parsed.
+    stat_lines: &'a mut StatLines,
 }
 
 impl Cx<'_> {
@@ -340,16 +350,17 @@ impl Cx<'_> {
             }
         }
         if let Some(d) = cg.dir(Controller::Memory) {
-            let r = f.memory(d, prev.mem);
+            let mut counters = MemCounters::default();
+            let r = f.memory(d, &mut counters, self.stat_lines);
             st.mem = match (r, &e.kind) {
                 // The v2 root has no memory.current: derive it from /proc/meminfo like cAdvisor.
                 (Err(er), Kind::Root) if er.is_gone() && d.version == Version::V2 => {
                     host::root_memory_v2()
                 }
-                (r, _) => errs.take("memory", path, r),
+                (r, _) => errs.take("memory", path, r).map(|m| (m, counters)),
             };
             // v2's memory read already parsed memory.events; v1 keeps OOM kills elsewhere.
-            st.oom = match st.mem.as_ref().and_then(|m| m.oom.as_ref()) {
+            st.oom = match st.mem.as_ref().and_then(|(m, _)| m.oom.as_ref()) {
                 Some(o) => Some(o.oom_kill),
                 None if d.version == Version::V1 => errs.take("oom", path, f.oom_kills_v1(&d.dir)),
                 // memory.events absent (the root): no OOM kills there.
@@ -441,12 +452,23 @@ impl Cx<'_> {
 /// The effective CPU count from the nearest ancestor with CPUs (v1 cpusets start empty),
 /// memoized per scrape by parent directory.
 fn ancestors_cpuset(
-    memo: &mut HashMap<PathBuf, Option<usize>>,
+    memo: &mut HashMap<Vec<u8>, Option<usize>>,
     errs: &mut Errors,
     path: &str,
     d: &ControllerDir,
 ) -> Option<usize> {
-    let Some(parent) = d.dir.parent().filter(|p| p.starts_with(&d.mount_point)) else {
+    // The parent directory by bytes (Path's component-wise parent and starts_with cost more
+    // than the rest of this, once per cgroup per scrape); none above the mount point.
+    let (dir, mp) = (
+        d.dir.as_os_str().as_bytes(),
+        d.mount_point.as_os_str().as_bytes(),
+    );
+    let parent = dir
+        .iter()
+        .rposition(|&c| c == b'/')
+        .and_then(|i| dir.get(..i))
+        .filter(|p| p.starts_with(mp) && matches!(p.get(mp.len()), None | Some(b'/')));
+    let Some(parent) = parent else {
         return Some(0);
     };
     if let Some(n) = memo.get(parent) {
@@ -454,12 +476,12 @@ fn ancestors_cpuset(
     }
     let up = ControllerDir {
         version: d.version,
-        dir: parent.to_path_buf(),
+        dir: PathBuf::from(OsStr::from_bytes(parent)),
         mount_point: d.mount_point.clone(),
     };
     let n = errs
         .take("cpuset", path, cgsight_cgroup::cgroup::read_cpuset(&up))
         .map(|c| c.cpus.len());
-    memo.insert(parent.to_path_buf(), n);
+    memo.insert(parent.to_vec(), n);
     n
 }

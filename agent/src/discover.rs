@@ -109,16 +109,20 @@ pub fn classify(path: &str) -> Kind {
     if path == "/" || path.is_empty() {
         return Kind::Root;
     }
-    let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
-    let last = comps[comps.len() - 1];
-    if comps.len() == 2 && comps[0] == "cgsight" && is_cgsight_id(last) {
+    // Components walked as iterators, not collected: this runs for every cgroup each scrape.
+    let comps = || path.split('/').filter(|c| !c.is_empty());
+    let Some(last) = comps().next_back() else {
+        return Kind::Root;
+    };
+    let (len, first) = (comps().count(), comps().next().unwrap_or_default());
+    if len == 2 && first == "cgsight" && is_cgsight_id(last) {
         return Kind::Cgsight {
             id: last.to_owned(),
         };
     }
-    let in_kube = comps.iter().any(|c| c.starts_with("kubepods"));
+    let in_kube = comps().any(|c| c.starts_with("kubepods"));
     if in_kube {
-        let pod = comps.iter().rev().find_map(|c| pod_uid_of(c));
+        let pod = comps().rev().find_map(pod_uid_of);
         if let Some(pod_uid) = pod {
             // The container is the component right below the pod's.
             let last_is_pod = pod_uid_of(last).is_some();
@@ -150,7 +154,7 @@ pub fn classify(path: &str) -> Kind {
         }
         return Kind::Other;
     }
-    if comps.len() == 2 && comps[0] == "docker" && is_hex_id(last, 12) {
+    if len == 2 && first == "docker" && is_hex_id(last, 12) {
         return Kind::Docker {
             id: last.to_owned(),
         };
@@ -227,21 +231,30 @@ pub fn discover(h: &Hierarchies, all: bool) -> std::io::Result<Vec<Found>> {
             let name = ent.file_name();
             let Some(name) = name.to_str() else { continue };
             let (subdirs, ino) = links_and_inode(&ent);
-            children.push((ent.path(), format!("{path}/{name}"), subdirs, ino));
+            let mut cpath = String::with_capacity(path.len() + 1 + name.len());
+            cpath.push_str(&path);
+            cpath.push('/');
+            cpath.push_str(name);
+            children.push((cpath, subdirs, ino));
         }
-        // No order here: the whole list is sorted once at the end.
-        for (cdir, cpath, subdirs, ino) in children {
+        // No order here: the whole list is sorted once at the end. The child's directory
+        // and a second copy of its path are made only to descend (most cgroups are leaves).
+        for (cpath, subdirs, ino) in children {
             let kind = classify(&cpath);
             let descend = subdirs && (all || !kind.is_leaf_container());
+            let next = descend.then(|| {
+                let name = cpath.rsplit('/').next().unwrap_or_default();
+                (dir.join(name), cpath.clone())
+            });
             if all || kind.is_default() {
                 out.push(Found {
-                    path: cpath.clone(),
+                    path: cpath,
                     kind,
                     ino,
                 });
             }
-            if descend {
-                stack.push((cdir, cpath));
+            if let Some(next) = next {
+                stack.push(next);
             }
         }
     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use cgsight_cgroup::cpu::{CpuLimits, CpuUsage, Throttling};
 use cgsight_cgroup::io::IoDevice;
-use cgsight_cgroup::memory::Memory;
+use cgsight_cgroup::memory::{MemCounters, Memory};
 use cgsight_cgroup::pids::Pids;
 use cgsight_cgroup::pressure::Pressure;
 
@@ -32,7 +32,9 @@ pub struct Stats {
     pub cpu: Option<CpuUsage>,
     pub limits: Option<CpuLimits>,
     pub throttling: Option<Throttling>,
-    pub mem: Option<Memory>,
+    /// The memory readings and memory.stat's counters (`Memory::stat`'s map is left empty:
+    /// the counters are parsed into fixed slots instead).
+    pub mem: Option<(Memory, MemCounters)>,
     pub cpuset_count: Option<usize>,
     pub pids: Option<Pids>,
     pub procs: Option<usize>,

@@ -168,13 +168,13 @@ impl Reader {
     /// As [`Self::read`], for a file that changes only when written (a limit): its text is
     /// read when first asked for and again after inotify reports a write, and no descriptor
     /// is kept for it. Without inotify, or past the watch limit, it is read as other files.
-    pub fn read_watched(
-        &mut self,
-        cg: &mut CgFiles,
+    pub fn read_watched<'a>(
+        &'a mut self,
+        cg: &'a mut CgFiles,
         idx: usize,
         dir: &Path,
         name: &str,
-    ) -> io::Result<Option<&str>> {
+    ) -> io::Result<Option<&'a str>> {
         let Some(ino) = self.inotify.clone() else {
             return self.read(cg, idx, dir, name);
         };
@@ -228,14 +228,10 @@ impl Reader {
                 text.clear();
                 text.push_str(t);
             }
-            return Ok(Some(t));
         }
+        // The kept text itself, not a copy.
         match cg.slots.get(idx) {
-            Some(Slot::Watched { text, .. }) => {
-                self.buf.clear();
-                self.buf.extend_from_slice(text.as_bytes());
-                Ok(std::str::from_utf8(&self.buf).ok())
-            }
+            Some(Slot::Watched { text, .. }) => Ok(Some(text.as_str())),
             _ => Ok(None),
         }
     }
@@ -243,13 +239,13 @@ impl Reader {
     /// The text of `dir/name` (slot `idx` of `cg`), `Ok(None)` when the file does not exist.
     /// ENODEV/ENOENT on a kept descriptor (the cgroup was removed) closes the cgroup's
     /// descriptors and is returned as the error, which callers treat as "gone".
-    pub fn read(
-        &mut self,
-        cg: &mut CgFiles,
+    pub fn read<'a>(
+        &'a mut self,
+        cg: &'a mut CgFiles,
         idx: usize,
         dir: &Path,
         name: &str,
-    ) -> io::Result<Option<&str>> {
+    ) -> io::Result<Option<&'a str>> {
         let Some(slot) = cg.slots.get_mut(idx) else {
             return Err(io::Error::other("file slot out of range"));
         };

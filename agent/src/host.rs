@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use cgsight_cgroup::memory::{Memory, MemoryStat};
+use cgsight_cgroup::memory::{MemCounters, Memory, MemoryStat, StatKey};
 use cgsight_cgroup::Version;
 
 /// What the collector needs to know about the host, probed once at start.
@@ -86,17 +86,17 @@ fn mem_total() -> Option<u64> {
 }
 
 /// The v2 root's memory from /proc/meminfo (the root has no memory.current).
-pub fn root_memory_v2() -> Option<Memory> {
+pub fn root_memory_v2() -> Option<(Memory, MemCounters)> {
     let m = meminfo()?;
     let g = |k: &str| m.get(k).copied().unwrap_or(0);
     let usage = g("MemTotal").saturating_sub(g("MemFree"));
-    let mut raw = BTreeMap::new();
-    raw.insert("inactive_file".to_owned(), g("Inactive(file)"));
-    raw.insert("active_file".to_owned(), g("Active(file)"));
-    raw.insert("file".to_owned(), g("Cached"));
-    raw.insert("anon".to_owned(), g("AnonPages"));
-    raw.insert("file_mapped".to_owned(), g("Mapped"));
-    Some(Memory {
+    let mut c = MemCounters::default();
+    c.set(StatKey::InactiveFile, g("Inactive(file)"));
+    c.set(StatKey::ActiveFile, g("Active(file)"));
+    c.set(StatKey::File, g("Cached"));
+    c.set(StatKey::Anon, g("AnonPages"));
+    c.set(StatKey::FileMapped, g("Mapped"));
+    let mem = Memory {
         usage,
         limit: None,
         peak: None,
@@ -105,9 +105,10 @@ pub fn root_memory_v2() -> Option<Memory> {
         oom: None,
         stat: MemoryStat {
             version: Some(Version::V2),
-            raw,
+            raw: BTreeMap::new(),
         },
-    })
+    };
+    Some((mem, c))
 }
 
 /// `/dev/<DEVNAME>` of a block device, from sysfs; `major:minor` if unknown.

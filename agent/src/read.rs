@@ -11,14 +11,14 @@ use std::path::Path;
 
 use cgsight_cgroup::cpu::{self, CpuLimits, CpuUsage, Throttling};
 use cgsight_cgroup::format::{flat_keyed, limit_of, u64_of};
-use cgsight_cgroup::memory::{Memory, MemoryStat, Swap};
+use cgsight_cgroup::memory::{MemCounters, Memory, MemoryStat, StatKey, StatLines, Swap};
 use cgsight_cgroup::oom::OomEvents;
 use cgsight_cgroup::pids::Pids;
 use cgsight_cgroup::pressure::{self, Pressure, Psi};
 use cgsight_cgroup::{io as cgio, Cgroup, ControllerDir, Error, Version};
 
 use crate::files::{CgFiles, Reader};
-use crate::parse::{key_values, psi_totals};
+use crate::parse::psi_totals;
 
 type Result<T> = std::result::Result<T, Error>;
 
@@ -185,9 +185,14 @@ impl Files<'_> {
         Ok(th)
     }
 
-    /// As `memory::read`, reusing `prev`'s memory.stat map (its keys do not change between
-    /// scrapes on one kernel, so steady state allocates nothing).
-    pub fn memory(&mut self, d: &ControllerDir, prev: Option<Memory>) -> Result<Memory> {
+    /// As `memory::read`, except that memory.stat goes into `counters` (fixed slots, with
+    /// `lines` remembering its layout across cgroups) and `Memory::stat`'s map is left empty.
+    pub fn memory(
+        &mut self,
+        d: &ControllerDir,
+        counters: &mut MemCounters,
+        lines: &mut StatLines,
+    ) -> Result<Memory> {
         use slot::*;
         let (dir, v) = (&d.dir, d.version);
         let v1 = v == Version::V1;
@@ -201,12 +206,11 @@ impl Files<'_> {
         } else {
             self.limit_opt(MEM_LIMIT, dir, "memory.max")?.flatten()
         };
-        let mut raw = prev.map(|m| m.stat.raw).unwrap_or_default();
         let t = self.req(MEM_STAT, dir, "memory.stat")?;
-        fill_stat(&mut raw, t)?;
+        counters.fill(lines, Path::new("memory.stat"), v, t)?;
         let stat = MemoryStat {
             version: Some(v),
-            raw,
+            raw: BTreeMap::new(),
         };
         let mut oom = None;
         let (peak, failcnt) = if v1 {
@@ -231,7 +235,7 @@ impl Files<'_> {
             }
             (peak, max)
         };
-        let swap = self.swap(d, limit, stat.raw.get("total_swap").copied())?;
+        let swap = self.swap(d, limit, counters.hierarchical(StatKey::Swap))?;
         Ok(Memory {
             usage,
             limit,
@@ -293,7 +297,7 @@ impl Files<'_> {
     pub fn oom_kills_v1(&mut self, dir: &Path) -> Result<u64> {
         let t = self.req(slot::OOM_CONTROL, dir, "memory.oom_control")?;
         let mut n = 0;
-        for kv in key_values(Path::new("memory.oom_control"), t) {
+        for kv in flat_keyed(Path::new("memory.oom_control"), t) {
             if let ("oom_kill", x) = kv? {
                 n = x;
             }
@@ -410,58 +414,4 @@ fn count_procs(text: &str) -> Result<(usize, Option<i32>)> {
         n += 1;
     }
     Ok((n, first))
-}
-
-/// The memory.stat keys an exported family uses (v1 plain and `total_`, v2); the other ~40
-/// are not kept, so the in-place update and the families' lookups search a small map.
-fn wanted(key: &str) -> bool {
-    matches!(
-        key,
-        "rss"
-            | "total_rss"
-            | "anon"
-            | "cache"
-            | "total_cache"
-            | "file"
-            | "inactive_file"
-            | "total_inactive_file"
-            | "mapped_file"
-            | "total_mapped_file"
-            | "file_mapped"
-            | "pgfault"
-            | "total_pgfault"
-            | "pgmajfault"
-            | "total_pgmajfault"
-            | "total_swap"
-    )
-}
-
-/// memory.stat's [`wanted`] keys into `raw`, updating values in place; rebuilt when the key
-/// set changed.
-fn fill_stat(raw: &mut BTreeMap<String, u64>, text: &str) -> Result<()> {
-    let p = Path::new("memory.stat");
-    let mut n = 0;
-    let mut fresh = true;
-    for kv in key_values(p, text) {
-        let (k, v) = kv?;
-        if !wanted(k) {
-            continue;
-        }
-        n += 1;
-        match raw.get_mut(k) {
-            Some(slot) => *slot = v,
-            None => fresh = false,
-        }
-    }
-    if fresh && n == raw.len() {
-        return Ok(());
-    }
-    raw.clear();
-    for kv in key_values(p, text) {
-        let (k, v) = kv?;
-        if wanted(k) {
-            raw.insert(k.to_owned(), v);
-        }
-    }
-    Ok(())
 }

@@ -109,38 +109,116 @@ impl StatKey {
 }
 
 /// The [`StatKey`] counters of one memory.stat, parsed without allocating (the FUSE views
-/// parse memory.stat on every meminfo read). v1 prefers the hierarchical `total_<key>`, which
-/// covers the cgroup's descendants.
+/// parse memory.stat on every meminfo read, the agent on every scrape). v1 reports a counter
+/// for the cgroup itself (`key`) and for its subtree (`total_key`): both are kept, and
+/// [`Self::get`] prefers the subtree's.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MemCounters {
-    values: [Option<u64>; StatKey::ALL.len()],
+    own: [Option<u64>; StatKey::ALL.len()],
+    total: [Option<u64>; StatKey::ALL.len()],
 }
 
 impl MemCounters {
     pub fn parse(path: &Path, v: Version, text: &str) -> Result<MemCounters> {
         let mut c = MemCounters::default();
-        for kv in parse::flat_keyed(path, text) {
-            let (raw, value) = kv?;
-            let Some((k, total)) = StatKey::of(v, raw) else {
-                continue;
-            };
-            // v1 lists `key` before `total_key`: a total always wins.
-            let slot = &mut c.values[k as usize];
-            if total || slot.is_none() {
-                *slot = Some(value);
-            }
-        }
+        c.fill_with(path, text, |_, raw| StatKey::of(v, raw))?;
         Ok(c)
     }
 
-    /// `None` when this memory.stat does not report `k`.
+    /// As [`Self::parse`], into `self`, with `lines` remembering which counter each line of
+    /// the previous text held: the kernel prints the same keys in the same order for every
+    /// cgroup, so a line's key is then recognised with one comparison instead of a search.
+    pub fn fill(
+        &mut self,
+        lines: &mut StatLines,
+        path: &Path,
+        v: Version,
+        text: &str,
+    ) -> Result<()> {
+        if lines.version != Some(v) {
+            lines.keys.clear();
+            lines.version = Some(v);
+        }
+        self.fill_with(path, text, |i, raw| lines.classify(i, v, raw))
+    }
+
+    fn fill_with(
+        &mut self,
+        path: &Path,
+        text: &str,
+        mut classify: impl FnMut(usize, &str) -> Option<(StatKey, bool)>,
+    ) -> Result<()> {
+        *self = MemCounters::default();
+        for (i, kv) in parse::flat_keyed(path, text).enumerate() {
+            let (raw, value) = kv?;
+            let Some((k, total)) = classify(i, raw) else {
+                continue;
+            };
+            let slots = if total {
+                &mut self.total
+            } else {
+                &mut self.own
+            };
+            if let Some(slot) = slots.get_mut(k as usize) {
+                *slot = Some(value);
+            }
+        }
+        Ok(())
+    }
+
+    /// `None` when this memory.stat does not report `k`: the subtree's value where v1 has
+    /// one, else the cgroup's own.
     pub fn get(&self, k: StatKey) -> Option<u64> {
-        self.values.get(k as usize).copied().flatten()
+        self.hierarchical(k).or_else(|| self.own(k))
+    }
+
+    /// The plain `key` (on v1 this cgroup alone; v2 has only this, hierarchical).
+    pub fn own(&self, k: StatKey) -> Option<u64> {
+        self.own.get(k as usize).copied().flatten()
+    }
+
+    /// v1's `total_key` (the cgroup and its descendants); `None` on v2.
+    pub fn hierarchical(&self, k: StatKey) -> Option<u64> {
+        self.total.get(k as usize).copied().flatten()
+    }
+
+    /// Sets the plain `key` (counters derived from elsewhere, as the v2 root's from meminfo).
+    pub fn set(&mut self, k: StatKey, value: u64) {
+        if let Some(slot) = self.own.get_mut(k as usize) {
+            *slot = Some(value);
+        }
     }
 
     /// The value, 0 when not reported.
     pub fn bytes(&self, k: StatKey) -> u64 {
         self.get(k).unwrap_or(0)
+    }
+}
+
+/// Which counter each line of the last memory.stat parsed by [`MemCounters::fill`] held,
+/// by line number (reused across cgroups and reads).
+#[derive(Clone, Debug, Default)]
+pub struct StatLines {
+    version: Option<Version>,
+    keys: Vec<(String, Option<(StatKey, bool)>)>,
+}
+
+impl StatLines {
+    fn classify(&mut self, i: usize, v: Version, raw: &str) -> Option<(StatKey, bool)> {
+        match self.keys.get_mut(i) {
+            Some((key, slot)) if key == raw => *slot,
+            Some((key, slot)) => {
+                key.clear();
+                key.push_str(raw);
+                *slot = StatKey::of(v, raw);
+                *slot
+            }
+            None => {
+                let slot = StatKey::of(v, raw);
+                self.keys.push((raw.to_owned(), slot));
+                slot
+            }
+        }
     }
 }
 
@@ -454,6 +532,31 @@ mod tests {
         assert_eq!(c.get(StatKey::Anon), None);
         let c = MemCounters::parse(Path::new("m"), Version::V2, "total_anon 5\n").unwrap();
         assert_eq!(c.get(StatKey::Anon), None);
+    }
+
+    #[test]
+    fn fill_with_remembered_lines_matches_parse() {
+        let p = Path::new("memory.stat");
+        let mut lines = StatLines::default();
+        let mut c = MemCounters::default();
+        // Twice each (the second time from the remembered lines), then texts whose lines
+        // moved, and a version change.
+        for (v, text) in [
+            (Version::V1, V1_STAT),
+            (Version::V1, V1_STAT),
+            (Version::V1, "rss 6\ncache 5\ntotal_pgfault 9\npgfault 3\n"),
+            (Version::V1, V1_STAT),
+            (Version::V2, V2_STAT),
+            (Version::V2, V2_STAT),
+        ] {
+            c.fill(&mut lines, p, v, text).unwrap();
+            assert_eq!(c, MemCounters::parse(p, v, text).unwrap(), "{text:?}");
+        }
+        let mut c = MemCounters::parse(p, Version::V1, "pgfault 3\ntotal_pgfault 9\n").unwrap();
+        assert_eq!(c.own(StatKey::Pgfault), Some(3));
+        assert_eq!(c.hierarchical(StatKey::Pgfault), Some(9));
+        assert_eq!(c.get(StatKey::Pgfault), Some(9));
+        assert!(c.fill(&mut lines, p, Version::V2, "anon x\n").is_err());
     }
 
     #[test]

@@ -1,13 +1,10 @@
 //! The cAdvisor-compatible container families and the machine ones, in exposition order.
 
-use std::io::Write as _;
-
 use cgsight_cgroup::cpu::Throttling;
 use cgsight_cgroup::io::IoDevice;
-use cgsight_cgroup::memory::{Memory, StatKey};
+use cgsight_cgroup::memory::{MemCounters, Memory, StatKey};
 use cgsight_cgroup::pids::Pids;
 use cgsight_cgroup::pressure::{Pressure, Psi};
-use cgsight_cgroup::Version;
 
 use super::{Emit, Family, Row, Scrape, Source};
 use crate::exposition::{Type, Val};
@@ -56,17 +53,26 @@ fn cpu_usage(_: &Scrape, r: &Row, emit: Emit) {
         // v1 with cpuacct.usage_all: one series per CPU (as cAdvisor with percpu), never
         // together with cpu="total".
         Some(per) if !per.is_empty() => {
-            // `cpu` and up to ten digits: on the stack, not a String per row.
-            let mut b = [0u8; 16];
+            // `cpu{:02}` built by hand on the stack (no String, no formatter per CPU per row).
+            let mut label = [0u8; 24];
+            label[..3].copy_from_slice(b"cpu");
+            let mut digits = itoa::Buffer::new();
             for pc in per {
-                let mut w = &mut b[..];
-                let _ = write!(w, "cpu{:02}", pc.cpu);
-                let n = 16 - w.len();
-                let label = b
-                    .get(..n)
-                    .and_then(|l| std::str::from_utf8(l).ok())
-                    .unwrap_or("");
-                emit(&[label], ns_to_s(pc.user_ns + pc.system_ns).into());
+                let d = digits.format(pc.cpu).as_bytes();
+                let pad = usize::from(d.len() < 2);
+                label[3] = b'0';
+                let n = 3 + pad + d.len();
+                let l = match label.get_mut(3 + pad..n) {
+                    Some(dst) => {
+                        dst.copy_from_slice(d);
+                        label.get(..n).and_then(|l| std::str::from_utf8(l).ok())
+                    }
+                    None => None,
+                };
+                emit(
+                    &[l.unwrap_or("")],
+                    ns_to_s(pc.user_ns + pc.system_ns).into(),
+                );
             }
         }
         _ => emit(&["total"], ns_to_s(c.total_ns).into()),
@@ -79,46 +85,22 @@ fn thr(r: &Row, emit: Emit, f: fn(&Throttling) -> Val) {
     }
 }
 
-/// A memory.stat counter through the [`StatKey`] map (v1: the hierarchical `total_<key>`,
-/// else `<key>`), as `MemoryStat::stat` but with the `total_` key built on the stack.
-fn stat(m: &Memory, k: StatKey) -> Option<u64> {
-    let raw = &m.stat.raw;
-    if m.stat.version == Some(Version::V2) {
-        return raw.get(k.names().1?).copied();
-    }
-    let name = k.names().0?;
-    let mut b = [0u8; 64];
-    let mut w = &mut b[..];
-    let total = match write!(w, "total_{name}") {
-        Ok(()) => {
-            let n = 64 - w.len();
-            b.get(..n).and_then(|t| std::str::from_utf8(t).ok())
-        }
-        Err(_) => None,
-    };
-    total
-        .and_then(|t| raw.get(t))
-        .or_else(|| raw.get(name))
-        .copied()
-}
-
-fn mem(r: &Row, emit: Emit, f: fn(&Memory) -> u64) {
-    if let Some(m) = &r.stats.mem {
-        emit(&[], f(m).into());
+fn mem(r: &Row, emit: Emit, f: fn(&Memory, &MemCounters) -> u64) {
+    if let Some((m, c)) = &r.stats.mem {
+        emit(&[], f(m, c).into());
     }
 }
 
 fn memory_failures(_: &Scrape, r: &Row, emit: Emit) {
-    let Some(m) = &r.stats.mem else { return };
-    let raw = &m.stat.raw;
-    for (ft, key, total_key) in [
-        ("pgfault", "pgfault", "total_pgfault"),
-        ("pgmajfault", "pgmajfault", "total_pgmajfault"),
+    let Some((_, c)) = &r.stats.mem else { return };
+    for (ft, k) in [
+        ("pgfault", StatKey::Pgfault),
+        ("pgmajfault", StatKey::Pgmajfault),
     ] {
         // v1: plain keys are this cgroup only, total_* include descendants; v2 is
         // hierarchical only.
-        let own = raw.get(key).copied().unwrap_or(0);
-        let hier = raw.get(total_key).copied().unwrap_or(own);
+        let own = c.own(k).unwrap_or(0);
+        let hier = c.hierarchical(k).unwrap_or(own);
         emit(&[ft, "container"], own.into());
         emit(&[ft, "hierarchy"], hier.into());
     }
@@ -183,14 +165,14 @@ pub static CONTAINER: &[Family<Source>] = &[
     c("container_cpu_cfs_throttled_periods_total", Counter, "", NONE, "Number of throttled period intervals.", |_, r, emit| thr(r, emit, |t| t.throttled_periods.into())),
     c("container_cpu_cfs_throttled_seconds_total", Counter, "seconds", NONE, "Total time duration the container has been throttled.", |_, r, emit| thr(r, emit, |t| ns_to_s(t.throttled_ns).into())),
     // Memory.
-    c("container_memory_usage_bytes", Gauge, "bytes", NONE, "Current memory usage in bytes, including all memory regardless of when it was accessed.", |_, r, emit| mem(r, emit, |m| m.usage)),
-    c("container_memory_working_set_bytes", Gauge, "bytes", NONE, "Current working set in bytes.", |_, r, emit| mem(r, emit, |m| m.usage.saturating_sub(stat(m, StatKey::InactiveFile).unwrap_or(0)))),
-    c("container_memory_rss", Gauge, "bytes", NONE, "Size of RSS in bytes.", |_, r, emit| mem(r, emit, |m| stat(m, StatKey::Anon).unwrap_or(0))),
-    c("container_memory_cache", Gauge, "bytes", NONE, "Number of bytes of page cache memory.", |_, r, emit| mem(r, emit, |m| stat(m, StatKey::File).unwrap_or(0))),
-    c("container_memory_swap", Gauge, "bytes", NONE, "Container swap usage in bytes.", |_, r, emit| mem(r, emit, |m| m.swap.as_ref().map_or(0, |s| s.usage))),
-    c("container_memory_mapped_file", Gauge, "bytes", NONE, "Size of memory mapped files in bytes.", |_, r, emit| mem(r, emit, |m| stat(m, StatKey::FileMapped).unwrap_or(0))),
-    c("container_memory_max_usage_bytes", Gauge, "bytes", NONE, "Maximum memory usage recorded in bytes.", |_, r, emit| mem(r, emit, |m| m.peak.unwrap_or(0))),
-    c("container_memory_failcnt", Counter, "", NONE, "Number of memory usage hits limits.", |_, r, emit| mem(r, emit, |m| m.failcnt.unwrap_or(0))),
+    c("container_memory_usage_bytes", Gauge, "bytes", NONE, "Current memory usage in bytes, including all memory regardless of when it was accessed.", |_, r, emit| mem(r, emit, |m, _| m.usage)),
+    c("container_memory_working_set_bytes", Gauge, "bytes", NONE, "Current working set in bytes.", |_, r, emit| mem(r, emit, |m, c| m.usage.saturating_sub(c.bytes(StatKey::InactiveFile)))),
+    c("container_memory_rss", Gauge, "bytes", NONE, "Size of RSS in bytes.", |_, r, emit| mem(r, emit, |_, c| c.bytes(StatKey::Anon))),
+    c("container_memory_cache", Gauge, "bytes", NONE, "Number of bytes of page cache memory.", |_, r, emit| mem(r, emit, |_, c| c.bytes(StatKey::File))),
+    c("container_memory_swap", Gauge, "bytes", NONE, "Container swap usage in bytes.", |_, r, emit| mem(r, emit, |m, _| m.swap.as_ref().map_or(0, |s| s.usage))),
+    c("container_memory_mapped_file", Gauge, "bytes", NONE, "Size of memory mapped files in bytes.", |_, r, emit| mem(r, emit, |_, c| c.bytes(StatKey::FileMapped))),
+    c("container_memory_max_usage_bytes", Gauge, "bytes", NONE, "Maximum memory usage recorded in bytes.", |_, r, emit| mem(r, emit, |m, _| m.peak.unwrap_or(0))),
+    c("container_memory_failcnt", Counter, "", NONE, "Number of memory usage hits limits.", |_, r, emit| mem(r, emit, |m, _| m.failcnt.unwrap_or(0))),
     c("container_memory_failures_total", Counter, "", &["failure_type", "scope"], "Cumulative count of memory allocation failures.", memory_failures),
     c("container_oom_events_total", Counter, "", NONE, "Count of out of memory events observed for the container.", |_, r, emit| {
         if let Some(o) = r.stats.oom {
@@ -198,9 +180,9 @@ pub static CONTAINER: &[Family<Source>] = &[
         }
     }),
     // Spec.
-    c("container_spec_memory_limit_bytes", Gauge, "bytes", NONE, "Memory limit for the container (0 = unlimited).", |_, r, emit| mem(r, emit, |m| limit_or_zero(m.limit))),
+    c("container_spec_memory_limit_bytes", Gauge, "bytes", NONE, "Memory limit for the container (0 = unlimited).", |_, r, emit| mem(r, emit, |m, _| limit_or_zero(m.limit))),
     c("container_spec_memory_swap_limit_bytes", Gauge, "bytes", NONE, "Memory swap limit for the container (0 = unlimited).", |_, r, emit| {
-        mem(r, emit, |m| limit_or_zero(m.swap.as_ref().and_then(|s| s.memsw_limit.or(s.limit))))
+        mem(r, emit, |m, _| limit_or_zero(m.swap.as_ref().and_then(|s| s.memsw_limit.or(s.limit))))
     }),
     c("container_spec_cpu_period", Gauge, "microseconds", NONE, "CPU period of the container.", |_, r, emit| {
         if let Some(l) = &r.stats.limits {

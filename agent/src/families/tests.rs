@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use cgsight_cgroup::cpu::{CpuLimits, CpuUsage, PerCpu, Throttling};
 use cgsight_cgroup::io::IoDevice;
-use cgsight_cgroup::memory::{Memory, MemoryStat, Swap};
+use cgsight_cgroup::memory::{MemCounters, Memory, MemoryStat, Swap};
 use cgsight_cgroup::pids::Pids;
 use cgsight_cgroup::pressure::{Pressure, Psi, PsiLine};
 use cgsight_cgroup::Version;
@@ -253,8 +253,10 @@ fn type_str_of(name: &str) -> &'static str {
         .map_or("", |f| f.1)
 }
 
-fn memory(usage: u64, raw: &[(&str, u64)], v: Version) -> Memory {
-    Memory {
+fn memory(usage: u64, raw: &[(&str, u64)], v: Version) -> (Memory, MemCounters) {
+    let text: String = raw.iter().map(|(k, n)| format!("{k} {n}\n")).collect();
+    let counters = MemCounters::parse(std::path::Path::new("memory.stat"), v, &text).unwrap();
+    let m = Memory {
         usage,
         limit: Some(512 << 20),
         peak: Some(usage + 4096),
@@ -267,9 +269,10 @@ fn memory(usage: u64, raw: &[(&str, u64)], v: Version) -> Memory {
         }),
         stat: MemoryStat {
             version: Some(v),
-            raw: raw.iter().map(|(k, n)| ((*k).to_owned(), *n)).collect(),
+            raw: Default::default(),
         },
-    }
+    };
+    (m, counters)
 }
 
 fn psi(some: u64, full: Option<u64>) -> Option<Psi> {
