@@ -65,11 +65,22 @@ fn detach_stale(mp: &Path) -> Result<(), Error> {
     })
 }
 
+/// What [`prepare_mountpoint`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Prepared {
+    /// The directory was made here (the server removes it again when it unmounts).
+    Created,
+    /// A directory that was there, with nothing mounted on it that answers.
+    Found,
+    /// A server already answers there.
+    Serving,
+}
+
 /// Makes the mount point (and its parents) and detaches a dead FUSE mount left there by a
 /// killed server (see [`dead_server`]). A mounted server that does not answer (stopped, hung)
-/// is an error: mounting over it would hide it, not fix it. True when the directory was made
-/// here (the server removes it again when it unmounts).
-pub(crate) fn prepare_mountpoint(mp: &Path) -> Result<bool, Error> {
+/// is an error: mounting over it would hide it, not fix it. One probe decides: a second one
+/// that timed out under load would have stacked a new server over a live one.
+pub(crate) fn prepare_mountpoint(mp: &Path) -> Result<Prepared, Error> {
     for _ in 0..8 {
         // Probed before any stat of `mp`, which a stopped server would never answer.
         if let Some(canon) = mount_path(mp).filter(|c| is_mountpoint(c)) {
@@ -85,12 +96,13 @@ pub(crate) fn prepare_mountpoint(mp: &Path) -> Result<bool, Error> {
                         source: io::Error::from_raw_os_error(libc::ETIMEDOUT),
                     })
                 }
-                // Serving (the caller tells), or a mount of something else: leave it.
-                Probe::Read | Probe::Failed(_) => return Ok(false),
+                Probe::Read => return Ok(Prepared::Serving),
+                // A mount of something else: mounted over, as before.
+                Probe::Failed(_) => return Ok(Prepared::Found),
             }
         }
         match std::fs::metadata(mp) {
-            Ok(m) if m.is_dir() => return Ok(false),
+            Ok(m) if m.is_dir() => return Ok(Prepared::Found),
             Ok(_) => {
                 return Err(Error::Io {
                     path: mp.into(),
@@ -105,7 +117,7 @@ pub(crate) fn prepare_mountpoint(mp: &Path) -> Result<bool, Error> {
                     what: "creating the mount point",
                     source,
                 })?;
-                return Ok(true);
+                return Ok(Prepared::Created);
             }
             Err(source) => {
                 return Err(Error::Io {
@@ -116,7 +128,7 @@ pub(crate) fn prepare_mountpoint(mp: &Path) -> Result<bool, Error> {
             }
         }
     }
-    Ok(false)
+    Ok(Prepared::Found)
 }
 
 /// Aborts FUSE connection `conn` through fusectl, mounting fusectl first where the system has

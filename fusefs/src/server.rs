@@ -14,7 +14,7 @@ use fuser::{Config, MountOption, Session, SessionACL, SessionUnmounter};
 use crate::config::FsConfig;
 use crate::error::Error;
 use crate::metrics::FsMetrics;
-use crate::mount::{abort_connection, detach, is_serving, prepare_mountpoint};
+use crate::mount::{abort_connection, detach, prepare_mountpoint, Prepared};
 use crate::sampler::Sampler;
 use crate::{devfuse, engine, resolve, tree, uring};
 
@@ -62,7 +62,11 @@ fn worker_threads(requested: usize) -> usize {
 pub fn spawn(cfg: FsConfig) -> Result<FsHandle, Error> {
     let h = cgsight_cgroup::Hierarchies::detect()?;
     let mp = cfg.mountpoint.clone();
-    let created = prepare_mountpoint(&mp)?;
+    let created = match prepare_mountpoint(&mp)? {
+        Prepared::Serving => return Err(Error::AlreadyServing(mp)),
+        Prepared::Created => true,
+        Prepared::Found => false,
+    };
     let r = mount_and_serve(cfg, h, created);
     if r.is_err() && created {
         // A failed start leaves the directory tree as it found it.
@@ -77,9 +81,6 @@ fn mount_and_serve(
     created_mountpoint: bool,
 ) -> Result<FsHandle, Error> {
     let mp = cfg.mountpoint.clone();
-    if is_serving(&mp) {
-        return Err(Error::AlreadyServing(mp));
-    }
     raise_nofile_limit();
     let metrics = Arc::new(FsMetrics::default());
     let engine = Arc::new(engine::Engine::new(

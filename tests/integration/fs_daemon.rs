@@ -82,12 +82,32 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.pid()),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.child.wait_timeout(Duration::from_secs(10));
+        let pid = nix::unistd::Pid::from_raw(self.child.pid());
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        // A test that stopped the daemon may have failed before continuing it.
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+        // No panic here (a drop during a failed test's unwinding would abort the whole binary):
+        // past the bound, the ChildGuard kills it.
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while matches!(self.child.child().try_wait(), Ok(None)) && std::time::Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
+}
+
+/// Every thread of process `pid` is stopped (SIGSTOP is acted on by each thread on its way
+/// back to user space, after kill(2) has returned).
+fn all_threads_stopped(pid: i32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|t| {
+        std::fs::read_to_string(t.path().join("stat")).is_ok_and(|st| {
+            // The state follows the command's closing parenthesis.
+            st.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+        })
+    })
 }
 
 /// The port of the agent's "listening on http://127.0.0.1:PORT/metrics" line.
@@ -294,7 +314,25 @@ fn ps_and_inspect_show_a_container_whose_views_are_broken() {
     let signal = |s| nix::sys::signal::kill(pid, s).expect("signal the daemon");
     // Stopped: reads wait forever; inspect and ps say so within their bound, and do not hang.
     signal(nix::sys::signal::Signal::SIGSTOP);
-    assert_eq!(views(&c.name), "hung");
+    wait_for("the daemon to stop", Duration::from_secs(30), || {
+        all_threads_stopped(d.child.pid()).then_some(())
+    });
+    // Which server the container's /proc/uptime is bound to, should it still answer.
+    let uptime_mounts = || {
+        std::fs::read_to_string(format!("/proc/{}/mountinfo", c.pid()))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(" /proc/uptime "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(
+        views(&c.name),
+        "hung",
+        "{}\n{}",
+        uptime_mounts(),
+        d.log_text()
+    );
     assert!(
         ps_row(&c.name).contains("running (views hung)"),
         "{}",
