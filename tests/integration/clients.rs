@@ -219,3 +219,36 @@ fn top_at_full_quota_is_not_idle() {
         assert!(top_field(&out, "us") > 0.0, "{out}");
     }
 }
+
+#[test]
+fn top_at_half_quota_is_about_half_idle() {
+    require_root!();
+    // One CPU's quota, half used by a 50 ms busy / 50 ms asleep loop; the container's own CPU
+    // counter, read around top, says how busy it really was.
+    let out = launch_sh(
+        &["--cpus", "1"],
+        "if [ -f /sys/fs/cgroup/cpuacct/cpuacct.usage ]; then\n\
+           u() { echo $(( $(cat /sys/fs/cgroup/cpuacct/cpuacct.usage) / 1000 )); }\n\
+         else u() { sed -n 's/^usage_usec //p' /sys/fs/cgroup/cpu.stat; }; fi\n\
+         python3 -c 'import time\nwhile True:\n t=time.monotonic()\n while time.monotonic()-t<0.05: pass\n time.sleep(0.05)' &\n\
+         P=$!\nsleep 2\n\
+         grep -c ^processor /proc/cpuinfo | sed 's/^/VISIBLE /'\n\
+         U0=$(u); T0=$(date +%s%N)\n\
+         top -b -n 2 -d 1 | grep '^%Cpu'\n\
+         U1=$(u); T1=$(date +%s%N)\n\
+         echo BUSY $(( (U1 - U0) * 100000 / (T1 - T0) ))\nkill $P\n",
+    );
+    assert_eq!(value(&out, "VISIBLE "), 1.0, "{out}");
+    let busy = value(&out, "BUSY ");
+    let idle = top_field(&out, "id");
+    // The host's top would show two CPUs, so ~75 % idle beside a half-busy container here.
+    let slack = if std::env::var_os("CGSIGHT_VM").is_some() {
+        30.0
+    } else {
+        20.0
+    };
+    assert!(
+        (20.0..=80.0).contains(&busy) && (idle - (100.0 - busy)).abs() <= slack,
+        "busy {busy} % of the quota, top idle {idle}\n{out}"
+    );
+}
