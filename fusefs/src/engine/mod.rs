@@ -280,7 +280,7 @@ impl Engine {
         Ok(Some(match f {
             File::Meminfo => meminfo::render(&self.host.meminfo(), &self.mem_facts(s, &l)?),
             File::Swaps => {
-                let host_swap = views::field(&self.host.meminfo(), "SwapTotal").unwrap_or(0);
+                let host_swap = self.host.totals().swap_kb;
                 let (total, free) = meminfo::swap_kb(host_swap, &self.mem_facts(s, &l)?);
                 views::swaps::render(&self.host.swaps(), total, free)
             }
