@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use io_uring::{opcode, squeue, types};
 
 use super::{pin, Decision, Entry, Queue, DEPTH, INIT_WAIT, STOP};
-use crate::abi;
 use crate::metrics::FsMetrics;
 use crate::tree::{Errno, Tree};
+use crate::{abi, dispatch};
 
 fn register_sqe(fuse: RawFd, q: &Queue, i: usize) -> squeue::Entry128 {
     let iov = q.entries[i].iov.as_ptr() as u64;
@@ -164,86 +164,13 @@ fn answer(e: &mut Entry, tree: &Tree) {
     op_in.copy_from_slice(&hdr[abi::URING_OP_IN..abi::URING_OP_IN + 128]);
     let h = abi::InHeader::parse(hdr);
     let payload = e.payload.bytes();
+    // The payload carries LOOKUP's name in and the reply out: copy the name aside first.
+    let mut name = [0u8; dispatch::NAME_MAX + 1];
+    let n = (in_len as usize).min(name.len()).min(payload.len());
+    name[..n].copy_from_slice(&payload[..n]);
     let result = match &h {
-        Some(h) => dispatch(tree, h, &op_in, payload, in_len as usize),
+        Some(h) => dispatch::dispatch(tree, h, &op_in, &name[..n], payload),
         None => Err(libc::EIO),
     };
     write_reply(hdr, h.map_or(0, |h| h.unique), result);
-}
-
-/// One request → the reply's payload length, or an errno. Mirrors the fuser adapter in fs.rs.
-fn dispatch(
-    tree: &Tree,
-    h: &abi::InHeader,
-    op_in: &[u8],
-    pay: &mut [u8],
-    in_len: usize,
-) -> Result<usize, Errno> {
-    let bad = libc::EIO;
-    match h.opcode {
-        abi::LOOKUP => {
-            let raw = &pay[..in_len.min(pay.len())];
-            let name = raw.split(|&b| b == 0).next().unwrap_or_default();
-            if name.len() > 255 {
-                return Err(libc::ENAMETOOLONG);
-            }
-            let mut buf = [0u8; 255];
-            buf[..name.len()].copy_from_slice(name);
-            let (ino, ttl) = tree.lookup(h.nodeid, &buf[..name.len()], h.pid)?;
-            abi::put_entry_out(pay, &tree.attr(ino)?, ttl.as_secs());
-            Ok(abi::ENTRY_OUT_LEN)
-        }
-        abi::GETATTR => {
-            let (a, ttl) = tree.getattr(h.nodeid)?;
-            abi::put_attr_out(pay, &a, ttl.as_secs());
-            Ok(abi::ATTR_OUT_LEN)
-        }
-        abi::OPEN => {
-            let fh = tree.open(h.nodeid, abi::open_in(op_in).ok_or(bad)?)?;
-            abi::put_open_out(pay, fh, abi::FOPEN_DIRECT_IO);
-            Ok(abi::OPEN_OUT_LEN)
-        }
-        abi::READ => {
-            let (fh, offset, size) = abi::read_in(op_in).ok_or(bad)?;
-            let (data, r) = tree.read(h.nodeid, fh, offset, size, h.pid)?;
-            let n = r.len().min(pay.len());
-            pay[..n].copy_from_slice(&data[r.start..r.start + n]);
-            Ok(n)
-        }
-        abi::RELEASE => {
-            tree.release(abi::release_in(op_in).ok_or(bad)?);
-            Ok(0)
-        }
-        abi::OPENDIR => {
-            if !Tree::is_dir(h.nodeid) {
-                return Err(libc::ENOTDIR);
-            }
-            abi::put_open_out(pay, 0, 0);
-            Ok(abi::OPEN_OUT_LEN)
-        }
-        abi::READDIR => {
-            let (_, offset, size) = abi::read_in(op_in).ok_or(bad)?;
-            let entries = tree.dir_entries(h.nodeid, h.pid)?;
-            let room = (size as usize).min(pay.len());
-            let mut out = Vec::with_capacity(room.min(4096));
-            let skip = usize::try_from(offset).unwrap_or(usize::MAX);
-            for (i, (ino, dir, name)) in entries.iter().enumerate().skip(skip) {
-                let dtype = if *dir { libc::DT_DIR } else { libc::DT_REG } as u32;
-                if !abi::push_dirent(&mut out, room, *ino, (i + 1) as u64, dtype, name.as_bytes()) {
-                    break;
-                }
-            }
-            pay[..out.len()].copy_from_slice(&out);
-            Ok(out.len())
-        }
-        abi::RELEASEDIR | abi::DESTROY => Ok(0),
-        abi::STATFS => {
-            abi::put_statfs_out(pay);
-            Ok(abi::STATFS_OUT_LEN)
-        }
-        // Like procfs, not a terminal (Python's open() asks isatty()).
-        abi::IOCTL => Err(libc::ENOTTY),
-        // FLUSH, xattrs, access, lseek, …: ENOSYS once and the kernel stops asking.
-        _ => Err(libc::ENOSYS),
-    }
 }
