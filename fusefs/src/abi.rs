@@ -1,10 +1,14 @@
-//! The few FUSE wire structures the io_uring transport reads and writes itself (the /dev/fuse
-//! transport goes through fuser). Layouts are the kernel's `include/uapi/linux/fuse.h`
+//! The few FUSE wire structures cgsight reads and writes itself: the io_uring transport and
+//! the owned /dev/fuse session of the hand-over server (the fuser transport has its own). Layouts are the kernel's `include/uapi/linux/fuse.h`
 //! (protocol 7.42+), little-endian, encoded field by field: no unsafe casts of buffers.
 
 use crate::tree::Attr;
 
 pub const LOOKUP: u32 = 1;
+pub const FORGET: u32 = 2;
+pub const INIT: u32 = 26;
+pub const INTERRUPT: u32 = 36;
+pub const BATCH_FORGET: u32 = 42;
 pub const GETATTR: u32 = 3;
 pub const OPEN: u32 = 14;
 pub const READ: u32 = 15;
@@ -15,6 +19,21 @@ pub const READDIR: u32 = 28;
 pub const RELEASEDIR: u32 = 29;
 pub const IOCTL: u32 = 39;
 pub const DESTROY: u32 = 38;
+
+/// `struct fuse_in_header` and `struct fuse_out_header` sizes.
+pub const IN_HEADER_LEN: usize = 40;
+pub const OUT_HEADER_LEN: usize = 16;
+/// The notification code (in the out header's error field, unique 0) that makes the kernel
+/// queue again every request a server read but did not answer (protocol 7.40, Linux 6.9).
+pub const NOTIFY_RESEND: i32 = 7;
+pub const RESEND_MINOR: u32 = 40;
+/// `FUSE_DEV_IOC_CLONE`: `_IOR(229, 0, uint32_t)`.
+pub const DEV_IOC_CLONE: u64 = 0x8004_e500;
+/// INIT flags cgsight asks for when offered: async reads, big writes, max_pages.
+pub const INIT_ASYNC_READ: u32 = 1 << 0;
+pub const INIT_BIG_WRITES: u32 = 1 << 5;
+pub const INIT_MAX_PAGES: u32 = 1 << 22;
+pub const INIT_OUT_LEN: usize = 64;
 
 /// `FOPEN_DIRECT_IO`: every read reaches the server, st_size is not trusted.
 pub const FOPEN_DIRECT_IO: u32 = 1 << 0;
@@ -67,6 +86,33 @@ impl InHeader {
             pid: u32_at(b, 32)?,
         })
     }
+}
+
+/// `struct fuse_init_in`: the kernel's (major, minor, max_readahead, flags).
+pub fn init_in(b: &[u8]) -> Option<(u32, u32, u32, u32)> {
+    Some((u32_at(b, 0)?, u32_at(b, 4)?, u32_at(b, 8)?, u32_at(b, 12)?))
+}
+
+/// `struct fuse_init_out` (64 bytes).
+pub fn put_init_out(
+    b: &mut [u8],
+    minor: u32,
+    max_readahead: u32,
+    flags: u32,
+    max_write: u32,
+    max_pages: u16,
+) {
+    b[..INIT_OUT_LEN].fill(0);
+    put32(b, 0, 7);
+    put32(b, 4, minor);
+    put32(b, 8, max_readahead);
+    put32(b, 12, flags);
+    // max_background 16, congestion_threshold 12: as libfuse.
+    b[16..18].copy_from_slice(&16u16.to_le_bytes());
+    b[18..20].copy_from_slice(&12u16.to_le_bytes());
+    put32(b, 20, max_write);
+    put32(b, 24, 1);
+    b[28..30].copy_from_slice(&max_pages.to_le_bytes());
 }
 
 /// Writes `struct fuse_out_header` (16 bytes): `error` is 0 or a negative errno.

@@ -6,6 +6,10 @@
 //! - `server`: [`spawn`] mounts and serves on background threads; [`FsHandle`] ends it.
 //! - `mount`: the mount's lifecycle: [`is_serving`] (bounded), mount point, stale mounts,
 //!   the server's pid and log files ([`pidfile_path`], [`log_path`]).
+//! - [`holder`]: the process that owns the mount and its /dev/fuse descriptor, and starts,
+//!   restarts and upgrades servers ([`hold`]); `session`: our own mount and INIT answer.
+//! - [`handed`]: a server started by the holder ([`serve_handed`]); `devloop`: its /dev/fuse
+//!   workers; `dispatch`: one request → its reply, for both /dev/fuse and io_uring.
 //! - `probe`: a read in a forked child, killed after a timeout (a stuck FUSE read is not).
 //! - [`config`]: [`FsConfig`] and its choices ([`CpuView`], [`IoUringMode`]).
 //! - `devfuse`: the /dev/fuse transport (fuser), which also negotiates io_uring at INIT.
@@ -29,8 +33,12 @@ pub mod catalogue;
 mod cgfiles;
 pub mod config;
 mod devfuse;
+mod devloop;
+mod dispatch;
 mod engine;
 pub mod error;
+pub mod handed;
+pub mod holder;
 mod host;
 mod load;
 pub mod metrics;
@@ -39,6 +47,7 @@ mod probe;
 mod resolve;
 mod sampler;
 mod server;
+mod session;
 pub mod sysinfo;
 mod tree;
 mod uring;
@@ -47,6 +56,8 @@ pub mod views;
 pub use catalogue::File;
 pub use config::{CpuView, FsConfig, IoUringMode, DEFAULT_MOUNTPOINT};
 pub use error::Error;
+pub use handed::{serve_handed, Handed, HandedServer};
+pub use holder::{hold, read_status, HoldConfig};
 pub use metrics::FsMetrics;
 pub use mount::{is_serving, log_path, pidfile_path};
 pub use probe::{read_bounded, Probe};

@@ -35,7 +35,7 @@ pub struct FsHandle {
 /// container read recently and a pidfd per recent reader thread, which a 1024 soft limit would
 /// cap at a few hundred containers. (1024 is only a soft default for select() users; nothing
 /// here uses select.)
-fn raise_nofile_limit() {
+pub(crate) fn raise_nofile_limit() {
     let mut rl = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -53,7 +53,7 @@ fn raise_nofile_limit() {
 
 /// The worker count for a requested one: capped at the CPU count, but at least 2 so a RELEASE
 /// (sent asynchronously on close) does not hold up the next open.
-fn worker_threads(requested: usize) -> usize {
+pub(crate) fn worker_threads(requested: usize) -> usize {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     requested.clamp(1, cpus.max(2))
 }
