@@ -6,10 +6,15 @@
 //! serving-mount check); a stale mount left by a killed server is detached and replaced.
 //! SIGTERM/SIGINT unmount cleanly. `--startup-fd` (used by `launch`) reports on a descriptor
 //! the caller passed instead.
+//!
+//! The process that stays is the holder ([`cgsight_fusefs::hold`]): it owns the mount and
+//! runs the views in a server process it restarts when it dies and replaces on SIGHUP or
+//! `--upgrade`, so containers never lose their views. `--io-uring on` serves in-process
+//! instead (io_uring queues are not handed over).
 
 use std::io::Write;
 use std::os::fd::AsFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use cgsight_fusefs::{CpuView, FsConfig, IoUringMode, DEFAULT_MOUNTPOINT};
@@ -100,6 +105,10 @@ pub struct Args {
     /// named after the mount point).
     #[arg(long)]
     pub pidfile: Option<PathBuf>,
+    /// Replace the running server by the binary now on disk, with no failed read, and exit
+    /// (the same as SIGHUP to the pid in the pid file, but waits for the outcome).
+    #[arg(long)]
+    pub upgrade: bool,
 }
 
 fn pidfile_for(a: &Args) -> PathBuf {
@@ -110,6 +119,12 @@ fn pidfile_for(a: &Args) -> PathBuf {
 }
 
 pub fn run(a: Args) -> anyhow::Result<u8> {
+    if let Some(h) = cgsight_fusefs::Handed::from_env() {
+        return serve_handed(&a, h);
+    }
+    if a.upgrade {
+        return upgrade(&pidfile_for(&a));
+    }
     // Before anything of ours is open: only stdio and the start-up pipe are meant for us.
     startup::close_inherited(a.startup_fd);
     let mut notify = match a.startup_fd {
@@ -233,6 +248,14 @@ fn serve(a: &Args, notify: &mut Notifier) -> Result<u8, (u8, anyhow::Error)> {
         .context("blocking signals")
         .map_err(fail)?;
 
+    if !matches!(a.views.io_uring, IoUringArg::On) {
+        let status = status_path(&pidfile);
+        let r = hold(a, &status, notify);
+        let _ = std::fs::remove_file(&status);
+        let _ = std::fs::remove_file(&pidfile);
+        drop(lock);
+        return r;
+    }
     let handle = match cgsight_fusefs::spawn(a.views.config(a.threads)) {
         Ok(h) => h,
         Err(cgsight_fusefs::Error::AlreadyServing(p)) => {
@@ -250,4 +273,106 @@ fn serve(a: &Args, notify: &mut Notifier) -> Result<u8, (u8, anyhow::Error)> {
     let _ = std::fs::remove_file(&pidfile);
     drop(lock);
     Ok(0)
+}
+
+/// The holder's status file, next to the pid file.
+fn status_path(pidfile: &Path) -> PathBuf {
+    pidfile.with_extension("server")
+}
+
+/// Runs the holder until SIGTERM/SIGINT; the server runs this binary with the views' flags.
+fn hold(a: &Args, status: &Path, notify: &mut Notifier) -> Result<u8, (u8, anyhow::Error)> {
+    let exe = std::env::current_exe()
+        .context("finding this binary")
+        .map_err(|e| (1, e))?;
+    let mut args: Vec<std::ffi::OsString> = vec!["fs".into(), "--mountpoint".into()];
+    args.push(a.views.mountpoint.clone().into_os_string());
+    args.extend(
+        [
+            "--cpu-view",
+            match a.views.cpu_view {
+                CpuViewArg::Quota => "quota",
+                CpuViewArg::Cpuset => "cpuset",
+            },
+            "--threads",
+            &a.threads.to_string(),
+        ]
+        .map(Into::into),
+    );
+    let cfg = cgsight_fusefs::HoldConfig {
+        mountpoint: a.views.mountpoint.clone(),
+        exe,
+        args,
+        status: status.to_owned(),
+    };
+    match cgsight_fusefs::hold(&cfg, || notify.send(&Report::Ready)) {
+        Ok(()) => Ok(0),
+        Err(cgsight_fusefs::Error::AlreadyServing(p)) => Err((
+            EXIT_ALREADY,
+            anyhow::anyhow!("{} is already mounted and serving", p.display()),
+        )),
+        Err(e) => Err((1, e.into())),
+    }
+}
+
+/// A server started by the holder: serves the handed connection until SIGTERM (an upgrade
+/// or the holder's stop) or until the connection ends.
+fn serve_handed(a: &Args, h: cgsight_fusefs::Handed) -> anyhow::Result<u8> {
+    let mut sigs = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        sigs.add(s);
+    }
+    sigs.thread_block().context("blocking signals")?;
+    let server = cgsight_fusefs::serve_handed(&a.views.config(a.threads), h)?;
+    let wait = nix::sys::time::TimeSpec::from_duration(std::time::Duration::from_millis(500));
+    loop {
+        // SAFETY: sigtimedwait reads the set we own and writes nothing we pass.
+        let sig = unsafe { libc::sigtimedwait(sigs.as_ref(), std::ptr::null_mut(), wait.as_ref()) };
+        if sig > 0 && sig != libc::SIGHUP {
+            break;
+        }
+        if server.connection_ended() {
+            tracing::info!("the views' connection ended");
+            break;
+        }
+    }
+    server.stop();
+    Ok(0)
+}
+
+/// `--upgrade`: SIGHUP to the holder, then waits for its status to change.
+fn upgrade(pidfile: &Path) -> anyhow::Result<u8> {
+    let text = std::fs::read_to_string(pidfile)
+        .with_context(|| format!("no cgsight fs to upgrade: reading {}", pidfile.display()))?;
+    let pid: i32 = text
+        .trim()
+        .parse()
+        .with_context(|| format!("{} holds no pid", pidfile.display()))?;
+    let status = status_path(pidfile);
+    let (seq0, old, _) = cgsight_fusefs::read_status(&status).with_context(|| {
+        format!(
+            "{} is not a holder (no {}): restart it to use --upgrade",
+            pidfile.display(),
+            status.display()
+        )
+    })?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGHUP)
+        .with_context(|| format!("signalling cgsight fs (pid {pid})"))?;
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < end {
+        match cgsight_fusefs::read_status(&status) {
+            Some((seq, new, note)) if seq != seq0 && note == "upgraded" => {
+                println!("upgraded: server {old} -> {new}");
+                return Ok(0);
+            }
+            Some((seq, _, note)) if seq != seq0 && note.starts_with("upgrade failed") => {
+                eprintln!("cgsight fs: {note}; the old server goes on");
+                return Ok(1);
+            }
+            _ => {}
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    eprintln!("cgsight fs: no upgrade within 60 s (see the log)");
+    Ok(1)
 }
