@@ -263,12 +263,18 @@ fn dashboards_and_rules_have_data_from_the_real_agent() {
             &format!("stress-ng -q --cpu 1 & {reader}"),
         ],
     );
+    // The memory and OOM containers get a small CPU quota: their stressors would otherwise
+    // take every CPU (they have the boosted weight of /cgsight, see below), and under TCG
+    // the daemon and Prometheus then starve until scrapes time out (a v1-lane failure:
+    // every scrape of the last minute failed, the slowest took 9 s of a 3 s timeout).
     let mem = Ctr::launch(
         &mp,
         "dash-mem",
         &[
             "--memory",
             "128m",
+            "--cpus",
+            "0.25",
             "--",
             "stress-ng",
             "-q",
@@ -286,6 +292,8 @@ fn dashboards_and_rules_have_data_from_the_real_agent() {
         &[
             "--memory",
             "64m",
+            "--cpus",
+            "0.25",
             "--",
             "stress-ng",
             "-q",
