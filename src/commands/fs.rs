@@ -244,10 +244,34 @@ fn serve(a: &Args, notify: &mut Notifier) -> Result<u8, (u8, anyhow::Error)> {
         Err(e) => return Err(fail(e.into())),
     };
     notify.send(&Report::Ready);
+    repair_containers(&a.views.mountpoint);
     let sig = sigs.wait().unwrap_or(Signal::SIGTERM);
     tracing::info!(signal = %sig, "unmounting");
     handle.unmount();
     let _ = std::fs::remove_file(&pidfile);
     drop(lock);
     Ok(0)
+}
+
+/// Binds the live views over the dead ones of running containers whose server died before
+/// this one (cgsight_launcher::repair), in a thread so serving and signals are not held up.
+pub(crate) fn repair_containers(mountpoint: &std::path::Path) {
+    let mp = mountpoint.to_path_buf();
+    let spawned = std::thread::Builder::new()
+        .name("views-repair".into())
+        .spawn(move || {
+            for r in cgsight_launcher::repair::repair_views(&mp) {
+                match r.result {
+                    Ok(n) => {
+                        tracing::info!(container = %r.name, id = %r.id, views = n, "views repaired")
+                    }
+                    Err(e) => {
+                        tracing::warn!(container = %r.name, id = %r.id, "views not repaired: {e}")
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("containers' views not repaired: cannot start a thread: {e}");
+    }
 }
