@@ -9,6 +9,7 @@
 //!   disks, its own limits, the host keyring), and that each protection is what stops it.
 //! - `dashboards`: `cgsight daemon` under load scraped by Prometheus; rules and dashboards.
 //! - `fs_daemon`: the views server's descriptors: inherited pipes, removed containers, EMFILE.
+//! - `fs_repair`: a new views server repairs running containers' binds of a dead one.
 //! - `images`: pull/push/commit/rmi and `launch IMAGE` against a loopback docker-registry.
 //! - `fs_views`: `cgsight fs` views read by procps, glibc and Python in a container.
 //! - `launch_basic`: `cgsight launch` limits, namespaces, exit codes, volumes, exec, cleanup.
@@ -23,6 +24,7 @@ mod clients;
 mod containment;
 mod dashboards;
 mod fs_daemon;
+mod fs_repair;
 mod fs_views;
 mod images;
 mod launch_basic;
