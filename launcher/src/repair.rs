@@ -11,7 +11,9 @@
 //!
 //! Only containers of this store whose views came from this mount point are touched, only binds
 //! that are cgsight FUSE mounts of another connection, and only where that connection is dead:
-//! the binds of a hung or still-serving server are left alone.
+//! the binds of a hung or still-serving server are left alone. Nothing else is needed where a
+//! container's mount namespace is owned by its user namespace (tried on Linux 6.18): binds made
+//! inside it are not locked, and host root may detach them and attach a tree there.
 
 use std::ffi::CString;
 use std::io;

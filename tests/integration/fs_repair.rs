@@ -305,3 +305,43 @@ fn wait_for_or_none<T>(bound: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn views_come_back_in_a_userns_auto_container() {
+    require_root!();
+    let dir = TempDir::new("repairns");
+    let mp = dir.path().join("views");
+    std::fs::create_dir_all(&mp).expect("mount point");
+    let _mount = MountGuard::new(&mp);
+    let log = dir.path().join("fs.log");
+    let mut first = FsServer::start(&mp, &log);
+    let c = Ctr::launch(
+        &mp,
+        "repairns",
+        &["--userns", "auto", "--memory", "192m", "--", "sleep", "600"],
+    );
+    let meminfo = || {
+        let out = exec(&mp, &c, &["cat", "/proc/meminfo"]);
+        format!("{}{}", stdout(&out), stderr(&out))
+    };
+    assert!(meminfo().contains(&memtotal_line(192)), "{}", meminfo());
+    first.kill_all();
+    assert_eq!(views(&mp, &c), "broken");
+    let t = Instant::now();
+    let second = FsServer::start(&mp, &log);
+    let back = wait_for_or_none(Duration::from_secs(10), || {
+        meminfo().contains(&memtotal_line(192)).then_some(())
+    });
+    assert!(
+        back.is_some(),
+        "the userns container never saw its 192 MiB again: {}\n{}\nserver log:\n{}",
+        meminfo(),
+        uptime_mounts(&c),
+        second.log_text()
+    );
+    eprintln!(
+        "views back in the --userns auto container {} ms after the new server was started",
+        t.elapsed().as_millis()
+    );
+    assert_eq!(views(&mp, &c), "ok");
+}
