@@ -65,7 +65,8 @@ impl Drop for Mounted<'_> {
 }
 
 /// Mounts the views, starts the first server, calls `on_ready` once it serves, and keeps
-/// the views alive until SIGTERM or SIGINT. The caller blocks SIGTERM, SIGINT and SIGHUP.
+/// the views alive until SIGTERM or SIGINT. Blocks SIGTERM, SIGINT, SIGHUP and SIGCHLD in
+/// the calling thread (threads `on_ready` starts inherit that).
 pub fn hold(cfg: &HoldConfig, on_ready: impl FnOnce()) -> Result<(), Error> {
     let mp = cfg.mountpoint.as_path();
     let created = match prepare_mountpoint(mp)? {
@@ -108,6 +109,8 @@ pub fn hold(cfg: &HoldConfig, on_ready: impl FnOnce()) -> Result<(), Error> {
     write_status(&cfg.status, seq, server.pid, "started");
     on_ready();
     let mut quick_deaths = 0;
+    // Servers replaced by an upgrade, not yet exited.
+    let mut replaced = Vec::new();
     loop {
         let sig = match sfd.read_signal() {
             Ok(Some(s)) => s.ssi_signo as i32,
@@ -117,7 +120,7 @@ pub fn hold(cfg: &HoldConfig, on_ready: impl FnOnce()) -> Result<(), Error> {
         };
         match Signal::try_from(sig) {
             Ok(Signal::SIGCHLD) => {
-                if !reap(server.pid) {
+                if !reap(server.pid, &mut replaced) {
                     continue;
                 }
                 quick_deaths = if server.started.elapsed() < Duration::from_secs(2) {
@@ -154,6 +157,7 @@ pub fn hold(cfg: &HoldConfig, on_ready: impl FnOnce()) -> Result<(), Error> {
                 Ok(new) => {
                     seq += 1;
                     let _ = kill(server.pid, Signal::SIGTERM);
+                    replaced.push(server.pid);
                     tracing::info!(
                         old = server.pid.as_raw(),
                         new = new.pid.as_raw(),
@@ -177,28 +181,33 @@ pub fn hold(cfg: &HoldConfig, on_ready: impl FnOnce()) -> Result<(), Error> {
         }
     }
     tracing::info!("stopping the views server and unmounting");
+    for pid in replaced {
+        stop(pid);
+    }
     stop(server.pid);
     Ok(())
 }
 
-/// Reaps every exited child; whether `server` was one of them.
-fn reap(server: Pid) -> bool {
-    let mut died = false;
-    while let Ok(st) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-        match st {
-            WaitStatus::Exited(pid, code) if pid == server => {
-                tracing::warn!(pid = pid.as_raw(), code, "views server exited");
-                died = true;
-            }
-            WaitStatus::Signaled(pid, sig, _) if pid == server => {
-                tracing::warn!(pid = pid.as_raw(), signal = %sig, "views server killed");
-                died = true;
-            }
-            WaitStatus::StillAlive => break,
-            _ => {}
-        }
+/// Reaps the servers that exited: old ones replaced by an upgrade, and the current one
+/// (whether it died). Only our servers: the caller may have children of its own to wait for.
+fn reap(server: Pid, old: &mut Vec<Pid>) -> bool {
+    let exited = |pid: Pid| match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::Exited(_, code)) => Some(format!("exit code {code}")),
+        Ok(WaitStatus::Signaled(_, sig, _)) => Some(format!("signal {sig}")),
+        Ok(_) => None,
+        Err(e) => Some(e.to_string()),
+    };
+    old.retain(|&pid| exited(pid).is_none());
+    if server.as_raw() < 0 {
+        return true;
     }
-    died || server.as_raw() < 0
+    match exited(server) {
+        Some(how) => {
+            tracing::warn!(pid = server.as_raw(), "views server ended: {how}");
+            true
+        }
+        None => false,
+    }
 }
 
 /// SIGTERM, then SIGKILL past a bound; waits for the exit.

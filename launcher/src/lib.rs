@@ -13,6 +13,7 @@
 //! - [`lifecycle`]: stop, kill, remove, waiting for an exit.
 //! - [`startup`]: the one daemonize + ready-or-error handshake (`launch -d`, `cgsight fs`).
 //! - [`views`]: where the /proc views are served, and starting them.
+//! - [`repair`]: a new views server binding its live views over running containers' dead ones.
 //! - [`network`]: `--net` modes: the namespace pid 1 joins, the bridge attachment, /etc files.
 //! - [`pty`]: opening a pty and making it a child's terminal.
 //! - [`tty`]: the supervisor's side of the pty (raw mode, resize, EOF).
@@ -34,6 +35,7 @@ pub mod lifecycle;
 pub mod mounts;
 pub mod network;
 mod pty;
+pub mod repair;
 pub mod security;
 pub mod spec;
 pub mod startup;

@@ -113,6 +113,10 @@ pub struct State {
     /// Address and published ports (bridge), or just the mode.
     #[serde(default)]
     pub network: Option<crate::network::NetInfo>,
+    /// Where the /proc views bound in the container are served (absent: no views, or a
+    /// launcher that did not record it), so a new server there can repair them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub views_mountpoint: Option<PathBuf>,
     pub spec: ContainerSpec,
 }
 
@@ -374,6 +378,7 @@ mod tests {
             finished: None,
             supervisor_dead: false,
             network: None,
+            views_mountpoint: None,
             spec,
         }
     }

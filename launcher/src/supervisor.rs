@@ -86,6 +86,7 @@ pub fn prepare(spec: ContainerSpec, store: Store, exe: &Path) -> Result<Prepared
         finished: None,
         supervisor_dead: false,
         network: None,
+        views_mountpoint: None,
         spec: spec.clone(),
     };
     store.create(&state)?;
@@ -444,6 +445,8 @@ fn supervise_inner(
     state.pid = Some(child.as_raw());
     state.status = Status::Running;
     state.started = Some(now());
+    // Bound in the container by now, when in use (a new server there repairs them: repair.rs).
+    state.views_mountpoint = p.views.clone();
     if let Err(e) = p.store.write(&state) {
         warn!("writing state: {e}");
     }

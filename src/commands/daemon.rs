@@ -17,6 +17,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     cgsight_launcher::startup::close_inherited(None);
     let fs = cgsight_fusefs::spawn(a.views.config(4))
         .with_context(|| format!("mounting the views at {}", a.views.mountpoint.display()))?;
+    super::fs::repair_containers(&a.views.mountpoint);
     let m = fs.metrics();
     let extra: Vec<cgsight_agent::Producer> = vec![Arc::new(move |out: &mut String| m.encode(out))];
     // The agent returns on SIGTERM/SIGINT; unmount in every case.

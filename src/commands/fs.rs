@@ -267,6 +267,7 @@ fn serve(a: &Args, notify: &mut Notifier) -> Result<u8, (u8, anyhow::Error)> {
         Err(e) => return Err(fail(e.into())),
     };
     notify.send(&Report::Ready);
+    repair_containers(&a.views.mountpoint);
     let sig = sigs.wait().unwrap_or(Signal::SIGTERM);
     tracing::info!(signal = %sig, "unmounting");
     handle.unmount();
@@ -305,7 +306,11 @@ fn hold(a: &Args, status: &Path, notify: &mut Notifier) -> Result<u8, (u8, anyho
         args,
         status: status.to_owned(),
     };
-    match cgsight_fusefs::hold(&cfg, || notify.send(&Report::Ready)) {
+    let ready = || {
+        notify.send(&Report::Ready);
+        repair_containers(&a.views.mountpoint);
+    };
+    match cgsight_fusefs::hold(&cfg, ready) {
         Ok(()) => Ok(0),
         Err(cgsight_fusefs::Error::AlreadyServing(p)) => Err((
             EXIT_ALREADY,
@@ -375,4 +380,27 @@ fn upgrade(pidfile: &Path) -> anyhow::Result<u8> {
     }
     eprintln!("cgsight fs: no upgrade within 60 s (see the log)");
     Ok(1)
+}
+
+/// Binds the live views over the dead ones of running containers whose server died before
+/// this one (cgsight_launcher::repair), in a thread so serving and signals are not held up.
+pub(crate) fn repair_containers(mountpoint: &std::path::Path) {
+    let mp = mountpoint.to_path_buf();
+    let spawned = std::thread::Builder::new()
+        .name("views-repair".into())
+        .spawn(move || {
+            for r in cgsight_launcher::repair::repair_views(&mp) {
+                match r.result {
+                    Ok(n) => {
+                        tracing::info!(container = %r.name, id = %r.id, views = n, "views repaired")
+                    }
+                    Err(e) => {
+                        tracing::warn!(container = %r.name, id = %r.id, "views not repaired: {e}")
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("containers' views not repaired: cannot start a thread: {e}");
+    }
 }

@@ -12,7 +12,7 @@ use cgsight_testkit::{
     fs_io_uring_arg, require_root, unique_name, wait_for, ChildGuard, MountGuard, TempDir,
 };
 
-use crate::support::{cgsight_with_views, stderr, stdout, Ctr, BIN};
+use crate::support::{cgsight_with_views, memtotal_line, stderr, stdout, Ctr, BIN};
 
 /// Open descriptors of process `pid`.
 fn fd_count(pid: i32) -> usize {
@@ -139,10 +139,6 @@ fn memtotal_in_container(views: &Path, mib: u64) -> String {
         ],
     );
     format!("{}{}", stdout(&out), stderr(&out))
-}
-
-fn memtotal_line(mib: u64) -> String {
-    format!("{} kB", mib * 1024)
 }
 
 #[test]

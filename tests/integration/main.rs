@@ -10,6 +10,7 @@
 //! - `dashboards`: `cgsight daemon` under load scraped by Prometheus; rules and dashboards.
 //! - `fs_daemon`: the views server's descriptors: inherited pipes, removed containers, EMFILE.
 //! - `fs_handover`: the views outlive their server: kill -9, SIGTERM and `--upgrade` under load.
+//! - `fs_repair`: a new views server repairs running containers' binds of a dead one.
 //! - `images`: pull/push/commit/rmi and `launch IMAGE` against a loopback docker-registry.
 //! - `fs_views`: `cgsight fs` views read by procps, glibc and Python in a container.
 //! - `launch_basic`: `cgsight launch` limits, namespaces, exit codes, volumes, exec, cleanup.
@@ -25,6 +26,7 @@ mod containment;
 mod dashboards;
 mod fs_daemon;
 mod fs_handover;
+mod fs_repair;
 mod fs_views;
 mod images;
 mod launch_basic;

@@ -310,3 +310,8 @@ pub fn launch_detached_with(name: &str, flags: &[&str], cmd: &[&str]) -> String 
     assert!(o.status.success(), "{args:?}: {}", stderr(&o));
     stdout(&o).trim().to_owned()
 }
+
+/// The MemTotal value a container limited to `mib` MiB sees in its /proc/meminfo.
+pub fn memtotal_line(mib: u64) -> String {
+    format!("{} kB", mib * 1024)
+}
