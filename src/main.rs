@@ -3,6 +3,7 @@
 
 mod commands;
 mod fmt;
+mod holding;
 mod image_run;
 mod images;
 

@@ -38,6 +38,9 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Extra exposition producers appended to every /metrics body (the fs daemon's metrics).
     pub extra: Vec<Producer>,
+    /// A socket already bound to `listen` (handed down by `cgsight daemon`'s holder, so every
+    /// server it starts keeps the address, an upgrade included); None: bind `listen`.
+    pub listener: Option<std::net::TcpListener>,
 }
 
 struct Shared {
@@ -271,10 +274,13 @@ pub async fn serve(
     });
     let app = router(shared);
     let handle = axum_server::Handle::new();
-    let listener = std::net::TcpListener::bind(cfg.listen).map_err(|source| Error::Bind {
-        addr: cfg.listen,
-        source,
-    })?;
+    let listener = match cfg.listener {
+        Some(l) => l,
+        None => std::net::TcpListener::bind(cfg.listen).map_err(|source| Error::Bind {
+            addr: cfg.listen,
+            source,
+        })?,
+    };
     listener
         .set_nonblocking(true)
         .map_err(|source| Error::Bind {

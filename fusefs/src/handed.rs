@@ -4,7 +4,8 @@
 //! The holder passes, in the environment: the FUSE descriptor's number (`CGSIGHT_FS_FD`), a
 //! pipe to write one byte on once serving (`CGSIGHT_FS_READY_FD`), the kernel's protocol minor
 //! from INIT (`CGSIGHT_FS_KERNEL_MINOR`), and `CGSIGHT_FS_RESEND=1` when the previous server
-//! died and what it had read should be sent again.
+//! died and what it had read should be sent again; `cgsight daemon`'s servers also get the
+//! /metrics listener (`CGSIGHT_LISTEN_FD`).
 
 use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -22,6 +23,7 @@ pub const ENV_FD: &str = "CGSIGHT_FS_FD";
 pub const ENV_READY_FD: &str = "CGSIGHT_FS_READY_FD";
 pub const ENV_KERNEL_MINOR: &str = "CGSIGHT_FS_KERNEL_MINOR";
 pub const ENV_RESEND: &str = "CGSIGHT_FS_RESEND";
+pub const ENV_LISTEN_FD: &str = "CGSIGHT_LISTEN_FD";
 
 /// What a server started by the holder inherited.
 pub struct Handed {
@@ -29,6 +31,7 @@ pub struct Handed {
     ready: RawFd,
     init: InitState,
     resend: bool,
+    listener: Option<RawFd>,
 }
 
 impl Handed {
@@ -43,16 +46,26 @@ impl Handed {
                 kernel_minor: num(ENV_KERNEL_MINOR)?,
             },
             resend: std::env::var(ENV_RESEND).is_ok_and(|v| v == "1"),
+            listener: num(ENV_LISTEN_FD).map(|n| n as RawFd),
         };
-        for k in [ENV_FD, ENV_READY_FD, ENV_KERNEL_MINOR, ENV_RESEND] {
+        for k in [
+            ENV_FD,
+            ENV_READY_FD,
+            ENV_KERNEL_MINOR,
+            ENV_RESEND,
+            ENV_LISTEN_FD,
+        ] {
             std::env::remove_var(k);
         }
         Some(h)
     }
 
-    /// The descriptors to keep when closing inherited ones.
-    pub fn fds(&self) -> [RawFd; 2] {
-        [self.fd, self.ready]
+    /// The listener the holder passed, if any (taken once).
+    pub fn take_listener(&mut self) -> Option<std::net::TcpListener> {
+        // SAFETY: the holder passed this descriptor for this process to own.
+        self.listener
+            .take()
+            .map(|fd| unsafe { std::net::TcpListener::from_raw_fd(fd) })
     }
 }
 

@@ -21,7 +21,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::error::Error;
-use crate::handed::{ENV_FD, ENV_KERNEL_MINOR, ENV_READY_FD, ENV_RESEND};
+use crate::handed::{ENV_FD, ENV_KERNEL_MINOR, ENV_LISTEN_FD, ENV_READY_FD, ENV_RESEND};
 use crate::mount::{detach, prepare_mountpoint, Prepared};
 use crate::session::{self, InitState};
 
@@ -37,6 +37,8 @@ pub struct HoldConfig {
     /// is on disk now), with these arguments.
     pub exe: PathBuf,
     pub args: Vec<OsString>,
+    /// A socket every server gets (`cgsight daemon`'s /metrics listener), at descriptor 5.
+    pub listener: Option<OwnedFd>,
     /// Where the holder records each change (a sequence number, the server's pid, what
     /// happened: started, restarted, upgraded, upgrade failed: …), read by `--upgrade`.
     pub status: PathBuf,
@@ -248,21 +250,34 @@ fn start_server(
         .env(ENV_RESEND, if resend { "1" } else { "0" })
         .stdin(Stdio::null())
         .stdout(Stdio::null());
+    let listen = cfg.listener.as_ref().map_or(-1, |l| l.as_raw_fd());
+    if listen >= 0 {
+        cmd.env(ENV_LISTEN_FD, "5");
+    }
     let (f, wr) = (fd.as_raw_fd(), w.as_raw_fd());
     let holder = nix::unistd::getpid().as_raw();
     // SAFETY: between fork and exec only async-signal-safe calls (prctl, getppid, fcntl,
     // dup2): the server dies with the holder (a server nobody restarts is a hang waiting
     // to happen; the holder's death is a total loss, repaired by the next `cgsight fs`), and
-    // the descriptors move to 3 and 4 (dup2 clears close-on-exec), via numbers above both.
+    // the descriptors move to 3, 4 (and 5) (dup2 clears close-on-exec), via numbers above both.
     unsafe {
         cmd.pre_exec(move || {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             if libc::getppid() != holder {
                 return Err(std::io::Error::other("the holder is gone"));
             }
+            // All above 10 first: a source may be 3, 4 or 5 itself.
             let a = libc::fcntl(f, libc::F_DUPFD_CLOEXEC, 10);
             let b = libc::fcntl(wr, libc::F_DUPFD_CLOEXEC, 10);
-            if a < 0 || b < 0 || libc::dup2(a, 3) < 0 || libc::dup2(b, 4) < 0 {
+            let c = if listen >= 0 {
+                libc::fcntl(listen, libc::F_DUPFD_CLOEXEC, 10)
+            } else {
+                -1
+            };
+            if a < 0 || b < 0 || (listen >= 0 && c < 0) {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::dup2(a, 3) < 0 || libc::dup2(b, 4) < 0 || (c >= 0 && libc::dup2(c, 5) < 0) {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())

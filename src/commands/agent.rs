@@ -29,6 +29,7 @@ impl Args {
             all_cgroups: self.all_cgroups,
             state_dir: self.state_dir,
             extra,
+            listener: None,
         }
     }
 }

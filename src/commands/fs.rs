@@ -12,17 +12,15 @@
 //! `--upgrade`, so containers never lose their views. `--io-uring on` serves in-process
 //! instead (io_uring queues are not handed over).
 
-use std::io::Write;
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use cgsight_fusefs::{CpuView, FsConfig, IoUringMode, DEFAULT_MOUNTPOINT};
 use cgsight_launcher::startup::{self, Detach, Forked, Notifier, Report};
-use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{SigSet, Signal};
 
-const EXIT_ALREADY: u8 = 3;
+use crate::holding::EXIT_ALREADY;
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum CpuViewArg {
@@ -120,10 +118,10 @@ fn pidfile_for(a: &Args) -> PathBuf {
 
 pub fn run(a: Args) -> anyhow::Result<u8> {
     if let Some(h) = cgsight_fusefs::Handed::from_env() {
-        return serve_handed(&a, h);
+        return crate::holding::serve_views(&a.views.config(a.threads), h);
     }
     if a.upgrade {
-        return upgrade(&pidfile_for(&a));
+        return crate::holding::upgrade(&pidfile_for(&a));
     }
     // Before anything of ours is open: only stdio and the start-up pipe are meant for us.
     startup::close_inherited(a.startup_fd);
@@ -206,38 +204,8 @@ fn serve(a: &Args, notify: &mut Notifier) -> Result<u8, (u8, anyhow::Error)> {
             .with_context(|| format!("creating {}", d.display()))
             .map_err(fail)?;
     }
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .read(true)
-        .open(&pidfile)
-        .with_context(|| format!("opening {}", pidfile.display()))
-        .map_err(fail)?;
     // Held until this function returns (the daemon's whole life).
-    let Ok(lock) = Flock::lock(lock, FlockArg::LockExclusiveNonblock) else {
-        let holder = std::fs::read_to_string(&pidfile).unwrap_or_default();
-        return Err((
-            EXIT_ALREADY,
-            anyhow::anyhow!(
-                "another cgsight fs (pid {}) holds {}: it serves {} already",
-                holder.trim(),
-                pidfile.display(),
-                a.views.mountpoint.display()
-            ),
-        ));
-    };
-    if cgsight_fusefs::is_serving(&a.views.mountpoint) {
-        return Err((
-            EXIT_ALREADY,
-            anyhow::anyhow!(
-                "{} is already mounted and serving",
-                a.views.mountpoint.display()
-            ),
-        ));
-    }
-    let _ = lock.set_len(0);
-    let _ = (&*lock).write_all(format!("{}\n", std::process::id()).as_bytes());
+    let lock = crate::holding::lock_pidfile(&pidfile, &a.views.mountpoint)?;
 
     // Signals go to a waiting thread only: block them before any thread starts.
     let mut sigs = SigSet::empty();
@@ -249,10 +217,8 @@ fn serve(a: &Args, notify: &mut Notifier) -> Result<u8, (u8, anyhow::Error)> {
         .map_err(fail)?;
 
     if !matches!(a.views.io_uring, IoUringArg::On) {
-        let status = status_path(&pidfile);
-        let r = hold(a, &status, notify);
-        let _ = std::fs::remove_file(&status);
-        let _ = std::fs::remove_file(&pidfile);
+        let mp = &a.views.mountpoint;
+        let r = crate::holding::hold(mp, &pidfile, None, || notify.send(&Report::Ready));
         drop(lock);
         return r;
     }
@@ -267,140 +233,11 @@ fn serve(a: &Args, notify: &mut Notifier) -> Result<u8, (u8, anyhow::Error)> {
         Err(e) => return Err(fail(e.into())),
     };
     notify.send(&Report::Ready);
-    repair_containers(&a.views.mountpoint);
+    crate::holding::repair_containers(&a.views.mountpoint);
     let sig = sigs.wait().unwrap_or(Signal::SIGTERM);
     tracing::info!(signal = %sig, "unmounting");
     handle.unmount();
     let _ = std::fs::remove_file(&pidfile);
     drop(lock);
     Ok(0)
-}
-
-/// The holder's status file, next to the pid file.
-fn status_path(pidfile: &Path) -> PathBuf {
-    pidfile.with_extension("server")
-}
-
-/// Runs the holder until SIGTERM/SIGINT; the server runs this binary with the views' flags.
-fn hold(a: &Args, status: &Path, notify: &mut Notifier) -> Result<u8, (u8, anyhow::Error)> {
-    let exe = std::env::current_exe()
-        .context("finding this binary")
-        .map_err(|e| (1, e))?;
-    let mut args: Vec<std::ffi::OsString> = vec!["fs".into(), "--mountpoint".into()];
-    args.push(a.views.mountpoint.clone().into_os_string());
-    args.extend(
-        [
-            "--cpu-view",
-            match a.views.cpu_view {
-                CpuViewArg::Quota => "quota",
-                CpuViewArg::Cpuset => "cpuset",
-            },
-            "--threads",
-            &a.threads.to_string(),
-        ]
-        .map(Into::into),
-    );
-    let cfg = cgsight_fusefs::HoldConfig {
-        mountpoint: a.views.mountpoint.clone(),
-        exe,
-        args,
-        status: status.to_owned(),
-    };
-    let ready = || {
-        notify.send(&Report::Ready);
-        repair_containers(&a.views.mountpoint);
-    };
-    match cgsight_fusefs::hold(&cfg, ready) {
-        Ok(()) => Ok(0),
-        Err(cgsight_fusefs::Error::AlreadyServing(p)) => Err((
-            EXIT_ALREADY,
-            anyhow::anyhow!("{} is already mounted and serving", p.display()),
-        )),
-        Err(e) => Err((1, e.into())),
-    }
-}
-
-/// A server started by the holder: serves the handed connection until SIGTERM (an upgrade
-/// or the holder's stop) or until the connection ends.
-fn serve_handed(a: &Args, h: cgsight_fusefs::Handed) -> anyhow::Result<u8> {
-    let mut sigs = SigSet::empty();
-    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
-        sigs.add(s);
-    }
-    sigs.thread_block().context("blocking signals")?;
-    let server = cgsight_fusefs::serve_handed(&a.views.config(a.threads), h)?;
-    let wait = nix::sys::time::TimeSpec::from_duration(std::time::Duration::from_millis(500));
-    loop {
-        // SAFETY: sigtimedwait reads the set we own and writes nothing we pass.
-        let sig = unsafe { libc::sigtimedwait(sigs.as_ref(), std::ptr::null_mut(), wait.as_ref()) };
-        if sig > 0 && sig != libc::SIGHUP {
-            break;
-        }
-        if server.connection_ended() {
-            tracing::info!("the views' connection ended");
-            break;
-        }
-    }
-    server.stop();
-    Ok(0)
-}
-
-/// `--upgrade`: SIGHUP to the holder, then waits for its status to change.
-fn upgrade(pidfile: &Path) -> anyhow::Result<u8> {
-    let text = std::fs::read_to_string(pidfile)
-        .with_context(|| format!("no cgsight fs to upgrade: reading {}", pidfile.display()))?;
-    let pid: i32 = text
-        .trim()
-        .parse()
-        .with_context(|| format!("{} holds no pid", pidfile.display()))?;
-    let status = status_path(pidfile);
-    let (seq0, old, _) = cgsight_fusefs::read_status(&status).with_context(|| {
-        format!(
-            "{} is not a holder (no {}): restart it to use --upgrade",
-            pidfile.display(),
-            status.display()
-        )
-    })?;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGHUP)
-        .with_context(|| format!("signalling cgsight fs (pid {pid})"))?;
-    let end = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while std::time::Instant::now() < end {
-        match cgsight_fusefs::read_status(&status) {
-            Some((seq, new, note)) if seq != seq0 && note == "upgraded" => {
-                println!("upgraded: server {old} -> {new}");
-                return Ok(0);
-            }
-            Some((seq, _, note)) if seq != seq0 && note.starts_with("upgrade failed") => {
-                eprintln!("cgsight fs: {note}; the old server goes on");
-                return Ok(1);
-            }
-            _ => {}
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    eprintln!("cgsight fs: no upgrade within 60 s (see the log)");
-    Ok(1)
-}
-
-/// Binds the live views over the dead ones of running containers whose server died before
-/// this one (cgsight_launcher::repair), in a thread so serving and signals are not held up.
-pub(crate) fn repair_containers(mountpoint: &std::path::Path) {
-    let mp = mountpoint.to_path_buf();
-    let spawned = std::thread::Builder::new()
-        .name("views-repair".into())
-        .spawn(move || {
-            for r in cgsight_launcher::repair::repair_views(&mp) {
-                match r.result {
-                    Ok(n) => {
-                        tracing::info!(container = %r.name, id = %r.id, views = n, "views repaired")
-                    }
-                    Err(e) => {
-                        tracing::warn!(container = %r.name, id = %r.id, "views not repaired: {e}")
-                    }
-                }
-            }
-        });
-    if let Err(e) = spawned {
-        tracing::warn!("containers' views not repaired: cannot start a thread: {e}");
-    }
 }

@@ -71,8 +71,15 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The process serving the views: the holder's server where the daemon is a holder (its
+    /// status file names it), else the daemon itself (`--io-uring on` serves in-process).
+    fn server_pid(&self) -> i32 {
+        let status = cgsight_fusefs::pidfile_path(&self.mp).with_extension("server");
+        cgsight_fusefs::read_status(&status).map_or(self.child.pid(), |s| s.1)
+    }
+
     fn fds(&self) -> usize {
-        fd_count(self.child.pid())
+        fd_count(self.server_pid())
     }
 
     fn metrics(&self) -> String {
@@ -83,9 +90,10 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         let pid = nix::unistd::Pid::from_raw(self.child.pid());
+        let server = nix::unistd::Pid::from_raw(self.server_pid());
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        // A test that stopped the daemon may have failed before continuing it.
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+        // A test that stopped the server may have failed before continuing it.
+        let _ = nix::sys::signal::kill(server, nix::sys::signal::Signal::SIGCONT);
         // No panic here (a drop during a failed test's unwinding would abort the whole binary):
         // past the bound, the ChildGuard kills it.
         let end = std::time::Instant::now() + Duration::from_secs(10);
@@ -224,7 +232,7 @@ fn out_of_descriptors_is_counted_logged_and_recovers() {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    let pid = d.child.pid();
+    let pid = d.server_pid();
     // SAFETY: prlimit reads and writes the struct we own.
     let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut lim) };
     assert_eq!(rc, 0, "prlimit get: {}", std::io::Error::last_os_error());
@@ -306,12 +314,13 @@ fn ps_and_inspect_show_a_container_whose_views_are_broken() {
     assert_eq!(views(&c.name), "ok");
     assert_eq!(views(&off.name), "off");
     assert!(!ps_row(&c.name).contains("views"), "{}", ps_row(&c.name));
-    let pid = nix::unistd::Pid::from_raw(d.child.pid());
+    let server = d.server_pid();
+    let pid = nix::unistd::Pid::from_raw(server);
     let signal = |s| nix::sys::signal::kill(pid, s).expect("signal the daemon");
     // Stopped: reads wait forever; inspect and ps say so within their bound, and do not hang.
     signal(nix::sys::signal::Signal::SIGSTOP);
     wait_for("the daemon to stop", Duration::from_secs(30), || {
-        all_threads_stopped(d.child.pid()).then_some(())
+        all_threads_stopped(server).then_some(())
     });
     // Which server the container's /proc/uptime is bound to, should it still answer.
     let uptime_mounts = || {
@@ -336,8 +345,13 @@ fn ps_and_inspect_show_a_container_whose_views_are_broken() {
     );
     signal(nix::sys::signal::Signal::SIGCONT);
     assert_eq!(views(&c.name), "ok");
-    // Killed: the container's binds are dead.
-    signal(nix::sys::signal::Signal::SIGKILL);
+    // Killed, the holder too where there is one (its server dies with it): the container's
+    // binds are dead.
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(d.child.pid()),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
     let _ = d.child.wait_timeout(Duration::from_secs(10));
     assert_eq!(views(&c.name), "broken");
     assert!(
