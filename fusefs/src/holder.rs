@@ -256,13 +256,18 @@ fn start_server(
     }
     let (f, wr) = (fd.as_raw_fd(), w.as_raw_fd());
     let holder = nix::unistd::getpid().as_raw();
-    // SAFETY: between fork and exec only async-signal-safe calls (prctl, getppid, fcntl,
-    // dup2): the server dies with the holder (a server nobody restarts is a hang waiting
+    // SAFETY: between fork and exec only async-signal-safe calls (prctl, sigprocmask, getppid,
+    // fcntl, dup2): the server dies with the holder (a server nobody restarts is a hang waiting
     // to happen; the holder's death is a total loss, repaired by the next `cgsight fs`), and
     // the descriptors move to 3, 4 (and 5) (dup2 clears close-on-exec), via numbers above both.
     unsafe {
         cmd.pre_exec(move || {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            // The holder blocks the signals it reads from its signalfd; a server must get
+            // them as signals (its agent's SIGTERM handler, for one).
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
             if libc::getppid() != holder {
                 return Err(std::io::Error::other("the holder is gone"));
             }

@@ -37,6 +37,8 @@ struct Daemon {
 
 impl Daemon {
     fn start(mountpoint: &Path) -> Daemon {
+        // First, so a daemon that never reports its port leaves no mount either.
+        let mount = MountGuard::new(mountpoint);
         let (child, port) = spawn_listening(
             Command::new(BIN)
                 .args(["daemon", "--listen", "127.0.0.1:0"])
@@ -47,7 +49,7 @@ impl Daemon {
         );
         let mut d = Daemon {
             child,
-            _mount: MountGuard::new(mountpoint),
+            _mount: mount,
             port,
         };
         let probe = mountpoint.join("proc/uptime");

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cgsight_testkit::{require_root, wait_for, ChildGuard, MountGuard, TempDir};
+use cgsight_testkit::http::try_get;
+use cgsight_testkit::{require_root, spawn_listening, wait_for, ChildGuard, MountGuard, TempDir};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -17,6 +18,60 @@ use crate::support::{stderr, Ctr, BIN};
 
 /// Readers per container.
 const READERS: usize = 8;
+
+/// Launches a container of `mib` MiB running [`READER`] with its control directory in `dir`.
+fn reader_container(views: &Path, dir: &Path, mib: u64) -> (Ctr, PathBuf) {
+    let ctl = dir.join(format!("ctl-{mib}"));
+    std::fs::create_dir(&ctl).expect("ctl dir");
+    let vol = format!("{}:/ctl", ctl.display());
+    let kb = (mib * 1024).to_string();
+    let c = Ctr::launch(
+        views,
+        "handover",
+        &[
+            "--memory",
+            &format!("{mib}m"),
+            "-v",
+            &vol,
+            "--",
+            "sh",
+            "-c",
+            READER,
+            "sh",
+            &kb,
+        ],
+    );
+    (c, ctl)
+}
+
+/// Stops the readers of `ctl` and returns their `(ok, failed, wrong)` counts and any errors.
+fn reader_results(ctl: &Path) -> (Vec<(u64, u64, u64)>, String) {
+    std::fs::write(ctl.join("stop"), "").expect("stop file");
+    let lines: Vec<String> = wait_for("the readers' results", Duration::from_secs(120), || {
+        let r: Vec<String> = (1..=READERS)
+            .filter_map(|i| std::fs::read_to_string(ctl.join(format!("r.{i}"))).ok())
+            .collect();
+        (r.len() == READERS).then_some(r)
+    });
+    let errors: String = (1..=READERS)
+        .filter_map(|i| std::fs::read_to_string(ctl.join(format!("err.{i}"))).ok())
+        .collect();
+    let counts = lines
+        .iter()
+        .map(|l| {
+            let n: Vec<u64> = l
+                .split_whitespace()
+                .filter_map(|w| w.parse().ok())
+                .collect();
+            (
+                n.get(1).copied().unwrap_or(0),
+                n.get(2).copied().unwrap_or(u64::MAX),
+                n.get(3).copied().unwrap_or(u64::MAX),
+            )
+        })
+        .collect();
+    (counts, errors)
+}
 
 /// Every view each reader loops over; a read that fails counts as failed, a MemTotal that is
 /// not the container's as wrong. Each reader writes `ID OK FAILED WRONG` once /ctl/stop exists.
@@ -141,31 +196,10 @@ fn readers_see_their_container_through_kill_restart_and_upgrade_of_the_server() 
     let _mount = MountGuard::new(&h.mp);
 
     let limits = [256u64, 128, 192];
-    let mut ctrs = Vec::new();
-    let mut ctls = Vec::new();
-    for mib in limits {
-        let ctl = dir.path().join(format!("ctl-{mib}"));
-        std::fs::create_dir(&ctl).expect("ctl dir");
-        let vol = format!("{}:/ctl", ctl.display());
-        let kb = (mib * 1024).to_string();
-        ctrs.push(Ctr::launch(
-            &h.mp,
-            "handover",
-            &[
-                "--memory",
-                &format!("{mib}m"),
-                "-v",
-                &vol,
-                "--",
-                "sh",
-                "-c",
-                READER,
-                "sh",
-                &kb,
-            ],
-        ));
-        ctls.push(ctl);
-    }
+    let (ctrs, ctls): (Vec<Ctr>, Vec<PathBuf>) = limits
+        .iter()
+        .map(|&mib| reader_container(&h.mp, dir.path(), mib))
+        .unzip();
     let settle = || std::thread::sleep(Duration::from_secs(1));
     settle();
 
@@ -220,34 +254,17 @@ fn readers_see_their_container_through_kill_restart_and_upgrade_of_the_server() 
     eprintln!("SIGTERM: new server after {restarted:?}");
     settle();
 
-    for ctl in &ctls {
-        std::fs::write(ctl.join("stop"), "").expect("stop file");
-    }
     let resend = kernel_has_resend();
     for (ctl, mib) in ctls.iter().zip(limits) {
-        let results: Vec<String> =
-            wait_for("the readers' results", Duration::from_secs(120), || {
-                let r: Vec<String> = (1..=READERS)
-                    .filter_map(|i| std::fs::read_to_string(ctl.join(format!("r.{i}"))).ok())
-                    .collect();
-                (r.len() == READERS).then_some(r)
-            });
-        let errors: String = (1..=READERS)
-            .filter_map(|i| std::fs::read_to_string(ctl.join(format!("err.{i}"))).ok())
-            .collect();
-        eprintln!("{mib} MiB container, reader ok failed wrong: {results:?}");
-        for r in &results {
-            let n: Vec<u64> = r
-                .split_whitespace()
-                .filter_map(|w| w.parse().ok())
-                .collect();
-            let (ok, failed, wrong) = (n[1], n[2], n[3]);
-            assert!(ok > 0, "reader read nothing: {r}");
+        let (counts, errors) = reader_results(ctl);
+        eprintln!("{mib} MiB container, readers' (ok, failed, wrong): {counts:?}");
+        let allowed = if resend { 0 } else { 1 };
+        for &(ok, failed, wrong) in &counts {
+            assert!(ok > 0, "a reader read nothing: {counts:?}");
             assert_eq!(
                 wrong, 0,
                 "a wrong MemTotal in the {mib} MiB container: {errors}"
             );
-            let allowed = if resend { 0 } else { 1 };
             assert!(
                 failed <= allowed,
                 "{failed} failed reads (allowed {allowed}, RESEND {resend}) in the {mib} MiB container: {errors}\n{}",
@@ -256,4 +273,82 @@ fn readers_see_their_container_through_kill_restart_and_upgrade_of_the_server() 
         }
     }
     drop(ctrs);
+}
+
+/// `cgsight daemon` as its systemd unit runs it: `--upgrade` (the unit's ExecReload) swaps the
+/// server under a container's readers and a scraper, with no failed read or scrape and the
+/// same /metrics address.
+#[test]
+fn the_daemon_upgrades_with_no_failed_read_or_scrape() {
+    require_root!();
+    let dir = TempDir::new("dhandover");
+    let mp = dir.path().join("views");
+    let _mount = MountGuard::new(&mp);
+    let (mut daemon, port) = spawn_listening(
+        Command::new(BIN)
+            .args(["daemon", "--listen", "127.0.0.1:0", "--mountpoint"])
+            .arg(&mp)
+            .stdout(Stdio::null()),
+        "listening on",
+    );
+    struct Term(i32);
+    impl Drop for Term {
+        fn drop(&mut self) {
+            let _ = kill(Pid::from_raw(self.0), Signal::SIGTERM);
+        }
+    }
+    let _term = Term(daemon.pid());
+    let status = cgsight_fusefs::pidfile_path(&mp).with_extension("server");
+    wait_for("the daemon to serve", Duration::from_secs(60), || {
+        (cgsight_fusefs::is_serving(&mp)
+            && cgsight_fusefs::read_status(&status).is_some()
+            && try_get(port, "/metrics", &[]).is_ok_and(|r| r.status == 200))
+        .then_some(())
+    });
+    let (ctr, ctl) = reader_container(&mp, dir.path(), 160);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (scrapes, failed) = std::thread::scope(|s| {
+        let scraper = s.spawn(|| {
+            let (mut n, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                n += 1;
+                match try_get(port, "/metrics", &[]) {
+                    Ok(r)
+                        if r.status == 200 && r.text().contains("container_memory_usage_bytes") => {
+                    }
+                    Ok(r) => failed.push(format!("status {}", r.status)),
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (n, failed)
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        let before = cgsight_fusefs::read_status(&status).map_or(0, |s| s.1);
+        let out = Command::new(BIN)
+            .args(["daemon", "--upgrade", "--mountpoint"])
+            .arg(&mp)
+            .output()
+            .expect("cgsight daemon --upgrade");
+        assert!(out.status.success(), "--upgrade: {}", stderr(&out));
+        let after = cgsight_fusefs::read_status(&status).map_or(0, |s| s.1);
+        assert_ne!(before, after, "a new server serves");
+        wait_for("the old server to exit", Duration::from_secs(30), || {
+            (!Path::new(&format!("/proc/{before}")).exists()).then_some(())
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        scraper.join().expect("scraper")
+    });
+    let (counts, errors) = reader_results(&ctl);
+    eprintln!("daemon upgrade: {scrapes} scrapes, failed {failed:?}; readers' (ok, failed, wrong) {counts:?}");
+    assert!(
+        failed.is_empty(),
+        "failed scrapes across the upgrade: {failed:?}"
+    );
+    for &(ok, failed, wrong) in &counts {
+        assert!(ok > 0 && failed == 0 && wrong == 0, "{counts:?}: {errors}");
+    }
+    drop(ctr);
+    let _ = kill(Pid::from_raw(daemon.pid()), Signal::SIGTERM);
+    let _ = daemon.wait_timeout(Duration::from_secs(30));
 }
