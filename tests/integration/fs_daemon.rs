@@ -154,12 +154,13 @@ fn short_lived_containers_leave_no_descriptors_behind() {
     require_root!();
     let d = Daemon::start("fds");
     let base = d.fds();
-    // The soak (300) on the host; under emulation (the VM lanes set CGSIGHT_VM) 30 still show
-    // the sweep on that lane's cgroup layout without the lane's time going to launches.
+    // The soak (3000 in a row, three at a time) on the host lane; under emulation (the VM
+    // lanes set CGSIGHT_VM) 30 still show the sweep on that lane's cgroup layout without the
+    // lane's time going to launches.
     let per_thread: u64 = if std::env::var_os("CGSIGHT_VM").is_some() {
         10
     } else {
-        100
+        1000
     };
     // A few in parallel: the launches are the slow part, the daemon serves them concurrently.
     let (tx, rx) = mpsc::channel();
