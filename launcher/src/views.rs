@@ -67,8 +67,15 @@ pub fn ensure_views(exe: &Path) -> Option<PathBuf> {
         timeout: Some(Duration::from_secs(10)),
     };
     match startup::spawn_reporting(&argv, &io) {
-        // Another launch may have started it meanwhile: that one serves us too.
-        Ok(Report::Ready | Report::AlreadyServing(_)) => Some(mp),
+        Ok(Report::Ready) => Some(mp),
+        // Another launch may have started it meanwhile: that one serves us too, if it
+        // answers. A stopped or hung server also holds the lock: binding its files would hang
+        // this container's start for as long as it does, so the views are off instead.
+        Ok(Report::AlreadyServing(_)) if cgsight_fusefs::is_serving(&mp) => Some(mp),
+        Ok(Report::AlreadyServing(_)) => {
+            warn!("{off}: the `cgsight fs` serving {} does not answer (stopped or hung; see {log_name}); the container will see the host's /proc files", mp.display());
+            None
+        }
         Ok(Report::Failed { msg, .. }) => {
             warn!("{off}: `cgsight fs` failed: {msg} (see {log_name}); the container will see the host's /proc/meminfo, cpuinfo, ... (use --no-proc-views to silence)");
             None

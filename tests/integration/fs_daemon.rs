@@ -431,3 +431,44 @@ fn a_daemonizing_fs_keeps_none_of_its_callers_descriptors() {
         "the caller's pipe never reached EOF: the daemon kept an inherited descriptor"
     );
 }
+
+/// A stopped (or hung) views server must not hang `launch`: the container starts within a
+/// few seconds without views (a warning says why), and leaves no record behind with --rm.
+#[test]
+fn a_launch_with_a_stopped_views_server_starts_without_views() {
+    require_root!();
+    let d = Daemon::start("vstopped");
+    let server = d.server_pid();
+    let pid = nix::unistd::Pid::from_raw(server);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
+    struct Cont(nix::unistd::Pid);
+    impl Drop for Cont {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGCONT);
+        }
+    }
+    let _cont = Cont(pid);
+    wait_for("the server to stop", Duration::from_secs(30), || {
+        all_threads_stopped(server).then_some(())
+    });
+    let name = cgsight_testkit::unique_name("vstopped");
+    let _g = Ctr::named(&name);
+    // SIGKILL past a generous bound: a hang is the failure, not a slow start.
+    let out = Command::new("timeout")
+        .args([
+            "-s", "KILL", "120", BIN, "launch", "--rm", "--name", &name, "--memory",
+        ])
+        .args(["96m", "--", "grep", "MemTotal", "/proc/meminfo"])
+        .env("CGSIGHT_FS_MOUNTPOINT", &d.mp)
+        .output()
+        .expect("run launch");
+    let (o, e) = (stdout(&out), stderr(&out));
+    assert!(out.status.success(), "launch: {:?}\n{o}\n{e}", out.status);
+    assert!(e.contains("does not answer"), "no warning: {e}");
+    assert!(
+        o.starts_with("MemTotal:") && !o.contains(&memtotal_line(96)),
+        "{o}"
+    );
+    let ps = stdout(&crate::support::cgsight(&["ps", "-a"]));
+    assert!(!ps.contains(&name), "a record was left: {ps}");
+}
