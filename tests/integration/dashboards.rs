@@ -152,6 +152,11 @@ fn scrape_health(prom: &Prometheus) -> String {
         "count_over_time(up{job=\"cgsight\"}[1m])",
         "sum_over_time(up{job=\"cgsight\"}[1m])",
         "max_over_time(scrape_duration_seconds{job=\"cgsight\"}[1m])",
+        // Whether the bodies carried samples, and whether Prometheus kept them.
+        "min_over_time(scrape_samples_scraped{job=\"cgsight\"}[1m])",
+        "min_over_time(scrape_samples_post_metric_relabeling{job=\"cgsight\"}[1m])",
+        "count(cgsight_build_info)",
+        "count(container_last_seen)",
     ]
     .iter()
     .map(|q| {
@@ -163,6 +168,22 @@ fn scrape_health(prom: &Prometheus) -> String {
     })
     .collect::<Vec<_>>()
     .join("; ")
+}
+
+/// What the daemon serves right now, for a failure message: does its body hold the families
+/// the empty queries ask for.
+fn body_summary(port: u16) -> String {
+    match http_get(port, "/metrics") {
+        Some((st, body)) => format!(
+            "daemon /metrics now: status {st}, {} lines, build_info {}, container_last_seen {}",
+            body.lines().count(),
+            body.contains("cgsight_build_info"),
+            body.lines()
+                .filter(|l| l.starts_with("container_last_seen{"))
+                .count()
+        ),
+        None => "daemon /metrics now: no answer".into(),
+    }
 }
 
 /// One run of panel_queries.py: the JSON report, or None when it could not run.
@@ -446,8 +467,9 @@ fn dashboards_and_rules_have_data_from_the_real_agent() {
     }
     assert!(
         last.is_empty(),
-        "queries without data ({}):\n{}",
+        "queries without data ({}; {}):\n{}",
         scrape_health(&prom),
+        body_summary(daemon.port),
         last.join("\n")
     );
     let results = ours["results"]
