@@ -454,14 +454,14 @@ fn a_launch_with_a_stopped_views_server_starts_without_views() {
     let name = cgsight_testkit::unique_name("vstopped");
     let _g = Ctr::named(&name);
     // SIGKILL past a generous bound: a hang is the failure, not a slow start.
-    let out = Command::new("timeout")
-        .args([
-            "-s", "KILL", "120", BIN, "launch", "--rm", "--name", &name, "--memory",
-        ])
-        .args(["96m", "--", "grep", "MemTotal", "/proc/meminfo"])
-        .env("CGSIGHT_FS_MOUNTPOINT", &d.mp)
-        .output()
-        .expect("run launch");
+    let mut cmd = Command::new("timeout");
+    cmd.args(["-s", "KILL", "120", BIN, "launch", "--rm", "--name", &name])
+        .args(["--memory", "96m", "--", "grep", "MemTotal", "/proc/meminfo"])
+        .env("CGSIGHT_FS_MOUNTPOINT", &d.mp);
+    // In the test binary's network namespace, as every launch: the default bridge, its NAT
+    // table and ip_forward are made there, never on the machine.
+    crate::support::in_test_netns(&mut cmd);
+    let out = cmd.output().expect("run launch");
     let (o, e) = (stdout(&out), stderr(&out));
     assert!(out.status.success(), "launch: {:?}\n{o}\n{e}", out.status);
     assert!(e.contains("does not answer"), "no warning: {e}");
