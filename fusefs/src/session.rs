@@ -35,19 +35,20 @@ fn io_err(mp: &Path, what: &'static str, source: std::io::Error) -> Error {
     }
 }
 
-/// Opens /dev/fuse and mounts the views' read-only filesystem at `mp` on it.
-pub fn mount(mp: &Path) -> Result<OwnedFd, Error> {
-    // SAFETY: a plain open(2) of a constant path; the descriptor is owned at once.
+/// A new /dev/fuse descriptor (close-on-exec).
+fn open_dev_fuse() -> std::io::Result<OwnedFd> {
+    // SAFETY: open(2) of a constant path; the descriptor is owned at once.
     let raw = unsafe { libc::open(c"/dev/fuse".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
     if raw < 0 {
-        return Err(io_err(
-            mp,
-            "opening /dev/fuse",
-            std::io::Error::last_os_error(),
-        ));
+        return Err(std::io::Error::last_os_error());
     }
     // SAFETY: raw is a fresh descriptor nobody else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// Opens /dev/fuse and mounts the views' read-only filesystem at `mp` on it.
+pub fn mount(mp: &Path) -> Result<OwnedFd, Error> {
+    let fd = open_dev_fuse().map_err(|e| io_err(mp, "opening /dev/fuse", e))?;
     let data = format!(
         "fd={},rootmode=40000,user_id=0,group_id=0,allow_other",
         fd.as_raw_fd()
@@ -125,13 +126,7 @@ pub fn answer_init(fd: BorrowedFd<'_>) -> std::io::Result<InitState> {
 /// (FUSE_DEV_IOC_CLONE): closing it (the server dies) ends the requests read through it
 /// with an error, where a shared descriptor would leave them waiting.
 pub fn clone_dev(fd: BorrowedFd<'_>) -> std::io::Result<OwnedFd> {
-    // SAFETY: open(2) of a constant path; the descriptor is owned at once.
-    let raw = unsafe { libc::open(c"/dev/fuse".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
-    if raw < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: raw is a fresh descriptor nobody else owns.
-    let new = unsafe { OwnedFd::from_raw_fd(raw) };
+    let new = open_dev_fuse()?;
     let mut src = fd.as_raw_fd() as u32;
     // SAFETY: FUSE_DEV_IOC_CLONE reads one u32 (the source descriptor) from the pointer.
     let r = unsafe { libc::ioctl(new.as_raw_fd(), abi::DEV_IOC_CLONE as _, &mut src) };

@@ -299,12 +299,6 @@ fn ps_and_inspect_show_a_container_whose_views_are_broken() {
         "vhealth-off",
         &["--no-proc-views", "--", "sleep", "600"],
     );
-    let views = |name: &str| {
-        crate::support::inspect(name).expect("inspect")["views"]
-            .as_str()
-            .unwrap_or("")
-            .to_owned()
-    };
     let ps_row = |name: &str| {
         let ps = stdout(&crate::support::cgsight(&["ps"]));
         ps.lines()
@@ -312,8 +306,8 @@ fn ps_and_inspect_show_a_container_whose_views_are_broken() {
             .unwrap_or_default()
             .to_owned()
     };
-    assert_eq!(views(&c.name), "ok");
-    assert_eq!(views(&off.name), "off");
+    assert_eq!(c.views_health(), "ok");
+    assert_eq!(off.views_health(), "off");
     assert!(!ps_row(&c.name).contains("views"), "{}", ps_row(&c.name));
     let server = d.server_pid();
     let pid = nix::unistd::Pid::from_raw(server);
@@ -323,20 +317,11 @@ fn ps_and_inspect_show_a_container_whose_views_are_broken() {
     wait_for("the daemon to stop", Duration::from_secs(30), || {
         all_threads_stopped(server).then_some(())
     });
-    // Which server the container's /proc/uptime is bound to, should it still answer.
-    let uptime_mounts = || {
-        std::fs::read_to_string(format!("/proc/{}/mountinfo", c.pid()))
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains(" /proc/uptime "))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
     assert_eq!(
-        views(&c.name),
+        c.views_health(),
         "hung",
         "{}\n{}",
-        uptime_mounts(),
+        c.uptime_mounts(),
         d.log_text()
     );
     assert!(
@@ -345,7 +330,7 @@ fn ps_and_inspect_show_a_container_whose_views_are_broken() {
         ps_row(&c.name)
     );
     signal(nix::sys::signal::Signal::SIGCONT);
-    assert_eq!(views(&c.name), "ok");
+    assert_eq!(c.views_health(), "ok");
     // Killed, the holder too where there is one (its server dies with it): the container's
     // binds are dead.
     let _ = nix::sys::signal::kill(
@@ -354,14 +339,14 @@ fn ps_and_inspect_show_a_container_whose_views_are_broken() {
     );
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
     let _ = d.child.wait_timeout(Duration::from_secs(10));
-    assert_eq!(views(&c.name), "broken");
+    assert_eq!(c.views_health(), "broken");
     assert!(
         ps_row(&c.name).contains("running (views broken)"),
         "{}",
         ps_row(&c.name)
     );
     // The container without views is as it was.
-    assert_eq!(views(&off.name), "off");
+    assert_eq!(off.views_health(), "off");
     assert!(
         !ps_row(&off.name).contains("views"),
         "{}",

@@ -156,23 +156,6 @@ fn exec(mp: &Path, c: &Ctr, cmd: &[&str]) -> Output {
     cgsight_with_views(mp, &args)
 }
 
-/// `inspect`'s views health of `c` (ok, broken, hung, off).
-fn views(mp: &Path, c: &Ctr) -> String {
-    let out = cgsight_with_views(mp, &["inspect", &c.name]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    v[0]["views"].as_str().unwrap_or("").to_owned()
-}
-
-/// The mounts at the container's /proc/uptime, as its mount table lists them.
-fn uptime_mounts(c: &Ctr) -> String {
-    std::fs::read_to_string(format!("/proc/{}/mountinfo", c.pid()))
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains(" /proc/uptime "))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 #[test]
 fn views_come_back_in_running_containers_after_the_server_is_killed_and_started_again() {
     require_root!();
@@ -208,9 +191,9 @@ fn views_come_back_in_running_containers_after_the_server_is_killed_and_started_
             stdout(&out),
             stderr(&out)
         );
-        assert_eq!(views(&mp, c), "ok");
+        assert_eq!(c.views_health(), "ok");
     }
-    assert_eq!(views(&mp, &off), "off");
+    assert_eq!(off.views_health(), "off");
     let off_mounts = std::fs::read_to_string(format!("/proc/{}/mountinfo", off.pid()))
         .expect("the container's mountinfo");
 
@@ -225,7 +208,7 @@ fn views_come_back_in_running_containers_after_the_server_is_killed_and_started_
             c.name,
             stdout(&out)
         );
-        assert_eq!(views(&mp, c), "broken");
+        assert_eq!(c.views_health(), "broken");
     }
 
     let t = Instant::now();
@@ -241,7 +224,7 @@ fn views_come_back_in_running_containers_after_the_server_is_killed_and_started_
             seen.is_some(),
             "{} never saw its {mib} MiB again: {last}\nits /proc/uptime mounts:\n{}\nserver log:\n{}",
             c.name,
-            uptime_mounts(c),
+            c.uptime_mounts(),
             second.log_text()
         );
     }
@@ -267,7 +250,7 @@ fn views_come_back_in_running_containers_after_the_server_is_killed_and_started_
         off.name
     );
     for (c, _) in limited {
-        assert_eq!(views(&mp, c), "ok", "{}", second.log_text());
+        assert_eq!(c.views_health(), "ok", "{}", second.log_text());
         let up = exec(&mp, c, &["uptime"]);
         assert!(up.status.success(), "uptime in {}: {}", c.name, stderr(&up));
         let st = exec(&mp, c, &["cat", "/proc/stat"]);
@@ -278,11 +261,11 @@ fn views_come_back_in_running_containers_after_the_server_is_killed_and_started_
             stderr(&st)
         );
         // One live bind at each view, the dead ones detached (not stacked underneath).
-        let mounts = uptime_mounts(c);
+        let mounts = c.uptime_mounts();
         assert_eq!(mounts.lines().count(), 1, "{}: {mounts}", c.name);
     }
     // The container without views: untouched.
-    assert_eq!(views(&mp, &off), "off");
+    assert_eq!(off.views_health(), "off");
     let now = std::fs::read_to_string(format!("/proc/{}/mountinfo", off.pid())).expect("mountinfo");
     assert_eq!(
         now, off_mounts,
@@ -326,7 +309,7 @@ fn views_come_back_in_a_userns_auto_container() {
     };
     assert!(meminfo().contains(&memtotal_line(192)), "{}", meminfo());
     first.kill_all();
-    assert_eq!(views(&mp, &c), "broken");
+    assert_eq!(c.views_health(), "broken");
     let t = Instant::now();
     let second = FsServer::start(&mp, &log);
     let back = wait_for_or_none(Duration::from_secs(10), || {
@@ -336,12 +319,12 @@ fn views_come_back_in_a_userns_auto_container() {
         back.is_some(),
         "the userns container never saw its 192 MiB again: {}\n{}\nserver log:\n{}",
         meminfo(),
-        uptime_mounts(&c),
+        c.uptime_mounts(),
         second.log_text()
     );
     eprintln!(
         "views back in the --userns auto container {} ms after the new server was started",
         t.elapsed().as_millis()
     );
-    assert_eq!(views(&mp, &c), "ok");
+    assert_eq!(c.views_health(), "ok");
 }

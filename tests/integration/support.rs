@@ -169,6 +169,24 @@ impl Ctr {
         v[0]["pid"].as_i64().expect("pid in inspect") as i32
     }
 
+    /// `inspect`'s views health (ok, broken, hung, off).
+    pub fn views_health(&self) -> String {
+        let out = cgsight_with_views(&self.views, &["inspect", &self.name]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v[0]["views"].as_str().unwrap_or("").to_owned()
+    }
+
+    /// The mounts at the container's /proc/uptime, as its mount table lists them (which
+    /// server's views it is bound to).
+    pub fn uptime_mounts(&self) -> String {
+        std::fs::read_to_string(format!("/proc/{}/mountinfo", self.pid()))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(" /proc/uptime "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// `cgsight rm -f` (what drop does).
     pub fn remove(&self) {
         let _ = cgsight_with_views(&self.views, &["rm", "-f", &self.name]);
