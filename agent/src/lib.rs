@@ -16,9 +16,11 @@
 //! - [`webconfig`]: exporter-toolkit `--web-config` (TLS, basic-auth users);
 //! - [`auth`]: basic-auth checks off the request path (verifier thread, bounded queue, cache);
 //! - [`accept`]: closing connections that never send a complete request header;
-//! - [`server`]: axum server, scrape timeouts, graceful shutdown.
+//! - [`server`]: axum router, scrape timeouts, TLS and auth;
+//! - [`conns`]: the accept loop, and connections that finish their request at shutdown.
 
 pub mod accept;
+pub mod conns;
 pub mod auth;
 pub mod collect;
 pub mod discover;

@@ -23,9 +23,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use crate::accept::{self, RequestStarted};
+use crate::accept::RequestStarted;
 use crate::auth::{BasicAuth, Verdict};
 use crate::collect::{Collector, DeadlinePassed};
+use crate::conns;
 use crate::exposition::{self, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
 use crate::webconfig::WebConfig;
 use crate::{Error, Producer};
@@ -251,7 +252,10 @@ fn accepts_gzip(v: &str) -> bool {
     })
 }
 
-/// Serves until `shutdown` resolves, then drains connections for up to 5 s.
+/// How long the open connections have to end after shutdown begins.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Serves until `shutdown` resolves, then lets open connections end for up to [`DRAIN`].
 pub async fn serve(
     cfg: Config,
     shutdown: impl std::future::Future<Output = ()>,
@@ -273,7 +277,6 @@ pub async fn serve(
         auth,
     });
     let app = router(shared);
-    let handle = axum_server::Handle::new();
     let listener = match cfg.listener {
         Some(l) => l,
         None => std::net::TcpListener::bind(cfg.listen).map_err(|source| Error::Bind {
@@ -301,39 +304,19 @@ pub async fn serve(
         "cgsight agent listening on {}://{local}/metrics",
         if tls.is_some() { "https" } else { "http" }
     );
-    let svc = app.into_make_service();
-    let h2 = handle.clone();
-    let server = async move {
-        match tls {
-            Some(t) => {
-                let rc = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(t));
-                let tls = axum_server::tls_rustls::RustlsAcceptor::new(rc).acceptor(RequestStarted);
-                let mut server = axum_server::from_tcp(listener).acceptor(tls).handle(h2);
-                accept::configure(server.http_builder());
-                server.serve(svc).await
-            }
-            None => {
-                let mut server = axum_server::from_tcp(listener)
-                    .acceptor(RequestStarted)
-                    .handle(h2);
-                accept::configure(server.http_builder());
-                server.serve(svc).await
-            }
-        }
-    };
-    let mut server = std::pin::pin!(server);
-    let r = tokio::select! {
-        r = &mut server => r,
-        _ = &mut shutdown => {
-            tracing::info!("shutting down");
-            handle.graceful_shutdown(Some(Duration::from_secs(5)));
-            server.await
-        }
-    };
-    r.map_err(|source| Error::Bind {
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(|source| Error::Bind {
         addr: local,
         source,
-    })
+    })?;
+    match tls {
+        Some(t) => {
+            let rc = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(t));
+            let tls = axum_server::tls_rustls::RustlsAcceptor::new(rc).acceptor(RequestStarted);
+            conns::serve(listener, tls, app, shutdown, DRAIN).await;
+        }
+        None => conns::serve(listener, RequestStarted, app, shutdown, DRAIN).await,
+    }
+    Ok(())
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -876,3 +876,51 @@ fn connections_without_a_complete_request_are_closed() {
     // The server still serves.
     assert!(scrape(agent.port).contains("machine_cpu_cores"));
 }
+
+/// Connections waiting in `port`'s listening socket for an `accept` (its Recv-Q), from
+/// /proc/net/tcp of this network namespace, which the agent shares.
+fn accept_queue(port: u16) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let local = format!(":{port:04X}");
+    table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let (addr, state, queues) = (f.get(1)?, f.get(3)?, f.get(4)?);
+        (addr.ends_with(&local) && *state == "0A")
+            .then(|| u64::from_str_radix(queues.split(':').nth(1)?, 16).ok())?
+    })
+}
+
+/// A connection the agent had accepted, whose request arrives only after SIGTERM, still gets
+/// its answer. With axum-server's graceful shutdown it got a reset: a failed scrape whenever
+/// `cgsight daemon --upgrade` swapped the server under Prometheus.
+#[test]
+fn a_connection_accepted_before_sigterm_is_answered() {
+    require_root!();
+    let mut agent = start_agent(&[]);
+    let (pid, port) = (agent.child.pid(), agent.port);
+    wait_for("the agent to handle SIGTERM", Duration::from_secs(20), || {
+        catches_signal(pid, libc::SIGTERM).then_some(())
+    });
+    let mut held = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    wait_for("the agent to accept", Duration::from_secs(20), || {
+        (accept_queue(port) == Some(0)).then_some(())
+    });
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGTERM)
+        .expect("SIGTERM");
+    // Shutdown has begun once the agent no longer listens.
+    wait_for("the agent to stop listening", Duration::from_secs(20), || {
+        TcpStream::connect(("127.0.0.1", port)).is_err().then_some(())
+    });
+    held.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .expect("send the request");
+    held.set_read_timeout(Some(Duration::from_secs(60))).ok();
+    let mut answer = Vec::new();
+    let r = held.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        r.is_ok() && text.starts_with("HTTP/1.1 200") && text.contains("machine_cpu_cores"),
+        "the held connection's answer: {r:?}, {:?}",
+        text.get(..200).unwrap_or(&text)
+    );
+    assert_eq!(agent.child.wait_timeout(Duration::from_secs(20)).code(), Some(0));
+}

@@ -277,11 +277,9 @@ fn readers_see_their_container_through_kill_restart_and_upgrade_of_the_server() 
 
 /// `cgsight daemon` as its systemd unit runs it: `--upgrade` (the unit's ExecReload) swaps the
 /// server under a container's readers and a scraper, with no failed read or scrape and the
-/// same /metrics address.
+/// same /metrics address. The replaced server answers the connections it had accepted
+/// (agent::a_connection_accepted_before_sigterm_is_answered shows the reset it used to send).
 #[test]
-#[ignore = "known race, issue 13: the replaced server's graceful shutdown resets a connection \
-            it had accepted from the shared socket but not read yet (1 failed scrape in 1 of 5 \
-            runs); run with --ignored"]
 fn the_daemon_upgrades_with_no_failed_read_or_scrape() {
     require_root!();
     let dir = TempDir::new("dhandover");
@@ -325,19 +323,22 @@ fn the_daemon_upgrades_with_no_failed_read_or_scrape() {
             }
             (n, failed)
         });
-        std::thread::sleep(Duration::from_secs(1));
-        let before = cgsight_fusefs::read_status(&status).map_or(0, |s| s.1);
-        let out = Command::new(BIN)
-            .args(["daemon", "--upgrade", "--mountpoint"])
-            .arg(&mp)
-            .output()
-            .expect("cgsight daemon --upgrade");
-        assert!(out.status.success(), "--upgrade: {}", stderr(&out));
-        let after = cgsight_fusefs::read_status(&status).map_or(0, |s| s.1);
-        assert_ne!(before, after, "a new server serves");
-        wait_for("the old server to exit", Duration::from_secs(30), || {
-            (!Path::new(&format!("/proc/{before}")).exists()).then_some(())
-        });
+        // Three upgrades: a connection caught between the two servers is a matter of timing.
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_secs(1));
+            let before = cgsight_fusefs::read_status(&status).map_or(0, |s| s.1);
+            let out = Command::new(BIN)
+                .args(["daemon", "--upgrade", "--mountpoint"])
+                .arg(&mp)
+                .output()
+                .expect("cgsight daemon --upgrade");
+            assert!(out.status.success(), "--upgrade: {}", stderr(&out));
+            let after = cgsight_fusefs::read_status(&status).map_or(0, |s| s.1);
+            assert_ne!(before, after, "a new server serves");
+            wait_for("the old server to exit", Duration::from_secs(30), || {
+                (!Path::new(&format!("/proc/{before}")).exists()).then_some(())
+            });
+        }
         std::thread::sleep(Duration::from_secs(1));
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
         scraper.join().expect("scraper")
