@@ -14,10 +14,32 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// True when `mp` is a live mount of these views: its uptime file reads within 2 s. A stopped
 /// or hung server gives false (and does not hang the caller: the read is done by a killable process).
 pub fn is_serving(mp: &Path) -> bool {
-    let Some(mp) = mount_path(mp) else {
-        return false;
+    serving_state(mp) == Serving::Answers
+}
+
+/// What serves the views at a mount point, as one bounded probe finds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Serving {
+    /// Its uptime file reads within 2 s.
+    Answers,
+    /// Nothing is mounted there, or the mount's server is gone (or it is not these views):
+    /// starting a server can help.
+    Absent,
+    /// A server is mounted there and did not answer within 2 s (stopped or hung). It holds
+    /// the mount point's lock, so starting another cannot help.
+    Hung,
+}
+
+/// See [`Serving`]; never hangs, whatever the server does.
+pub fn serving_state(mp: &Path) -> Serving {
+    let Some(mp) = mount_path(mp).filter(|p| is_mountpoint(p)) else {
+        return Serving::Absent;
     };
-    is_mountpoint(&mp) && read_bounded(&mp.join("proc/uptime"), PROBE_TIMEOUT) == Probe::Read
+    match read_bounded(&mp.join("proc/uptime"), PROBE_TIMEOUT) {
+        Probe::Read => Serving::Answers,
+        Probe::TimedOut => Serving::Hung,
+        Probe::Failed(_) => Serving::Absent,
+    }
 }
 
 /// `mp` absolute and free of symlinks, found without entering it: its parent is

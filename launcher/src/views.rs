@@ -28,13 +28,21 @@ pub fn views_mountpoint() -> PathBuf {
 /// host's files). Must be called while the process is single-threaded.
 pub fn ensure_views(exe: &Path) -> Option<PathBuf> {
     let mp = views_mountpoint();
-    if cgsight_fusefs::is_serving(&mp) {
-        return Some(mp);
-    }
     let off = "the /proc views are off for this container";
+    let log_file = cgsight_fusefs::log_path(&cgsight_fusefs::pidfile_path(&mp));
+    let log_name = log_file.display();
+    match cgsight_fusefs::serving_state(&mp) {
+        cgsight_fusefs::Serving::Answers => return Some(mp),
+        // The hung server holds the lock: a new `cgsight fs` would only find it again, and a
+        // second probe would double the wait (4.8 s before, 2 s now).
+        cgsight_fusefs::Serving::Hung => {
+            warn!("{off}: the `cgsight fs` serving {} does not answer (stopped or hung; see {log_name}); the container will see the host's /proc files", mp.display());
+            return None;
+        }
+        cgsight_fusefs::Serving::Absent => {}
+    }
     // The daemon outlives us: it must not hold our stdout/stderr (a caller reading our output
     // to EOF would hang), so it logs where `cgsight fs` itself would for this mount point.
-    let log_file = cgsight_fusefs::log_path(&cgsight_fusefs::pidfile_path(&mp));
     if let Some(d) = log_file.parent() {
         let _ = fs::create_dir_all(d);
     }
@@ -42,7 +50,6 @@ pub fn ensure_views(exe: &Path) -> Option<PathBuf> {
         .create(true)
         .append(true)
         .open(&log_file);
-    let log_name = log_file.display();
     let argv: Result<Vec<CString>, _> = [
         exe.as_os_str().as_bytes(),
         b"fs",

@@ -446,10 +446,14 @@ fn a_launch_with_a_stopped_views_server_starts_without_views() {
     // In the test binary's network namespace, as every launch: the default bridge, its NAT
     // table and ip_forward are made there, never on the machine.
     crate::support::in_test_netns(&mut cmd);
+    let t0 = std::time::Instant::now();
     let out = cmd.output().expect("run launch");
+    eprintln!("launch with a stopped views server: {:?}", t0.elapsed());
     let (o, e) = (stdout(&out), stderr(&out));
     assert!(out.status.success(), "launch: {:?}\n{o}\n{e}", out.status);
     assert!(e.contains("does not answer"), "no warning: {e}");
+    let log = cgsight_fusefs::log_path(&cgsight_fusefs::pidfile_path(&d.mp));
+    assert!(e.contains(&log.display().to_string()), "the warning names {}: {e}", log.display());
     assert!(
         o.starts_with("MemTotal:") && !o.contains(&memtotal_line(96)),
         "{o}"
