@@ -111,7 +111,11 @@ while IFS="$tab" read -r kind name dir exe pkg; do
 			exec "$exe" --test-threads="${CGSIGHT_VM_TEST_THREADS:-1}" "$@" </dev/null
 		)
 		echo $? >/tmp/vm-test-rc
-	} 2>&1 | tee "$log"
+	} 2>&1 | while IFS= read -r l; do
+		# Under --test-threads=1 a test line ends when the test does: stamp it with the
+		# seconds since the executable started, so a slow test shows in any CI log.
+		case $l in "test "*" ... "*) echo "[$((($(date +%s%N) - t0) / 1000000000))s] $l" ;; *) echo "$l" ;; esac
+	done | tee "$log"
 	rc=$(cat /tmp/vm-test-rc)
 	ms=$((($(date +%s%N) - t0) / 1000000))
 	res=$(sed -nE "s/^test result: [A-Za-z]+\. ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/p" "$log" | tail -n1)
