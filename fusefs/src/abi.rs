@@ -33,6 +33,10 @@ pub const DEV_IOC_CLONE: u64 = 0x8004_e500;
 pub const INIT_ASYNC_READ: u32 = 1 << 0;
 pub const INIT_BIG_WRITES: u32 = 1 << 5;
 pub const INIT_MAX_PAGES: u32 = 1 << 22;
+/// `FUSE_INIT_EXT`: the second flags word (`flags2`) of INIT is valid.
+pub const INIT_EXT: u32 = 1 << 30;
+/// `FUSE_OVER_IO_URING` (bit 41), as a bit of `flags2`.
+pub const INIT2_OVER_IO_URING: u32 = 1 << (41 - 32);
 pub const INIT_OUT_LEN: usize = 64;
 
 /// `FOPEN_DIRECT_IO`: every read reaches the server, st_size is not trusted.
@@ -91,6 +95,16 @@ impl InHeader {
 /// `struct fuse_init_in`: the kernel's (major, minor, max_readahead, flags).
 pub fn init_in(b: &[u8]) -> Option<(u32, u32, u32, u32)> {
     Some((u32_at(b, 0)?, u32_at(b, 4)?, u32_at(b, 8)?, u32_at(b, 12)?))
+}
+
+/// `struct fuse_init_in`'s `flags2` (the kernel's offer of flags 32..63).
+pub fn init_in_flags2(b: &[u8]) -> Option<u32> {
+    u32_at(b, 16)
+}
+
+/// Sets `struct fuse_init_out`'s `flags2` in a reply made by [`put_init_out`].
+pub fn set_init_out_flags2(b: &mut [u8], flags2: u32) {
+    put32(b, 32, flags2);
 }
 
 /// `struct fuse_init_out` (64 bytes).

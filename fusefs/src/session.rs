@@ -70,6 +70,15 @@ pub fn mount(mp: &Path) -> Result<OwnedFd, Error> {
 /// Reads the kernel's INIT from a fresh mount's descriptor and answers it: protocol 7.x
 /// with x = min(the kernel's, 40), 128 KiB reads, /dev/fuse transport only.
 pub fn answer_init(fd: BorrowedFd<'_>) -> std::io::Result<InitState> {
+    answer_init_offering(fd, false).map(|(init, _)| init)
+}
+
+/// As [`answer_init`], and with `io_uring` also accepts FUSE over io_uring when the kernel
+/// offers it; returns whether it did (a server must then REGISTER ring queues).
+pub fn answer_init_offering(
+    fd: BorrowedFd<'_>,
+    io_uring: bool,
+) -> std::io::Result<(InitState, bool)> {
     let mut buf = vec![0u8; READ_BUF];
     let n = loop {
         match nix::unistd::read(fd, &mut buf) {
@@ -89,6 +98,9 @@ pub fn answer_init(fd: BorrowedFd<'_>) -> std::io::Result<InitState> {
     }
     let body = req.get(abi::IN_HEADER_LEN..).ok_or_else(bad)?;
     let (major, minor, readahead, flags) = abi::init_in(body).ok_or_else(bad)?;
+    let uring = io_uring
+        && flags & abi::INIT_EXT != 0
+        && abi::init_in_flags2(body).is_some_and(|f2| f2 & abi::INIT2_OVER_IO_URING != 0);
     let mut out = [0u8; abi::OUT_HEADER_LEN + abi::INIT_OUT_LEN];
     if major != 7 {
         // The kernel retries with our major when it is lower; we only speak 7.
@@ -105,7 +117,10 @@ pub fn answer_init(fd: BorrowedFd<'_>) -> std::io::Result<InitState> {
         ));
     }
     let payload = crate::uring::PAYLOAD as u32;
-    let wanted = abi::INIT_ASYNC_READ | abi::INIT_BIG_WRITES | abi::INIT_MAX_PAGES;
+    let mut wanted = abi::INIT_ASYNC_READ | abi::INIT_BIG_WRITES | abi::INIT_MAX_PAGES;
+    if uring {
+        wanted |= abi::INIT_EXT;
+    }
     abi::put_init_out(
         &mut out[abi::OUT_HEADER_LEN..],
         minor.min(abi::RESEND_MINOR),
@@ -114,12 +129,18 @@ pub fn answer_init(fd: BorrowedFd<'_>) -> std::io::Result<InitState> {
         payload,
         (payload / 4096) as u16,
     );
+    if uring {
+        abi::set_init_out_flags2(&mut out[abi::OUT_HEADER_LEN..], abi::INIT2_OVER_IO_URING);
+    }
     let len = out.len() as u32;
     abi::put_out_header(&mut out, len, 0, h.unique);
     nix::unistd::write(fd, &out)?;
-    Ok(InitState {
-        kernel_minor: minor,
-    })
+    Ok((
+        InitState {
+            kernel_minor: minor,
+        },
+        uring,
+    ))
 }
 
 /// A second descriptor on the same connection with its own queue of read requests

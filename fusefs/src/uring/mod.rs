@@ -14,6 +14,8 @@
 //! This module makes the rings and starts their threads; [`serve`] is the per-queue loop.
 
 mod serve;
+#[cfg(test)]
+mod successor_tests;
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

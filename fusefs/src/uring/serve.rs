@@ -12,6 +12,38 @@ use crate::metrics::FsMetrics;
 use crate::tree::{Errno, Tree};
 use crate::{abi, dispatch};
 
+/// Every failed completion a queue saw: (queue, entry was registered, result). Only in the
+/// crate's tests: the successor test reports the kernel's answer to a second REGISTER.
+#[cfg(test)]
+pub(super) static FAILED: std::sync::Mutex<Vec<(u16, bool, i32)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Set by the successor test to an opcode: a queue that gets such a request keeps it
+/// unanswered (a server that took a request and died before answering it), and records it
+/// in [`HELD`]. 0: none.
+#[cfg(test)]
+pub(super) static HOLD: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+/// The requests held: (queue, opcode, the caller's pid).
+#[cfg(test)]
+pub(super) static HELD: std::sync::Mutex<Vec<(u16, u32, u32)>> = std::sync::Mutex::new(Vec::new());
+
+/// Under [`HOLD`], never returns: the request in the entry stays taken and unanswered.
+#[cfg(test)]
+fn hold(qid: u16, e: &mut Entry) {
+    let h = abi::InHeader::parse(e.header.bytes());
+    if h.is_none_or(|h| h.opcode != HOLD.load(Ordering::SeqCst)) {
+        return;
+    }
+    HELD.lock().unwrap_or_else(|e| e.into_inner()).push((
+        qid,
+        h.map_or(0, |h| h.opcode),
+        h.map_or(0, |h| h.pid),
+    ));
+    loop {
+        std::thread::park();
+    }
+}
+
 fn register_sqe(fuse: RawFd, q: &Queue, i: usize) -> squeue::Entry128 {
     let iov = q.entries[i].iov.as_ptr() as u64;
     let e = opcode::UringCmd80::new(types::Fd(fuse), abi::URING_CMD_REGISTER)
@@ -108,6 +140,11 @@ pub(super) fn serve(
                     register_sqe(fuse, &q, i)
                 }
             } else if res < 0 {
+                #[cfg(test)]
+                FAILED
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((q.qid, registered, res));
                 let e = std::io::Error::from_raw_os_error(-res);
                 if matches!(-res, libc::ENOTCONN | libc::ECONNABORTED | libc::ENODEV) {
                     tracing::debug!(queue = q.qid, error = %e, "FUSE connection ended");
@@ -119,6 +156,8 @@ pub(super) fn serve(
                 live -= 1;
                 continue;
             } else {
+                #[cfg(test)]
+                hold(q.qid, &mut q.entries[i]);
                 q.entries[i].registered = true;
                 let e = &mut q.entries[i];
                 if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| answer(e, tree)))
