@@ -91,26 +91,29 @@ fn serve_child() {
         }
     });
     println!("{SERVING}");
-    let (mut told, mut told_held) = (0, 0);
+    let (mut failed, mut held) = (0, 0);
     loop {
-        let failed = super::serve::FAILED
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        for (qid, registered, res) in failed.iter().skip(told) {
-            println!("{CQE} queue={qid} registered={registered} result={res}");
-        }
-        told = failed.len();
-        let held = super::serve::HELD
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        for (qid, opcode, pid) in held.iter().skip(told_held) {
-            println!("{HOLDING} queue={qid} opcode={opcode} pid={pid}");
-        }
-        told_held = held.len();
+        tell(
+            &super::serve::FAILED,
+            &mut failed,
+            |(qid, registered, res)| {
+                format!("{CQE} queue={qid} registered={registered} result={res}")
+            },
+        );
+        tell(&super::serve::HELD, &mut held, |(qid, opcode, pid)| {
+            format!("{HOLDING} queue={qid} opcode={opcode} pid={pid}")
+        });
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Prints the records of `log` past the first `told`, one line each.
+fn tell<T: Copy>(log: &std::sync::Mutex<Vec<T>>, told: &mut usize, line: impl Fn(T) -> String) {
+    let new: Vec<T> = log.lock().unwrap_or_else(|e| e.into_inner())[*told..].to_vec();
+    for r in &new {
+        println!("{}", line(*r));
+    }
+    *told += new.len();
 }
 
 /// Switches `fuse.enable_uring` on, and back to what it was.
