@@ -9,11 +9,12 @@
 //! is seen as still blocked, not as a hung test; the connection is aborted at the end, which
 //! ends every stuck reader.
 //!
-//! Server A serves a read over its rings, is stopped, gets a request on its ring (the "in
-//! flight" one: its CQE is posted, A never answers), and is killed. A read is started in the
-//! gap, then server B starts on the same descriptor. The test reports what B's REGISTER
-//! returned and the fate of each read, with and without FUSE_NOTIFY_RESEND, and with B on
-//! /dev/fuse only.
+//! Server A serves a read over its rings, then takes an OPEN and never answers it (the "in
+//! flight" request: a test-only hold in the queue loop), and is killed. A read is started in
+//! the gap, then server B starts on the same descriptor. The test reports (and asserts) what
+//! B's REGISTER returned and the fate of each read, with and without FUSE_NOTIFY_RESEND, and
+//! with B on /dev/fuse only; then a server killed while stopped, and a planned hand-over (B
+//! registers while A still serves).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
