@@ -20,9 +20,9 @@
 //! - [`conns`]: the accept loop, and connections that finish their request at shutdown.
 
 pub mod accept;
-pub mod conns;
 pub mod auth;
 pub mod collect;
+pub mod conns;
 pub mod discover;
 pub mod errors;
 pub mod exposition;

@@ -898,9 +898,11 @@ fn a_connection_accepted_before_sigterm_is_answered() {
     require_root!();
     let mut agent = start_agent(&[]);
     let (pid, port) = (agent.child.pid(), agent.port);
-    wait_for("the agent to handle SIGTERM", Duration::from_secs(20), || {
-        catches_signal(pid, libc::SIGTERM).then_some(())
-    });
+    wait_for(
+        "the agent to handle SIGTERM",
+        Duration::from_secs(20),
+        || catches_signal(pid, libc::SIGTERM).then_some(()),
+    );
     let mut held = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     wait_for("the agent to accept", Duration::from_secs(20), || {
         (accept_queue(port) == Some(0)).then_some(())
@@ -908,9 +910,15 @@ fn a_connection_accepted_before_sigterm_is_answered() {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGTERM)
         .expect("SIGTERM");
     // Shutdown has begun once the agent no longer listens.
-    wait_for("the agent to stop listening", Duration::from_secs(20), || {
-        TcpStream::connect(("127.0.0.1", port)).is_err().then_some(())
-    });
+    wait_for(
+        "the agent to stop listening",
+        Duration::from_secs(20),
+        || {
+            TcpStream::connect(("127.0.0.1", port))
+                .is_err()
+                .then_some(())
+        },
+    );
     held.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         .expect("send the request");
     held.set_read_timeout(Some(Duration::from_secs(60))).ok();
@@ -922,5 +930,8 @@ fn a_connection_accepted_before_sigterm_is_answered() {
         "the held connection's answer: {r:?}, {:?}",
         text.get(..200).unwrap_or(&text)
     );
-    assert_eq!(agent.child.wait_timeout(Duration::from_secs(20)).code(), Some(0));
+    assert_eq!(
+        agent.child.wait_timeout(Duration::from_secs(20)).code(),
+        Some(0)
+    );
 }

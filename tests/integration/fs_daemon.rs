@@ -453,7 +453,11 @@ fn a_launch_with_a_stopped_views_server_starts_without_views() {
     assert!(out.status.success(), "launch: {:?}\n{o}\n{e}", out.status);
     assert!(e.contains("does not answer"), "no warning: {e}");
     let log = cgsight_fusefs::log_path(&cgsight_fusefs::pidfile_path(&d.mp));
-    assert!(e.contains(&log.display().to_string()), "the warning names {}: {e}", log.display());
+    assert!(
+        e.contains(&log.display().to_string()),
+        "the warning names {}: {e}",
+        log.display()
+    );
     assert!(
         o.starts_with("MemTotal:") && !o.contains(&memtotal_line(96)),
         "{o}"

@@ -43,7 +43,7 @@ const HOLDING: &str = "cgsight-test-holding";
 /// How long a read may stay blocked before it counts as hung. Only "still blocked" depends
 /// on it (a read that ends is seen at once); generous so a slow machine does not turn a
 /// late answer into a hang.
-const HANG: Duration = Duration::from_secs(4);
+const HANG: Duration = Duration::from_secs(2);
 /// A bound for what must happen (a server starting, a read being answered).
 const MUST: Duration = Duration::from_secs(20);
 
