@@ -244,13 +244,15 @@ fn top_at_half_quota_is_about_half_idle() {
     let busy = value(&out, "BUSY ");
     let idle = top_field(&out, "id");
     // The host's top would show two CPUs, so ~75 % idle beside a half-busy container here.
-    let slack = if std::env::var_os("CGSIGHT_VM").is_some() {
-        30.0
+    // Under emulation top itself (reading every /proc/PID) and the loop's late wake-ups add to
+    // the container's use: a v2 lane on a loaded host measured 88 %, with top rightly at 0 idle.
+    let (slack, most) = if std::env::var_os("CGSIGHT_VM").is_some() {
+        (30.0, 95.0)
     } else {
-        20.0
+        (20.0, 80.0)
     };
     assert!(
-        (20.0..=80.0).contains(&busy) && (idle - (100.0 - busy)).abs() <= slack,
+        (20.0..=most).contains(&busy) && (idle - (100.0 - busy)).abs() <= slack,
         "busy {busy} % of the quota, top idle {idle}\n{out}"
     );
 }
