@@ -59,7 +59,9 @@ pub use error::Error;
 pub use handed::{serve_handed, Handed, HandedServer};
 pub use holder::{hold, read_status, HoldConfig};
 pub use metrics::FsMetrics;
-pub use mount::{is_serving, log_path, pidfile_path, serving_state, Serving};
+pub use mount::{
+    is_serving, log_path, pidfile_path, serving_state, start_serving_probe, Serving, ServingProbe,
+};
 pub use probe::{read_bounded, Probe};
 pub use server::{spawn, FsHandle};
 pub use sysinfo::{ContainerFacts, Sysinfo, SysinfoError};

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::probe::{read_bounded, Probe};
+use crate::probe::{read_bounded, start_read, Probe, Reading};
 
 /// How long [`is_serving`] waits for the server's answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -32,14 +32,29 @@ pub enum Serving {
 
 /// See [`Serving`]; never hangs, whatever the server does.
 pub fn serving_state(mp: &Path) -> Serving {
-    let Some(mp) = mount_path(mp).filter(|p| is_mountpoint(p)) else {
-        return Serving::Absent;
-    };
-    match read_bounded(&mp.join("proc/uptime"), PROBE_TIMEOUT) {
-        Probe::Read => Serving::Answers,
-        Probe::TimedOut => Serving::Hung,
-        Probe::Failed(_) => Serving::Absent,
+    start_serving_probe(mp).finish()
+}
+
+/// A [`serving_state`] probe under way (its reader is a separate process), so a caller can
+/// do other work while the server answers.
+pub struct ServingProbe(Option<Reading>);
+
+impl ServingProbe {
+    pub fn finish(self) -> Serving {
+        match self.0.map(|r| r.finish(PROBE_TIMEOUT)) {
+            Some(Probe::Read) => Serving::Answers,
+            Some(Probe::TimedOut) => Serving::Hung,
+            Some(Probe::Failed(_)) | None => Serving::Absent,
+        }
     }
+}
+
+/// Starts a [`serving_state`] probe of `mp`.
+pub fn start_serving_probe(mp: &Path) -> ServingProbe {
+    let reading = mount_path(mp)
+        .filter(|p| is_mountpoint(p))
+        .and_then(|p| start_read(&p.join("proc/uptime")).ok());
+    ServingProbe(reading)
 }
 
 /// `mp` absolute and free of symlinks, found without entering it: its parent is

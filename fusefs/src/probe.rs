@@ -71,17 +71,37 @@ fn reader(path: &CString, out: i32) -> ! {
 
 /// Opens `path` and reads from it in another process, waiting at most `timeout`.
 pub fn read_bounded(path: &Path, timeout: Duration) -> Probe {
+    match start_read(path) {
+        Ok(r) => r.finish(timeout),
+        Err(p) => p,
+    }
+}
+
+/// A bounded read under way: its reader runs while the caller does other work (a launch
+/// sets up the container meanwhile), and [`Reading::finish`] collects the result.
+pub struct Reading {
+    rx: OwnedFd,
+    started: Instant,
+}
+
+impl Reading {
+    /// The read's result, waiting until `timeout` after the read started.
+    pub fn finish(self, timeout: Duration) -> Probe {
+        collect(self.rx, self.started + timeout)
+    }
+}
+
+/// Starts reading `path` in another process; Err is a result known at once.
+pub fn start_read(path: &Path) -> Result<Reading, Probe> {
     let Ok(cpath) = CString::new(path.as_os_str().as_bytes()) else {
-        return Probe::Failed(libc::EINVAL);
+        return Err(Probe::Failed(libc::EINVAL));
     };
-    let (rx, tx) = match pipe2(OFlag::O_CLOEXEC) {
-        Ok(p) => p,
-        Err(e) => return Probe::Failed(e as i32),
-    };
+    let (rx, tx) = pipe2(OFlag::O_CLOEXEC).map_err(|e| Probe::Failed(e as i32))?;
+    let started = Instant::now();
     // SAFETY: after fork the children run only async-signal-safe calls (fork, getpid, open,
     // read, write, _exit) on memory prepared before the fork, and never return into Rust.
     match unsafe { fork() } {
-        Err(e) => Probe::Failed(e as i32),
+        Err(e) => Err(Probe::Failed(e as i32)),
         Ok(ForkResult::Child) => {
             // SAFETY: as above; the intermediate child only forks and exits, orphaning the
             // reader so that init, not our caller, reaps it.
@@ -97,7 +117,7 @@ pub fn read_bounded(path: &Path, timeout: Duration) -> Probe {
         Ok(ForkResult::Parent { child }) => {
             let _ = waitpid(child, None);
             drop(tx);
-            collect(rx, Instant::now() + timeout)
+            Ok(Reading { rx, started })
         }
     }
 }

@@ -54,6 +54,11 @@ pub struct Prepared {
 pub fn prepare(spec: ContainerSpec, store: Store, exe: &Path) -> Result<Prepared, LaunchError> {
     // First, before we open descriptors of our own.
     let preserved_fds = sys::preserved_fds(spec.preserve_fds);
+    // The views' liveness probe reads through the mount in a forked reader: started now, it
+    // runs while the filter, the state and the directories are made, and is collected below.
+    let views_probe = spec
+        .proc_views
+        .then(|| cgsight_fusefs::start_serving_probe(&crate::views::views_mountpoint()));
     let hier = Hierarchies::detect().map_err(LaunchError::cgroup("cgroup layout"))?;
     // Before anything is created: a profile that does not compile leaves nothing behind.
     let t = std::time::Instant::now();
@@ -99,11 +104,7 @@ pub fn prepare(spec: ContainerSpec, store: Store, exe: &Path) -> Result<Prepared
         let _ = store.remove_state(&spec.id);
         return Err(LaunchError::io(format!("creating {}", dir.display()))(e));
     }
-    let views = if spec.proc_views {
-        ensure_views(exe)
-    } else {
-        None
-    };
+    let views = views_probe.and_then(|p| ensure_views(exe, p));
     Ok(Prepared {
         spec,
         store,

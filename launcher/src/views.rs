@@ -23,15 +23,16 @@ pub fn views_mountpoint() -> PathBuf {
         )
 }
 
-/// Starts `cgsight fs` (the binary `exe`) if no live view is mounted. Returns the mountpoint,
-/// or None with a warning when the views cannot be served (the container then sees the
-/// host's files). Must be called while the process is single-threaded.
-pub fn ensure_views(exe: &Path) -> Option<PathBuf> {
+/// Starts `cgsight fs` (the binary `exe`) if `probe` (of [`views_mountpoint`]) found no live
+/// view mounted. Returns the mountpoint, or None with a warning when the views cannot be
+/// served (the container then sees the host's files). Must be called while the process is
+/// single-threaded.
+pub fn ensure_views(exe: &Path, probe: cgsight_fusefs::ServingProbe) -> Option<PathBuf> {
     let mp = views_mountpoint();
     let off = "the /proc views are off for this container";
     let log_file = cgsight_fusefs::log_path(&cgsight_fusefs::pidfile_path(&mp));
     let log_name = log_file.display();
-    match cgsight_fusefs::serving_state(&mp) {
+    match probe.finish() {
         cgsight_fusefs::Serving::Answers => return Some(mp),
         // The hung server holds the lock: a new `cgsight fs` would only find it again, and a
         // second probe would double the wait (4.8 s before, 2 s now).
