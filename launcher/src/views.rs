@@ -35,7 +35,7 @@ pub fn ensure_views(exe: &Path, probe: cgsight_fusefs::ServingProbe) -> Option<P
     match probe.finish() {
         cgsight_fusefs::Serving::Answers => return Some(mp),
         // The hung server holds the lock: a new `cgsight fs` would only find it again, and a
-        // second probe would double the wait (4.8 s before, 2 s now).
+        // second probe would double the wait.
         cgsight_fusefs::Serving::Hung => {
             warn!("{off}: the `cgsight fs` serving {} does not answer (stopped or hung; see {log_name}); the container will see the host's /proc files", mp.display());
             return None;
