@@ -1,5 +1,5 @@
 //! Connections that never send a request are closed: hyper's HTTP/1 header read timeout (which
-//! needs a timer, and axum-server sets none) covers a request whose header never completes and
+//! needs a timer, which [`configure`] gives it) covers a request whose header never completes and
 //! an idle keep-alive connection; the version sniffing before it (HTTP/1 or an HTTP/2 preface)
 //! has no timeout, so [`RequestStarted`] waits for the first bytes with one, before TLS or HTTP
 //! see the connection. TLS handshakes have axum-server's own 10 s timeout.
@@ -21,7 +21,8 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(20);
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Sets the header read timeout and HTTP/2 keep-alive pings on axum-server's builder.
+/// Sets the header read timeout and HTTP/2 keep-alive pings on the connection builder
+/// ([`crate::conns`]).
 pub fn configure<E>(b: &mut Builder<E>) {
     b.http1()
         .timer(TokioTimer::new())
