@@ -42,6 +42,8 @@ pub enum LaunchError {
     Running(String),
     #[error("no command given")]
     NoCommand,
+    #[error("--require-proc-views: the /proc views cannot be served (the warning above says why); not started")]
+    ViewsRequired,
     #[error("the container's pty was not received")]
     NoPty,
     #[error("invalid signal number {0}")]

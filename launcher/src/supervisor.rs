@@ -105,6 +105,11 @@ pub fn prepare(spec: ContainerSpec, store: Store, exe: &Path) -> Result<Prepared
         return Err(LaunchError::io(format!("creating {}", dir.display()))(e));
     }
     let views = views_probe.and_then(|p| ensure_views(exe, p));
+    if spec.views_required && views.is_none() {
+        let _ = fs::remove_dir_all(&dir);
+        let _ = store.remove_state(&spec.id);
+        return Err(LaunchError::ViewsRequired);
+    }
     Ok(Prepared {
         spec,
         store,

@@ -81,6 +81,10 @@ pub struct LaunchArgs {
     /// Do not bind the cgsight fs views over /proc and /sys/devices/system/cpu.
     #[arg(long)]
     no_proc_views: bool,
+    /// Refuse to start (exit 125) when the views cannot be served (a hung or failing
+    /// `cgsight fs`), instead of starting with the host's /proc files.
+    #[arg(long)]
+    require_proc_views: bool,
     /// Pass descriptors 3..3+N to the command (all others are closed).
     #[arg(long, default_value_t = 0)]
     preserve_fds: u32,
@@ -111,6 +115,12 @@ fn host_cpus() -> CpuList {
 }
 
 pub fn run(a: LaunchArgs) -> anyhow::Result<u8> {
+    if a.no_proc_views && a.require_proc_views {
+        eprintln!(
+            "cgsight: --no-proc-views and --require-proc-views contradict each other: use one"
+        );
+        return Ok(EXIT_LAUNCHER);
+    }
     let mut raw = RawSpec {
         name: a.name,
         hostname: a.hostname,
@@ -132,6 +142,7 @@ pub fn run(a: LaunchArgs) -> anyhow::Result<u8> {
         rm: a.rm,
         detach: a.detach,
         no_proc_views: a.no_proc_views,
+        require_proc_views: a.require_proc_views,
         preserve_fds: a.preserve_fds,
         security_opts: a.security_opt,
         devices: a.device,

@@ -418,7 +418,8 @@ fn a_daemonizing_fs_keeps_none_of_its_callers_descriptors() {
 }
 
 /// A stopped (or hung) views server must not hang `launch`: the container starts within a
-/// few seconds without views (a warning says why), and leaves no record behind with --rm.
+/// few seconds without views (a warning says why), and leaves no record behind with --rm; with
+/// --require-proc-views it is refused, leaving nothing.
 #[test]
 fn a_launch_with_a_stopped_views_server_starts_without_views() {
     require_root!();
@@ -464,4 +465,23 @@ fn a_launch_with_a_stopped_views_server_starts_without_views() {
     );
     let ps = stdout(&crate::support::cgsight(&["ps", "-a"]));
     assert!(!ps.contains(&name), "a record was left: {ps}");
+
+    // --require-proc-views refuses instead: exit 125, one error line, nothing left.
+    let strict = cgsight_testkit::unique_name("vstrict");
+    let _g = Ctr::named(&strict);
+    let mut cmd = Command::new("timeout");
+    cmd.args(["-s", "KILL", "120", BIN, "launch", "-d", "--name", &strict])
+        .args(["--require-proc-views", "--", "sleep", "60"])
+        .env("CGSIGHT_FS_MOUNTPOINT", &d.mp);
+    crate::support::in_test_netns(&mut cmd);
+    let out = cmd.output().expect("run launch");
+    let e = stderr(&out);
+    assert_eq!(out.status.code(), Some(125), "{e}");
+    let errors: Vec<&str> = e.lines().filter(|l| l.starts_with("cgsight:")).collect();
+    assert!(
+        errors.len() == 1 && errors.iter().all(|l| l.contains("--require-proc-views")),
+        "{e}"
+    );
+    let ps = stdout(&crate::support::cgsight(&["ps", "-a"]));
+    assert!(!ps.contains(&strict), "a record was left: {ps}");
 }

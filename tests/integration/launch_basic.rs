@@ -164,6 +164,7 @@ fn bad_inputs_exit_125_with_one_line() {
         vec!["--rootfs", "/nonexistent-cgsight-rootfs"],
         vec!["--hostname", "bad_host"],
         vec!["-v", "relative:/x"],
+        vec!["--require-proc-views"],
     ];
     for c in cases {
         let mut args = vec!["launch", "--rm", "--no-proc-views", "--name", &n];

@@ -90,6 +90,8 @@ pub struct RawSpec {
     pub rm: bool,
     pub detach: bool,
     pub no_proc_views: bool,
+    /// Refuse to start when the views cannot be served, instead of the host's files.
+    pub require_proc_views: bool,
     /// Descriptors 3..3+N passed to the command (every other one is closed).
     pub preserve_fds: u32,
     /// `--security-opt` values.
@@ -143,6 +145,9 @@ pub struct ContainerSpec {
     pub rm: bool,
     pub detach: bool,
     pub proc_views: bool,
+    /// `--require-proc-views`: no views, no container.
+    #[serde(default)]
+    pub views_required: bool,
     pub limits: Limits,
     /// Descriptors 3..3+N passed to the command (every other one is closed).
     #[serde(default)]
@@ -436,6 +441,7 @@ pub fn build(
         rm: raw.rm,
         detach: raw.detach,
         proc_views: !raw.no_proc_views,
+        views_required: raw.require_proc_views && !raw.no_proc_views,
         limits,
         preserve_fds: raw.preserve_fds,
         security: sec,
